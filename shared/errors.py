@@ -1,0 +1,236 @@
+"""The error taxonomy: a stable code, whether a retry can help, and what the operator should do.
+
+Operators (and, through them, customers' admins) are Japanese, so every hint exists in
+English and Japanese. Codes are stable: they are stored in Table storage, shown by the status
+API and searched for in dashboards, so a code is never renamed, only added.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class ErrorCode(str, Enum):
+    """Stable identifiers of everything that can stop or flag an activation."""
+
+    NOTICE_INVALID = "NOTICE_INVALID"
+    NOTICE_CONFLICT = "NOTICE_CONFLICT"
+    CONFIG_INVALID = "CONFIG_INVALID"
+    CONSENT_MISSING = "CONSENT_MISSING"
+    CREDENTIAL_INVALID = "CREDENTIAL_INVALID"
+    TENANT_NOT_FOUND = "TENANT_NOT_FOUND"
+    ROLE_MISSING = "ROLE_MISSING"
+    THROTTLED = "THROTTLED"
+    EXCHANGE_UNAVAILABLE = "EXCHANGE_UNAVAILABLE"
+    NETWORK_ERROR = "NETWORK_ERROR"
+    EXCHANGE_REJECTED = "EXCHANGE_REJECTED"
+    REPLICATION_TIMEOUT = "REPLICATION_TIMEOUT"
+    CONFLICTING_CONNECTOR = "CONFLICTING_CONNECTOR"
+    RECIPIENT_IN_TENANT = "RECIPIENT_IN_TENANT"
+    SPF_MISSING = "SPF_MISSING"
+    SPF_INCLUDE_MISSING = "SPF_INCLUDE_MISSING"
+    SPF_TOO_MANY_LOOKUPS = "SPF_TOO_MANY_LOOKUPS"
+    SPF_MULTIPLE_RECORDS = "SPF_MULTIPLE_RECORDS"
+    SPF_LOOKUP_FAILED = "SPF_LOOKUP_FAILED"
+    VALIDATION_FAILED = "VALIDATION_FAILED"
+    MAX_ATTEMPTS_EXCEEDED = "MAX_ATTEMPTS_EXCEEDED"
+    UNHANDLED = "UNHANDLED"
+
+
+@dataclass(frozen=True)
+class Hint:
+    """What an operator should do about an error, in both languages."""
+
+    en: str
+    ja: str
+
+
+HINTS: dict[ErrorCode, Hint] = {
+    ErrorCode.NOTICE_INVALID: Hint(
+        "Correct the fields named in the errors and submit the notice again.",
+        "エラーに示された項目を修正し、開通通知を再送信してください。",
+    ),
+    ErrorCode.NOTICE_CONFLICT: Hint(
+        "A different notice was already received under this notice_id. Issue the new notice "
+        "with its own notice_id, or confirm which content is correct.",
+        "同じ notice_id で内容の異なる開通通知を受信済みです。新しい通知には別の notice_id を"
+        "付けるか、正しい内容を確認してください。",
+    ),
+    ErrorCode.CONFIG_INVALID: Hint(
+        "Fix the named application setting and restart the Function App.",
+        "指定されたアプリケーション設定を修正し、Function App を再起動してください。",
+    ),
+    ErrorCode.CONSENT_MISSING: Hint(
+        "The customer's Global Administrator must grant admin consent to the provisioning app "
+        "(open the admin-consent URL), then retry.",
+        "お客様のグローバル管理者がプロビジョニング用アプリに管理者の同意を付与する必要があります"
+        "（管理者同意 URL を開いてください）。その後、再試行してください。",
+    ),
+    ErrorCode.CREDENTIAL_INVALID: Hint(
+        "The app's certificate or secret is wrong or expired. Renew it in Key Vault / the app "
+        "registration, then retry.",
+        "アプリの証明書またはシークレットが誤っているか期限切れです。Key Vault またはアプリ登録で"
+        "更新してから再試行してください。",
+    ),
+    ErrorCode.TENANT_NOT_FOUND: Hint(
+        "The tenant_id does not exist. Check the tenant ID in the activation notice.",
+        "tenant_id のテナントが存在しません。開通通知のテナント ID を確認してください。",
+    ),
+    ErrorCode.ROLE_MISSING: Hint(
+        "Assign the Exchange Administrator role to the provisioning app's service principal in "
+        "the customer tenant, wait a few minutes, then retry.",
+        "お客様テナントでプロビジョニング用アプリのサービス プリンシパルに Exchange 管理者ロールを"
+        "割り当て、数分待ってから再試行してください。",
+    ),
+    ErrorCode.THROTTLED: Hint(
+        "Exchange Online is throttling this tenant; the activation is retried automatically.",
+        "Exchange Online がこのテナントの要求を制限しています。自動的に再試行されます。",
+    ),
+    ErrorCode.EXCHANGE_UNAVAILABLE: Hint(
+        "Exchange Online is temporarily unavailable; the activation is retried automatically.",
+        "Exchange Online が一時的に利用できません。自動的に再試行されます。",
+    ),
+    ErrorCode.NETWORK_ERROR: Hint(
+        "A network error reached Exchange Online or Entra ID; the activation is retried "
+        "automatically.",
+        "Exchange Online または Entra ID への通信でネットワーク エラーが発生しました。自動的に"
+        "再試行されます。",
+    ),
+    ErrorCode.EXCHANGE_REJECTED: Hint(
+        "Exchange Online rejected the command; read its message, fix the cause in the tenant, "
+        "then retry.",
+        "Exchange Online がコマンドを拒否しました。メッセージを確認し、テナント側の原因を解消して"
+        "から再試行してください。",
+    ),
+    ErrorCode.REPLICATION_TIMEOUT: Hint(
+        "A connector just created is not yet visible in Exchange Online; retry in a few minutes.",
+        "作成したコネクタがまだ Exchange Online に反映されていません。数分後に再試行してください。",
+    ),
+    ErrorCode.CONFLICTING_CONNECTOR: Hint(
+        "Another enabled outbound connector would take the same mail. Ask the customer to "
+        "disable or narrow it (Exchange admin center > Mail flow > Connectors), then retry.",
+        "同じメールを扱う別の有効な送信コネクタがあります。お客様に無効化または対象ドメインの"
+        "絞り込みを依頼し（Exchange 管理センター > メール フロー > コネクタ）、再試行してください。",
+    ),
+    ErrorCode.RECIPIENT_IN_TENANT: Hint(
+        "The validation recipient is in one of the tenant's own domains. Use an external "
+        "mailbox that can send and receive mail, then resubmit.",
+        "検証用の宛先がテナント自身のドメインです。送受信できる外部のメールアドレスを指定して"
+        "再送信してください。",
+    ),
+    ErrorCode.SPF_MISSING: Hint(
+        "The domain has no SPF record. Ask the customer to publish the SPF value from the "
+        "vendor's SPF page.",
+        "ドメインに SPF レコードがありません。ベンダーの SPF ページの値を公開するよう、お客様に"
+        "依頼してください。",
+    ),
+    ErrorCode.SPF_INCLUDE_MISSING: Hint(
+        "The SPF record does not include MailGates. Ask the customer to add the include from "
+        "the vendor's SPF page.",
+        "SPF レコードに MailGates の include がありません。ベンダーの SPF ページの include を追加"
+        "するよう、お客様に依頼してください。",
+    ),
+    ErrorCode.SPF_TOO_MANY_LOOKUPS: Hint(
+        "The SPF record needs more than 10 DNS look-ups (RFC 7208) and will fail at "
+        "recipients. Ask the customer to flatten it.",
+        "SPF レコードの DNS 参照が 10 回（RFC 7208 の上限）を超え、受信側で失敗します。"
+        "レコードの整理をお客様に依頼してください。",
+    ),
+    ErrorCode.SPF_MULTIPLE_RECORDS: Hint(
+        "The domain publishes more than one SPF record, which is a permanent error at "
+        "recipients. Ask the customer to merge them into one.",
+        "ドメインに SPF レコードが複数あり、受信側で恒久エラーになります。1 つにまとめるよう"
+        "お客様に依頼してください。",
+    ),
+    ErrorCode.SPF_LOOKUP_FAILED: Hint(
+        "The SPF record could not be looked up (DNS error); it is checked again on retry.",
+        "DNS エラーのため SPF レコードを確認できませんでした。再試行時に再確認します。",
+    ),
+    ErrorCode.VALIDATION_FAILED: Hint(
+        "Exchange's connector validation failed. Check the failed tasks (smart host "
+        "reachability, test mail to the recipient) and any other enabled outbound connector, "
+        "then retry.",
+        "Exchange のコネクタ検証に失敗しました。失敗したタスク（スマート ホストへの接続、宛先への"
+        "テスト メール）と他の有効な送信コネクタを確認し、再試行してください。",
+    ),
+    ErrorCode.MAX_ATTEMPTS_EXCEEDED: Hint(
+        "Retries were exhausted; the last error is shown. Fix its cause, then retry from the "
+        "status API or CLI.",
+        "再試行の上限に達しました。最後のエラーの原因を解消し、ステータス API または CLI から"
+        "再試行してください。",
+    ),
+    ErrorCode.UNHANDLED: Hint(
+        "An unexpected error stopped the activation; the raw message is kept. Report it to the "
+        "product team, then retry.",
+        "予期しないエラーで処理が停止しました（元のメッセージは保存済み）。開発チームに報告し、"
+        "再試行してください。",
+    ),
+}
+
+
+class ProvisioningError(Exception):
+    """Anything that stops an activation, with what the operator needs to act on it.
+
+    `detail` keeps the words of the system that failed (Exchange, Entra, DNS) unchanged, so
+    support can search for them.
+    """
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        detail: str,
+        *,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        needs_attention: bool = False,
+        status_code: int | None = None,
+        extra_hint: str = "",
+    ) -> None:
+        super().__init__(f"{code.value}: {detail}")
+        self.code = code
+        self.detail = detail
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.needs_attention = needs_attention
+        self.status_code = status_code
+        self.extra_hint = extra_hint
+
+    @property
+    def hint(self) -> Hint:
+        base = HINTS[self.code]
+        if not self.extra_hint:
+            return base
+        return Hint(f"{base.en} {self.extra_hint}", f"{base.ja} {self.extra_hint}")
+
+    def to_dict(self) -> dict[str, object]:
+        """The shape stored in Table storage and returned by the status API."""
+        hint = self.hint
+        return {
+            "code": self.code.value,
+            "message": self.detail,
+            "retryable": self.retryable,
+            "hint_en": hint.en,
+            "hint_ja": hint.ja,
+        }
+
+
+class TransientError(ProvisioningError):
+    """Retrying later may succeed (throttling, outages, network)."""
+
+    def __init__(self, code: ErrorCode, detail: str, **kwargs: object) -> None:
+        kwargs.setdefault("retryable", True)
+        super().__init__(code, detail, **kwargs)  # type: ignore[arg-type]
+
+
+class AuthError(ProvisioningError):
+    """Entra ID refused the app-only token (consent, credential, tenant)."""
+
+
+class ExchangeError(ProvisioningError):
+    """Exchange Online answered with an error."""
+
+
+def error_dict(code: ErrorCode, detail: str, *, retryable: bool = False) -> dict[str, object]:
+    """The stored error shape for a code without raising an exception."""
+    return ProvisioningError(code, detail, retryable=retryable).to_dict()

@@ -1,0 +1,411 @@
+"""The activation notice (schema v1): parse, normalise, validate.
+
+A notice decides where a customer's outbound mail goes, so it is read strictly: unknown keys
+are errors (a typo must never silently drop a setting), smart hosts and journal domains come
+only from allow-lists, and every bad field is reported at once with a message in English and
+Japanese that says how to fix it. Nothing here raises anything but `NoticeError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .errors import ErrorCode, ProvisioningError
+from .settings import Settings
+
+MAX_NOTICE_BYTES = 16 * 1024
+SERVICES = ("enterprise_audit", "mailgates")  # canonical order: Enterprise Audit first
+
+ALLOWED_KEYS = (
+    "notice_id",
+    "tenant_id",
+    "services",
+    "journal_report_address",
+    "mx_host",
+    "validation_recipient",
+    "tenant_domain",
+    "contract_id",
+    "customer_name",
+    "issued_at",
+)
+
+_NOTICE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+_LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_MAX_TEXT = 256
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One bad field: which, a stable code, and how to fix it (EN and JA)."""
+
+    field: str
+    code: str
+    message: str
+    message_ja: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "field": self.field,
+            "code": self.code,
+            "message": self.message,
+            "message_ja": self.message_ja,
+        }
+
+    def line(self) -> str:
+        return f"{self.field}: {self.code}: {self.message} / {self.message_ja}"
+
+
+class NoticeError(ProvisioningError):
+    """The notice cannot be used; `errors` lists every bad field."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = errors
+        super().__init__(ErrorCode.NOTICE_INVALID, "; ".join(e.line() for e in errors))
+
+    def to_dict(self) -> dict[str, object]:
+        out = super().to_dict()
+        out["errors"] = [e.to_dict() for e in self.errors]
+        return out
+
+
+@dataclass(frozen=True)
+class ActivationNotice:
+    """A valid, normalised notice. Keys for services not requested are dropped."""
+
+    notice_id: str
+    tenant_id: str
+    services: tuple[str, ...]
+    journal_report_address: str | None = None
+    mx_host: str | None = None
+    validation_recipient: str | None = None
+    tenant_domain: str | None = None
+    contract_id: str | None = None
+    customer_name: str | None = None
+    issued_at: str | None = None
+
+    @property
+    def journal_domain(self) -> str | None:
+        if self.journal_report_address is None:
+            return None
+        return self.journal_report_address.rsplit("@", 1)[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The normalised notice as JSON-ready data (None fields left out)."""
+        out: dict[str, Any] = {}
+        for key in ALLOWED_KEYS:
+            value = getattr(self, key)
+            if value is None:
+                continue
+            out[key] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+    @property
+    def content_hash(self) -> str:
+        """Identifies the notice's meaning: the same notice re-sent hashes the same."""
+        return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
+
+
+def parse_notice(data: str | bytes | Mapping[str, Any], settings: Settings | None = None) -> ActivationNotice:
+    """Parse and validate a notice from JSON text, bytes, or an already-decoded object."""
+    settings = settings or Settings()
+    obj = _decode(data)
+    errors: list[FieldError] = []
+    values: dict[str, Any] = {}
+
+    for key in obj:
+        if key not in ALLOWED_KEYS:
+            errors.append(_err(key, "unknown_key",
+                               f"'{key}' is not a notice field; allowed: {', '.join(ALLOWED_KEYS)}. Check the spelling.",
+                               f"'{key}' は開通通知の項目ではありません（使用可能: {', '.join(ALLOWED_KEYS)}）。綴りを確認してください。"))
+
+    values["notice_id"] = _check_notice_id(obj, errors)
+    values["tenant_id"] = _check_tenant_id(obj, errors)
+    services = _check_services(obj, errors)
+    values["services"] = services
+    values["tenant_domain"] = _check_tenant_domain(obj, errors)
+    if services is not None and "enterprise_audit" in services:
+        values["journal_report_address"] = _check_journal(obj, errors, settings)
+    if services is not None and "mailgates" in services:
+        values["mx_host"] = _check_mx_host(obj, errors, settings)
+        values["validation_recipient"] = _check_recipient(obj, errors, values["tenant_domain"])
+    for key in ("contract_id", "customer_name"):
+        values[key] = _check_text(obj, key, errors)
+    values["issued_at"] = _check_issued_at(obj, errors)
+
+    if errors:
+        raise NoticeError(errors)
+    return ActivationNotice(**values)
+
+
+def _decode(data: str | bytes | Mapping[str, Any]) -> Mapping[str, Any]:
+    if isinstance(data, Mapping):
+        return data
+    size = len(data.encode("utf-8")) if isinstance(data, str) else len(data)
+    if size > MAX_NOTICE_BYTES:
+        raise NoticeError([_err("$", "too_large",
+                                f"the notice is {size} bytes; at most {MAX_NOTICE_BYTES} are accepted. Send one notice per message.",
+                                f"開通通知が {size} バイトあります（上限 {MAX_NOTICE_BYTES} バイト）。1 メッセージに 1 通知を送ってください。")])
+    try:
+        text = data.decode("utf-8-sig") if isinstance(data, bytes) else data
+        obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except _DuplicateKey as exc:
+        raise NoticeError([_err(exc.key, "duplicate_key",
+                                f"'{exc.key}' appears more than once; keep exactly one.",
+                                f"'{exc.key}' が複数回あります。1 つだけにしてください。")]) from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise NoticeError([_err("$", "malformed_json",
+                                f"the notice is not valid UTF-8 JSON ({exc.__class__.__name__}: {str(exc)[:120]}).",
+                                "開通通知が正しい UTF-8 の JSON ではありません。形式を確認してください。")]) from None
+    if not isinstance(obj, dict):
+        raise NoticeError([_err("$", "not_object",
+                                f"the notice must be a JSON object, not {type(obj).__name__}.",
+                                "開通通知は JSON オブジェクト（{...}）である必要があります。")])
+    return obj
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed in a notice")
+
+
+def _err(field: str, code: str, message: str, message_ja: str) -> FieldError:
+    return FieldError(field, code, message, message_ja)
+
+
+def _missing(field: str, why_en: str = "", why_ja: str = "") -> FieldError:
+    return _err(field, "missing", f"'{field}' is required{why_en}. Add it to the notice.",
+                f"'{field}' は必須です{why_ja}。開通通知に追加してください。")
+
+
+def _wrong_type(field: str, expected_en: str, expected_ja: str) -> FieldError:
+    return _err(field, "wrong_type", f"'{field}' must be {expected_en}.", f"'{field}' は{expected_ja}である必要があります。")
+
+
+def _string(obj: Mapping[str, Any], field: str, errors: list[FieldError], *, required: bool,
+            why_en: str = "", why_ja: str = "") -> str | None:
+    if field not in obj or obj[field] is None:
+        if required:
+            errors.append(_missing(field, why_en, why_ja))
+        return None
+    value = obj[field]
+    if not isinstance(value, str):
+        errors.append(_wrong_type(field, "a string", "文字列"))
+        return None
+    value = value.strip()
+    if not value:
+        if required:
+            errors.append(_err(field, "empty", f"'{field}' is empty{why_en}. Fill it in.",
+                               f"'{field}' が空です{why_ja}。値を入力してください。"))
+        return None
+    return value
+
+
+def _check_notice_id(obj: Mapping[str, Any], errors: list[FieldError]) -> str | None:
+    value = _string(obj, "notice_id", errors, required=True)
+    if value is not None and not _NOTICE_ID.fullmatch(value):
+        errors.append(_err("notice_id", "invalid_format",
+                           "'notice_id' must be 1-64 characters of A-Z a-z 0-9 . _ -.",
+                           "'notice_id' は A-Z a-z 0-9 . _ - の 1～64 文字で指定してください。"))
+        return None
+    return value
+
+
+def _check_tenant_id(obj: Mapping[str, Any], errors: list[FieldError]) -> str | None:
+    value = _string(obj, "tenant_id", errors, required=True)
+    if value is None:
+        return None
+    lowered = value.lower()
+    if not _GUID.fullmatch(lowered):
+        errors.append(_err("tenant_id", "invalid_guid",
+                           "'tenant_id' must be the tenant's GUID, like 00000000-0000-0000-0000-000000000000 "
+                           "(Entra admin center > Overview > Tenant ID).",
+                           "'tenant_id' はテナントの GUID（例: 00000000-0000-0000-0000-000000000000）で指定してください"
+                           "（Entra 管理センター > 概要 > テナント ID）。"))
+        return None
+    return lowered
+
+
+def _check_services(obj: Mapping[str, Any], errors: list[FieldError]) -> tuple[str, ...] | None:
+    if "services" not in obj or obj["services"] is None:
+        errors.append(_missing("services"))
+        return None
+    value = obj["services"]
+    if not isinstance(value, list):
+        errors.append(_wrong_type("services", 'a list such as ["mailgates", "enterprise_audit"]',
+                                  '["mailgates", "enterprise_audit"] のようなリスト'))
+        return None
+    if not value:
+        errors.append(_err("services", "empty", 'list at least one service: "mailgates" and/or "enterprise_audit".',
+                           '"mailgates" または "enterprise_audit" を 1 つ以上指定してください。'))
+        return None
+    seen: list[str] = []
+    ok = True
+    for item in value:
+        if not isinstance(item, str) or item not in SERVICES:
+            shown = item if isinstance(item, str) else json.dumps(item)[:40]
+            errors.append(_err("services", "unknown_service",
+                               f"'{shown}' is not a service; use \"mailgates\" and/or \"enterprise_audit\".",
+                               f"'{shown}' はサービス名ではありません。\"mailgates\" または \"enterprise_audit\" を指定してください。"))
+            ok = False
+        elif item in seen:
+            errors.append(_err("services", "duplicate_service", f"'{item}' is listed twice; list each service once.",
+                               f"'{item}' が 2 回指定されています。各サービスは 1 回だけ指定してください。"))
+            ok = False
+        else:
+            seen.append(item)
+    if not ok:
+        return None
+    return tuple(s for s in SERVICES if s in seen)
+
+
+def _domain(value: str) -> str | None:
+    """A lower-case DNS name with at least two labels, or None."""
+    name = value.lower()
+    if len(name) > 253 or "." not in name:
+        return None
+    labels = name.split(".")
+    if not all(_LABEL.fullmatch(label) for label in labels) or labels[-1].isdigit():
+        return None
+    return name
+
+
+def _email(value: str) -> str | None:
+    """The address with its domain lower-cased, or None when it is not a plain address."""
+    if len(value) > 254 or value.count("@") != 1:
+        return None
+    local, domain = value.split("@")
+    if len(local) > 64 or not _LOCAL_PART.fullmatch(local):
+        return None
+    name = _domain(domain)
+    return None if name is None else f"{local}@{name}"
+
+
+def _check_journal(obj: Mapping[str, Any], errors: list[FieldError], settings: Settings) -> str | None:
+    value = _string(obj, "journal_report_address", errors, required=True,
+                    why_en=" for enterprise_audit", why_ja="（enterprise_audit の場合）")
+    if value is None:
+        return None
+    address = _email(value)
+    if address is None:
+        errors.append(_err("journal_report_address", "invalid_email",
+                           "'journal_report_address' must be an address like xxxxxx@cs-365.cybermail.jp "
+                           "(the journal report destination on the activation notice).",
+                           "'journal_report_address' は xxxxxx@cs-365.cybermail.jp のような形式で指定してください"
+                           "（開通通知書のジャーナルレポート送信先）。"))
+        return None
+    domain = address.rsplit("@", 1)[1]
+    if domain not in settings.allowed_journal_domains:
+        allowed = ", ".join(sorted(settings.allowed_journal_domains))
+        errors.append(_err("journal_report_address", "domain_not_allowed",
+                           f"journal domain '{domain}' is not an Enterprise Audit domain; use one of: {allowed}.",
+                           f"ジャーナル ドメイン '{domain}' は Enterprise Audit のドメインではありません。次のいずれかを指定してください: {allowed}"))
+        return None
+    return address
+
+
+def _check_mx_host(obj: Mapping[str, Any], errors: list[FieldError], settings: Settings) -> str | None:
+    value = _string(obj, "mx_host", errors, required=True, why_en=" for mailgates", why_ja="（mailgates の場合）")
+    if value is None:
+        return None
+    host = value.lower()
+    if host.endswith("."):
+        host = host[:-1]
+    if host not in settings.allowed_smart_hosts:
+        allowed = ", ".join(sorted(settings.allowed_smart_hosts))
+        errors.append(_err("mx_host", "host_not_allowed",
+                           f"'{value[:80]}' is not a MailGates host; use the MX record on the activation notice, one of: {allowed}.",
+                           f"'{value[:80]}' は MailGates のホストではありません。開通通知書の MX レコード（{allowed} のいずれか）を指定してください。"))
+        return None
+    return host
+
+
+def _is_tenant_domain(domain: str, tenant_domain: str | None) -> bool:
+    return domain == "onmicrosoft.com" or domain.endswith(".onmicrosoft.com") or domain == tenant_domain
+
+
+def _check_recipient(obj: Mapping[str, Any], errors: list[FieldError], tenant_domain: str | None) -> str | None:
+    value = _string(obj, "validation_recipient", errors, required=True,
+                    why_en=" for mailgates", why_ja="（mailgates の場合）")
+    if value is None:
+        return None
+    address = _email(value)
+    if address is None:
+        errors.append(_err("validation_recipient", "invalid_email",
+                           "'validation_recipient' must be an address like adm@example.com.",
+                           "'validation_recipient' は adm@example.com のような形式で指定してください。"))
+        return None
+    if _is_tenant_domain(address.rsplit("@", 1)[1], tenant_domain):
+        errors.append(_err("validation_recipient", "recipient_in_tenant",
+                           "'validation_recipient' must be outside the tenant (not *.onmicrosoft.com or the tenant's "
+                           "domain); use an external mailbox that can send and receive mail.",
+                           "'validation_recipient' はテナント外のアドレス（*.onmicrosoft.com やテナントのドメイン以外）で、"
+                           "送受信できる外部のメールアドレスを指定してください。"))
+        return None
+    return address
+
+
+def _check_tenant_domain(obj: Mapping[str, Any], errors: list[FieldError]) -> str | None:
+    value = _string(obj, "tenant_domain", errors, required=False)
+    if value is None:
+        return None
+    domain = _domain(value.rstrip("."))
+    if domain is None or not domain.endswith(".onmicrosoft.com") or domain.count(".") != 2:
+        errors.append(_err("tenant_domain", "invalid_tenant_domain",
+                           "'tenant_domain' must be the tenant's initial domain, like contoso.onmicrosoft.com.",
+                           "'tenant_domain' は contoso.onmicrosoft.com のようなテナントの初期ドメインで指定してください。"))
+        return None
+    return domain
+
+
+def _check_text(obj: Mapping[str, Any], field: str, errors: list[FieldError]) -> str | None:
+    value = _string(obj, field, errors, required=False)
+    if value is not None and len(value) > _MAX_TEXT:
+        errors.append(_err(field, "too_long", f"'{field}' is longer than {_MAX_TEXT} characters; shorten it.",
+                           f"'{field}' が {_MAX_TEXT} 文字を超えています。短くしてください。"))
+        return None
+    if value is not None and any(ord(c) < 32 for c in value):
+        errors.append(_err(field, "control_character", f"'{field}' contains control characters; remove them.",
+                           f"'{field}' に制御文字が含まれています。削除してください。"))
+        return None
+    return value
+
+
+def _check_issued_at(obj: Mapping[str, Any], errors: list[FieldError]) -> str | None:
+    value = _string(obj, "issued_at", errors, required=False)
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None or "T" not in value.upper():
+        errors.append(_err("issued_at", "invalid_timestamp",
+                           "'issued_at' must be an ISO 8601 timestamp with an offset, like 2026-04-01T09:00:00+09:00.",
+                           "'issued_at' は 2026-04-01T09:00:00+09:00 のようなオフセット付き ISO 8601 形式で指定してください。"))
+        return None
+    return parsed.isoformat()
