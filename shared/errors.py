@@ -8,10 +8,10 @@ API and searched for in dashboards, so a code is never renamed, only added.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class ErrorCode(str, Enum):
+class ErrorCode(StrEnum):
     """Stable identifiers of everything that can stop or flag an activation."""
 
     NOTICE_INVALID = "NOTICE_INVALID"

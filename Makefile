@@ -1,0 +1,45 @@
+# The two commands a newcomer needs: `make run` and `make test`. Everything else is a step of them.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck unit functional bench scan deps clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+node_modules/.bin/azurite: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+deps: $(STAMP) node_modules/.bin/azurite
+
+## make run: local stack (Azurite, Exchange simulator, Functions runner), samples provisioned, statuses shown
+run: deps
+	$(PY) -m localrun
+
+## make test: lint, type check, every test (starts Azurite itself unless AZURITE_CONNECTION_STRING is set)
+test: deps lint typecheck
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy shared exosim localrun function_app.py
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
+
+bench: deps
+	$(PY) -m bench
+
+scan:
+	bash scripts/checkov.sh
+
+clean:
+	rm -rf $(VENV) .venv-scan node_modules .run .mypy_cache .ruff_cache .pytest_cache .hypothesis
