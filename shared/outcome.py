@@ -1,0 +1,103 @@
+"""The record of one activation run: status, per-connector result, error, events.
+
+This is what operators see (status API, CLI, status table) and what Table storage keeps, so
+it is plain data with a stable JSON form, and it never holds settings, secrets or tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    """Lifecycle of an activation (the status API's vocabulary)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRY_SCHEDULED = "retry_scheduled"
+    SUCCEEDED = "succeeded"
+    NEEDS_ATTENTION = "needs_attention"
+    FAILED = "failed"
+    REJECTED = "rejected"
+
+    @property
+    def final(self) -> bool:
+        return self in (Status.SUCCEEDED, Status.NEEDS_ATTENTION, Status.FAILED, Status.REJECTED)
+
+
+class Validation(StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    ALREADY_VALIDATED = "already_validated"
+    NOT_RUN = "not_run"
+
+
+@dataclass
+class Event:
+    """One step of a run, timestamped, with how long it took where that means something."""
+
+    kind: str
+    message: str
+    at: str = field(default_factory=lambda: now_iso())
+    duration_ms: float | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ConnectorOutcome:
+    name: str
+    service: str
+    action: str = "pending"  # create | update | unchanged | pending (not reached)
+    changed: list[str] = field(default_factory=list)
+    validation: Validation = Validation.NOT_RUN
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["validation"] = self.validation.value
+        return out
+
+
+@dataclass
+class Outcome:
+    """The result of one run of the engine for one notice."""
+
+    notice_id: str
+    tenant_id: str
+    status: Status = Status.RUNNING
+    connectors: list[ConnectorOutcome] = field(default_factory=list)
+    error: dict[str, Any] | None = None
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    started_at: str = field(default_factory=lambda: now_iso())
+    finished_at: str | None = None
+    retryable: bool = False
+    retry_after: float | None = None
+    writes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "notice_id": self.notice_id,
+            "tenant_id": self.tenant_id,
+            "status": self.status.value,
+            "connectors": [c.to_dict() for c in self.connectors],
+            "error": self.error,
+            "warnings": self.warnings,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "retryable": self.retryable,
+            "retry_after": self.retry_after,
+            "writes": self.writes,
+            "events": [e.to_dict() for e in self.events],
+        }
+
+
+def now_iso(moment: datetime | None = None) -> str:
+    """UTC timestamps with milliseconds, the one format the product stores and shows."""
+    return (moment or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,194 @@
+"""Planning rules: the fewest writes to converge, and no writes at all beside a competitor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import pytest
+
+from shared.connectors import ConnectorSpec, desired_connectors
+from shared.notice import parse_notice
+from shared.plan import Action, covers, make_plan, operations, overlaps
+
+NOTICE = parse_notice({
+    "notice_id": "n-1",
+    "tenant_id": "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b",
+    "services": ["mailgates", "enterprise_audit"],
+    "journal_report_address": "jr@cs-365.cybermail.jp",
+    "mx_host": "mgf.cybermail.jp",
+    "validation_recipient": "adm@example.com",
+})
+EA, MG = desired_connectors(NOTICE)
+
+
+@dataclass(frozen=True)
+class FakeConnector:
+    name: str
+    recipient_domains: tuple[str, ...]
+    smart_hosts: tuple[str, ...] = ()
+    use_mx_record: bool = True
+    connector_type: str = "Partner"
+    tls_settings: str | None = "CertificateValidation"
+    enabled: bool = True
+    is_transport_rule_scoped: bool = False
+    test_mode: bool = False
+    is_validated: bool = False
+    validation_recipients: tuple[str, ...] = ()
+    comment: str = ""
+
+
+def as_deployed(spec: ConnectorSpec, **overrides: object) -> FakeConnector:
+    """A connector exactly as our own earlier run left it."""
+    connector = FakeConnector(
+        name=spec.name,
+        recipient_domains=spec.recipient_domains,
+        smart_hosts=spec.smart_hosts,
+        use_mx_record=spec.use_mx_record,
+        is_validated=True,
+        validation_recipients=spec.validation_recipients,
+        comment=spec.comment,
+    )
+    return replace(connector, **overrides)  # type: ignore[arg-type]
+
+
+def test_a_tenant_without_connectors_gets_both_created_enterprise_audit_first() -> None:
+    plan = make_plan([EA, MG], [])
+    assert [(p.spec.name, p.action) for p in plan.connectors] == [(EA.name, Action.CREATE), (MG.name, Action.CREATE)]
+    assert [op.cmdlet for op in operations(plan)] == [
+        "New-OutboundConnector", "Validate-OutboundConnector", "Set-OutboundConnector"] * 2
+    assert not plan.blocked
+
+
+def test_a_tenant_already_provisioned_needs_no_write_and_no_validation() -> None:
+    plan = make_plan([EA, MG], [as_deployed(EA), as_deployed(MG)])
+    assert [p.action for p in plan.connectors] == [Action.UNCHANGED, Action.UNCHANGED]
+    assert not plan.writes_needed
+    assert operations(plan) == []
+
+
+def test_drift_on_one_connector_updates_only_the_differing_parameter() -> None:
+    plan = make_plan([EA, MG], [as_deployed(EA), as_deployed(MG, smart_hosts=("mgs.cybermail.jp",))])
+    assert plan.connectors[0].action is Action.UNCHANGED
+    assert plan.connectors[1].action is Action.UPDATE
+    assert plan.connectors[1].changes == {"SmartHosts": ["mgf.cybermail.jp"]}
+    assert plan.connectors[1].needs_validation
+    ops = operations(plan)
+    assert ops[0].cmdlet == "Set-OutboundConnector"
+    assert ops[0].parameters == {"Identity": MG.name, "SmartHosts": ["mgf.cybermail.jp"]}
+
+
+def test_lists_compare_order_insensitively_and_names_case_insensitively() -> None:
+    ea = replace(EA, recipient_domains=("*.CS-365.cybermail.jp",))
+    actual = [as_deployed(ea, name=EA.name.upper()), as_deployed(MG, smart_hosts=("MGF.cybermail.jp.",))]
+    plan = make_plan([EA, MG], actual)
+    assert [p.action for p in plan.connectors] == [Action.UNCHANGED, Action.UNCHANGED]
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ({"enabled": False}, {"Enabled": True}),
+        ({"tls_settings": "EncryptionOnly"}, {"TlsSettings": "CertificateValidation"}),
+        ({"tls_settings": None}, {"TlsSettings": "CertificateValidation"}),
+        ({"use_mx_record": True, "smart_hosts": ()}, {"UseMXRecord": False, "SmartHosts": ["mgf.cybermail.jp"]}),
+        ({"recipient_domains": ("*", "contoso.com")}, {"RecipientDomains": ["*"]}),
+        ({"is_transport_rule_scoped": True}, {"IsTransportRuleScoped": False}),
+        ({"connector_type": "OnPremises"}, {"ConnectorType": "Partner"}),
+    ],
+)
+def test_each_drifted_setting_is_set_back_alone(override: dict[str, object], expected: dict[str, object]) -> None:
+    plan = make_plan([MG], [as_deployed(MG, **override)])
+    assert plan.connectors[0].action is Action.UPDATE
+    assert plan.connectors[0].changes == expected
+
+
+def test_smart_hosts_left_on_an_mx_connector_are_not_drift() -> None:
+    plan = make_plan([EA], [as_deployed(EA, smart_hosts=("old.example",))])
+    assert plan.connectors[0].action is Action.UNCHANGED
+
+
+def test_a_connector_validated_for_other_recipients_is_validated_again_without_writes() -> None:
+    plan = make_plan([MG], [as_deployed(MG, validation_recipients=("someone@else.example",))])
+    assert plan.connectors[0].action is Action.UNCHANGED
+    assert plan.connectors[0].needs_validation
+    assert [op.cmdlet for op in operations(plan)] == ["Validate-OutboundConnector", "Set-OutboundConnector"]
+
+
+def test_an_unvalidated_connector_is_validated() -> None:
+    plan = make_plan([EA], [as_deployed(EA, is_validated=False)])
+    assert plan.connectors[0].needs_validation
+
+
+def test_a_connector_made_by_hand_with_our_name_is_adopted_by_stamping_the_marker() -> None:
+    plan = make_plan([MG], [as_deployed(MG, comment="created in the admin center")])
+    assert plan.connectors[0].changes == {"Comment": MG.comment}
+    assert not plan.blocked
+
+
+def test_our_connector_renamed_by_an_admin_is_renamed_back_not_duplicated() -> None:
+    plan = make_plan([MG], [as_deployed(MG, name="MailGates (renamed)")])
+    item = plan.connectors[0]
+    assert item.action is Action.UPDATE
+    assert item.changes == {"Name": MG.name}
+    assert item.identity == "MailGates (renamed)"
+    assert not plan.blocked
+
+
+def test_a_foreign_enabled_star_connector_blocks_everything() -> None:
+    foreign = FakeConnector(name="Old gateway", recipient_domains=("*",), use_mx_record=False,
+                            smart_hosts=("gw.example",))
+    plan = make_plan([EA, MG], [foreign])
+    assert plan.blocked
+    assert {c.name for c in plan.conflicts} == {"Old gateway"}
+    assert "Old gateway" in plan.conflicts[0].reason
+
+
+def test_a_foreign_star_connector_blocks_an_enterprise_audit_only_activation_too() -> None:
+    foreign = FakeConnector(name="Old gateway", recipient_domains=("*",))
+    assert make_plan([EA], [foreign]).blocked
+
+
+@pytest.mark.parametrize("override", [{"enabled": False}, {"test_mode": True}])
+def test_disabled_or_test_mode_foreign_connectors_do_not_block(override: dict[str, object]) -> None:
+    foreign = replace(FakeConnector(name="Old gateway", recipient_domains=("*",)), **override)  # type: ignore[arg-type]
+    assert not make_plan([EA, MG], [foreign]).blocked
+
+
+@pytest.mark.parametrize("domains", [("*.cybermail.jp",), ("cs-365.cybermail.jp",), ("*.cs-365.cybermail.jp",)])
+def test_a_foreign_connector_covering_the_journal_domain_blocks(domains: tuple[str, ...]) -> None:
+    plan = make_plan([EA, MG], [FakeConnector(name="Archive (old)", recipient_domains=domains)])
+    assert plan.blocked
+    assert {c.blocks for c in plan.conflicts} == {EA.name}
+
+
+def test_a_narrow_foreign_connector_only_warns_which_domains_bypass_mailgates() -> None:
+    plan = make_plan([EA, MG], [FakeConnector(name="Bank TLS", recipient_domains=("*.bank.example",))])
+    assert not plan.blocked
+    assert [w.code for w in plan.warnings] == ["MAIL_BYPASSES_MAILGATES"]
+    assert plan.warnings[0].data == {"connector": "Bank TLS", "domains": ["*.bank.example"]}
+
+
+def test_a_narrow_foreign_connector_is_irrelevant_to_enterprise_audit_alone() -> None:
+    plan = make_plan([EA], [FakeConnector(name="Bank TLS", recipient_domains=("*.bank.example",))])
+    assert not plan.blocked and not plan.warnings
+
+
+@pytest.mark.parametrize(
+    ("pattern", "domain", "expected"),
+    [
+        ("*", "anything.example", True),
+        ("*.contoso.com", "contoso.com", True),
+        ("*.contoso.com", "mail.contoso.com", True),
+        ("*.contoso.com", "notcontoso.com", False),
+        ("contoso.com", "mail.contoso.com", False),
+        ("CONTOSO.com.", "contoso.COM", True),
+    ],
+)
+def test_recipient_domain_coverage_follows_exchange(pattern: str, domain: str, expected: bool) -> None:
+    assert covers(pattern, domain) is expected
+
+
+def test_wildcards_overlap_when_one_base_lies_under_the_other() -> None:
+    assert overlaps("*.cybermail.jp", "*.cs-365.cybermail.jp")
+    assert overlaps("*.cs-365.cybermail.jp", "cs-365.cybermail.jp")
+    assert not overlaps("*.cs-365.cybermail.jp", "*.cs-365-02.cybermail.jp")
