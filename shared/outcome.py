@@ -12,6 +12,11 @@ from enum import StrEnum
 from typing import Any
 
 
+def now_iso(moment: datetime | None = None) -> str:
+    """UTC timestamps with milliseconds, the one format the product stores and shows."""
+    return (moment or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 class Status(StrEnum):
     """Lifecycle of an activation (the status API's vocabulary)."""
 
@@ -41,7 +46,7 @@ class Event:
 
     kind: str
     message: str
-    at: str = field(default_factory=lambda: now_iso())
+    at: str = field(default_factory=now_iso)
     duration_ms: float | None = None
     data: dict[str, Any] = field(default_factory=dict)
 
@@ -75,7 +80,7 @@ class Outcome:
     error: dict[str, Any] | None = None
     warnings: list[dict[str, Any]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
-    started_at: str = field(default_factory=lambda: now_iso())
+    started_at: str = field(default_factory=now_iso)
     finished_at: str | None = None
     retryable: bool = False
     retry_after: float | None = None
@@ -96,8 +101,3 @@ class Outcome:
             "writes": self.writes,
             "events": [e.to_dict() for e in self.events],
         }
-
-
-def now_iso(moment: datetime | None = None) -> str:
-    """UTC timestamps with milliseconds, the one format the product stores and shows."""
-    return (moment or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
