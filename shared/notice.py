@@ -151,13 +151,20 @@ def parse_notice(data: str | bytes | Mapping[str, Any], settings: Settings | Non
 def _decode(data: str | bytes | Mapping[str, Any]) -> Mapping[str, Any]:
     if isinstance(data, Mapping):
         return data
-    size = len(data.encode("utf-8")) if isinstance(data, str) else len(data)
+    if isinstance(data, str):
+        try:
+            data = data.encode("utf-8")
+        except UnicodeEncodeError:
+            raise NoticeError([_err("$", "malformed_json",
+                                    "the notice contains characters that are not valid Unicode (lone surrogates).",
+                                    "開通通知に不正な Unicode 文字が含まれています。形式を確認してください。")]) from None
+    size = len(data)
     if size > MAX_NOTICE_BYTES:
         raise NoticeError([_err("$", "too_large",
                                 f"the notice is {size} bytes; at most {MAX_NOTICE_BYTES} are accepted. Send one notice per message.",
                                 f"開通通知が {size} バイトあります（上限 {MAX_NOTICE_BYTES} バイト）。1 メッセージに 1 通知を送ってください。")])
     try:
-        text = data.decode("utf-8-sig") if isinstance(data, bytes) else data
+        text = data.decode("utf-8-sig")
         obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except _DuplicateKey as exc:
         raise NoticeError([_err(exc.key, "duplicate_key",
@@ -217,6 +224,10 @@ def _string(obj: Mapping[str, Any], field: str, errors: list[FieldError], *, req
         errors.append(_wrong_type(field, "a string", "文字列"))
         return None
     value = value.strip()
+    if any("\ud800" <= ch <= "\udfff" for ch in value):
+        errors.append(_err(field, "invalid_unicode", f"'{field}' contains an invalid Unicode escape (a lone surrogate); remove it.",
+                           f"'{field}' に不正な Unicode 文字（サロゲート）が含まれています。削除してください。"))
+        return None
     if not value:
         if required:
             errors.append(_err(field, "empty", f"'{field}' is empty{why_en}. Fill it in.",
@@ -267,7 +278,8 @@ def _check_services(obj: Mapping[str, Any], errors: list[FieldError]) -> tuple[s
     ok = True
     for item in value:
         if not isinstance(item, str) or item not in SERVICES:
-            shown = item if isinstance(item, str) else json.dumps(item)[:40]
+            # Never render arbitrary values: a 5000-digit int cannot even be turned into text.
+            shown = item[:40] if isinstance(item, str) else f"a {type(item).__name__}"
             errors.append(_err("services", "unknown_service",
                                f"'{shown}' is not a service; use \"mailgates\" and/or \"enterprise_audit\".",
                                f"'{shown}' はサービス名ではありません。\"mailgates\" または \"enterprise_audit\" を指定してください。"))

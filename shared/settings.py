@@ -8,7 +8,9 @@ surfacing as a strange failure halfway through provisioning a customer's tenant.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Literal
@@ -86,6 +88,20 @@ class Settings:
             )
         if self.spf_policy not in ("warn", "block", "off"):
             raise SettingsError(f"SPF_POLICY={self.spf_policy!r}: use warn, block or off")
+        for env, value in (("EXO_TIMEOUT_SECONDS", self.exo_timeout_seconds),
+                           ("LEASE_SECONDS", self.lease_seconds), ("RETRY_MAX_SECONDS", self.retry_max_seconds)):
+            if not value > 0:
+                raise SettingsError(f"{env} must be more than 0 seconds")
+        if not 1 <= self.dns_port <= 65535:
+            raise SettingsError(f"DNS_PORT={self.dns_port} is not a port (1-65535)")
+        # The poison queue is `<name>-poison`, so the queue name leaves room for that suffix.
+        if not _QUEUE_NAME.fullmatch(self.activation_queue) or len(self.activation_queue) > 56:
+            raise SettingsError(f"ACTIVATION_QUEUE={self.activation_queue!r}: use 3-56 lower-case letters, digits "
+                                "and single hyphens (Azure queue naming, room for '-poison')")
+        for env, table in (("ACTIVATIONS_TABLE", self.activations_table), ("EVENTS_TABLE", self.events_table)):
+            if not _TABLE_NAME.fullmatch(table):
+                raise SettingsError(f"{env}={table!r}: use 3-63 letters and digits, starting with a letter "
+                                    "(Azure table naming)")
         if self.max_attempts < 1:
             raise SettingsError("MAX_ATTEMPTS must be at least 1")
         for name, hosts in (
@@ -95,7 +111,7 @@ class Settings:
             if not hosts:
                 raise SettingsError(f"{name} must list at least one domain")
             for host in hosts:
-                if host == "*" or "*" in host or " " in host or "." not in host:
+                if not _HOST_NAME.fullmatch(host):
                     raise SettingsError(f"{name}: {host!r} is not a plain domain name")
         for name, value in (
             ("EA_CONNECTOR_NAME", self.ea_connector_name),
@@ -126,6 +142,9 @@ class Settings:
 
 
 _SECRET_ATTRS = frozenset({"exo_client_secret"})
+_QUEUE_NAME = re.compile(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]")
+_TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{2,62}")
+_HOST_NAME = re.compile(r"(?=.{4,253}$)((?!-)[a-z0-9-]{1,63}(?<!-)\.)+[a-z][a-z0-9-]{0,62}(?<!-)")
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("ACTIVATION_QUEUE", "activation_queue", "Queue of activation notices; `<name>-poison` holds failed messages."),
@@ -168,8 +187,8 @@ def _convert(spec: Setting, raw: str) -> object:
             return int(raw)
         if isinstance(default, float):
             value = float(raw)
-            if value < 0:
-                raise ValueError("negative")
+            if value < 0 or not math.isfinite(value):
+                raise ValueError("negative or not finite")
             return value
     except ValueError as exc:
         raise SettingsError(f"{spec.env}={raw!r} is not a valid {type(default).__name__}") from exc

@@ -1,0 +1,277 @@
+"""Settings: read once from the environment; a bad value stops start-up naming the variable."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from shared.settings import (
+    DEFAULT_JOURNAL_DOMAINS,
+    DEFAULT_SMART_HOSTS,
+    SETTINGS,
+    Settings,
+    SettingsError,
+)
+
+ENV_NAMES = [spec.env for spec in SETTINGS]
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """The process environment without any of the product's variables."""
+    for name in ENV_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+# --- defaults -------------------------------------------------------------------------------
+
+
+def test_an_empty_environment_gives_the_defaults() -> None:
+    assert Settings.from_env({}) == Settings()
+
+
+def test_the_defaults_are_those_of_the_vendor_procedure() -> None:
+    settings = Settings.from_env({})
+    assert settings.ea_connector_name == "Enterprise Audit送信コネクタ"
+    assert settings.mg_connector_name == "MAILGATESΣ 送信コネクタ"
+    assert settings.allowed_smart_hosts == {"mgf.cybermail.jp", "mgs.cybermail.jp", "mgp.cybermail.jp"}
+    assert settings.allowed_journal_domains == {"cs-365.cybermail.jp", "cs-365-02.cybermail.jp"}
+    assert settings.allowed_smart_hosts == DEFAULT_SMART_HOSTS
+    assert settings.allowed_journal_domains == DEFAULT_JOURNAL_DOMAINS
+    assert settings.activation_queue == "activation-notices"
+    assert settings.activations_table == "activations"
+    assert settings.events_table == "activationevents"
+    assert settings.exo_admin_api_url == "https://outlook.office365.com"
+    assert settings.entra_authority_host == "https://login.microsoftonline.com"
+    assert settings.exo_auth_mode == "certificate"
+    assert settings.spf_policy == "warn"
+    assert settings.max_attempts == 8
+    assert settings.dns_port == 53
+    assert settings.exo_client_secret == ""
+
+
+def test_the_defaults_pass_their_own_check() -> None:
+    Settings().check()
+
+
+def test_without_an_argument_the_process_environment_is_read(clean_env: pytest.MonkeyPatch) -> None:
+    assert Settings.from_env() == Settings()
+    clean_env.setenv("MAX_ATTEMPTS", "3")
+    clean_env.setenv("ACTIVATION_QUEUE", "notices-test")
+    settings = Settings.from_env()
+    assert settings.max_attempts == 3
+    assert settings.activation_queue == "notices-test"
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\t\n"])
+def test_a_blank_variable_means_the_default(blank: str) -> None:
+    assert Settings.from_env({name: blank for name in ENV_NAMES}) == Settings()
+
+
+def test_unrelated_variables_are_ignored() -> None:
+    environ = {"PATH": "/usr/bin", "max_attempts": "0", "FUNCTIONS_WORKER_RUNTIME": "python"}
+    assert Settings.from_env(environ) == Settings()
+
+
+# --- parsing --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("mgf.cybermail.jp", {"mgf.cybermail.jp"}),
+    ("mgf.cybermail.jp,mgs.cybermail.jp", {"mgf.cybermail.jp", "mgs.cybermail.jp"}),
+    (" MGF.CyberMail.JP. , mgs.cybermail.jp ,, ", {"mgf.cybermail.jp", "mgs.cybermail.jp"}),
+    ("relay.mailgates.example,relay.mailgates.example", {"relay.mailgates.example"}),
+])
+def test_smart_hosts_are_a_comma_separated_case_insensitive_list(raw: str, expected: set[str]) -> None:
+    assert Settings.from_env({"ALLOWED_SMART_HOSTS": raw}).allowed_smart_hosts == expected
+
+
+def test_journal_domains_are_a_comma_separated_case_insensitive_list() -> None:
+    settings = Settings.from_env({"ALLOWED_JOURNAL_DOMAINS": "CS-365.cybermail.jp., journal.example.jp"})
+    assert settings.allowed_journal_domains == {"cs-365.cybermail.jp", "journal.example.jp"}
+    assert settings.allowed_smart_hosts == DEFAULT_SMART_HOSTS
+
+
+@pytest.mark.parametrize(("env", "raw", "attr", "expected"), [
+    ("MAX_ATTEMPTS", "3", "max_attempts", 3),
+    ("MAX_ATTEMPTS", " 12 ", "max_attempts", 12),
+    ("DNS_PORT", "5353", "dns_port", 5353),
+    ("EXO_TIMEOUT_SECONDS", "12.5", "exo_timeout_seconds", 12.5),
+    ("EXO_TIMEOUT_SECONDS", "10", "exo_timeout_seconds", 10.0),
+    ("RETRY_BASE_SECONDS", "0.5", "retry_base_seconds", 0.5),
+    ("RETRY_MAX_SECONDS", "7200", "retry_max_seconds", 7200.0),
+    ("LEASE_SECONDS", "300", "lease_seconds", 300.0),
+    ("REPLICATION_WAIT_SECONDS", "0", "replication_wait_seconds", 0.0),
+])
+def test_numbers_are_parsed(env: str, raw: str, attr: str, expected: float) -> None:
+    value = getattr(Settings.from_env({env: raw}), attr)
+    assert value == expected
+    assert type(value) is type(expected)
+
+
+@pytest.mark.parametrize(("env", "attr", "raw", "expected"), [
+    ("EXO_ADMIN_API_URL", "exo_admin_api_url", "https://127.0.0.1:8443/", "https://127.0.0.1:8443"),
+    ("EXO_ADMIN_API_URL", "exo_admin_api_url", "https://outlook.office365.com", "https://outlook.office365.com"),
+    ("ENTRA_AUTHORITY_HOST", "entra_authority_host", "https://login.microsoftonline.us//", "https://login.microsoftonline.us"),
+])
+def test_urls_lose_their_trailing_slash(env: str, attr: str, raw: str, expected: str) -> None:
+    assert getattr(Settings.from_env({env: raw}), attr) == expected
+
+
+@pytest.mark.parametrize(("env", "attr", "raw"), [
+    ("ACTIVATION_QUEUE", "activation_queue", "notices-staging"),
+    ("ACTIVATIONS_TABLE", "activations_table", "activationsStaging"),
+    ("EVENTS_TABLE", "events_table", "eventsStaging"),
+    ("EA_CONNECTOR_NAME", "ea_connector_name", "Enterprise Audit Outbound"),
+    ("MG_CONNECTOR_NAME", "mg_connector_name", "MailGates Outbound"),
+    ("EXO_AUTH_MODE", "exo_auth_mode", "secret"),
+    ("EXO_AUTH_MODE", "exo_auth_mode", "federated"),
+    ("EXO_CLIENT_ID", "exo_client_id", "00000000-0000-0000-0000-000000000001"),
+    ("EXO_CERTIFICATE_PATH", "exo_certificate_path", "/secrets/app.pem"),
+    ("KEY_VAULT_URL", "key_vault_url", "https://kv-example.vault.azure.net/"),
+    ("EXO_CERTIFICATE_NAME", "exo_certificate_name", "exo-app"),
+    ("MANAGED_IDENTITY_CLIENT_ID", "managed_identity_client_id", "00000000-0000-0000-0000-000000000002"),
+    ("SPF_POLICY", "spf_policy", "block"),
+    ("SPF_POLICY", "spf_policy", "off"),
+    ("SPF_REQUIRED_INCLUDE", "spf_required_include", "spf.cybermail.jp"),
+    ("DNS_NAMESERVER", "dns_nameserver", "127.0.0.1"),
+])
+def test_strings_are_read_as_given(env: str, attr: str, raw: str) -> None:
+    assert getattr(Settings.from_env({env: f"  {raw}  "}), attr) == raw
+
+
+def test_every_field_has_exactly_one_documented_variable() -> None:
+    attrs = [spec.attr for spec in SETTINGS]
+    assert sorted(attrs) == sorted(f.name for f in dataclasses.fields(Settings))
+    assert len(set(ENV_NAMES)) == len(ENV_NAMES)
+    for spec in SETTINGS:
+        assert spec.env == spec.attr.upper()
+        assert spec.description.strip()
+
+
+# --- bad values -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("env", "raw"), [
+    ("MAX_ATTEMPTS", "three"),
+    ("MAX_ATTEMPTS", "2.5"),
+    ("MAX_ATTEMPTS", "0"),
+    ("MAX_ATTEMPTS", "-1"),
+    ("DNS_PORT", "domain"),
+    ("DNS_PORT", "53.0"),
+    ("EXO_TIMEOUT_SECONDS", "soon"),
+    ("EXO_TIMEOUT_SECONDS", "-1"),
+    ("RETRY_BASE_SECONDS", "30s"),
+    ("RETRY_BASE_SECONDS", "-0.5"),
+    ("RETRY_MAX_SECONDS", "1h"),
+    ("LEASE_SECONDS", "-600"),
+    ("REPLICATION_WAIT_SECONDS", "a minute"),
+    ("EXO_AUTH_MODE", "password"),
+    ("EXO_AUTH_MODE", "Certificate"),
+    ("SPF_POLICY", "strict"),
+    ("ALLOWED_SMART_HOSTS", "*"),
+    ("ALLOWED_SMART_HOSTS", "*.cybermail.jp"),
+    ("ALLOWED_SMART_HOSTS", "mgf.cybermail.jp, *"),
+    ("ALLOWED_SMART_HOSTS", "localhost"),
+    ("ALLOWED_SMART_HOSTS", ","),
+    ("ALLOWED_SMART_HOSTS", "mgf.cybermail.jp, mgs cybermail.jp"),
+    ("ALLOWED_JOURNAL_DOMAINS", "*"),
+    ("ALLOWED_JOURNAL_DOMAINS", "*.cybermail.jp"),
+    ("ALLOWED_JOURNAL_DOMAINS", "cybermail"),
+    ("ALLOWED_JOURNAL_DOMAINS", " , ,"),
+    ("EA_CONNECTOR_NAME", "x" * 65),
+    ("MG_CONNECTOR_NAME", "送" * 65),
+    ("EXO_ADMIN_API_URL", "http://outlook.office365.com"),
+    ("EXO_ADMIN_API_URL", "outlook.office365.com"),
+    ("ENTRA_AUTHORITY_HOST", "http://login.microsoftonline.com"),
+])
+def test_a_bad_value_raises_settings_error_naming_the_variable(env: str, raw: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({env: raw})
+    assert env in str(info.value)
+
+
+def test_connector_names_must_differ_ignoring_case() -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"EA_CONNECTOR_NAME": "Outbound", "MG_CONNECTOR_NAME": "OUTBOUND"})
+    assert "EA_CONNECTOR_NAME" in str(info.value)
+    assert "MG_CONNECTOR_NAME" in str(info.value)
+
+
+def test_a_connector_name_of_64_characters_is_accepted() -> None:
+    assert Settings.from_env({"EA_CONNECTOR_NAME": "送" * 64}).ea_connector_name == "送" * 64
+
+
+def test_settings_error_is_a_value_error() -> None:
+    assert issubclass(SettingsError, ValueError)
+
+
+def test_a_conversion_error_keeps_its_cause() -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"MAX_ATTEMPTS": "many"})
+    assert isinstance(info.value.__cause__, ValueError)
+    assert "'many'" in str(info.value)
+
+
+def test_check_rejects_a_hand_built_wildcard_allow_list() -> None:
+    with pytest.raises(SettingsError, match="ALLOWED_SMART_HOSTS"):
+        Settings(allowed_smart_hosts=frozenset({"*"})).check()
+
+
+
+
+@pytest.mark.parametrize(("env", "raw"), [
+    ("EXO_TIMEOUT_SECONDS", "nan"),
+    ("RETRY_BASE_SECONDS", "NaN"),
+    ("RETRY_MAX_SECONDS", "inf"),
+    ("LEASE_SECONDS", "infinity"),
+    ("REPLICATION_WAIT_SECONDS", "nan"),
+    ("EXO_TIMEOUT_SECONDS", "0"),
+    ("DNS_PORT", "0"),
+    ("DNS_PORT", "-1"),
+    ("DNS_PORT", "70000"),
+    ("ACTIVATION_QUEUE", "Activation_Notices"),
+    ("ACTIVATIONS_TABLE", "activation-rows"),
+    ("EVENTS_TABLE", "ev"),
+    ("ALLOWED_SMART_HOSTS", "mgf.cybermail.jp:25"),
+    ("ALLOWED_SMART_HOSTS", "mgf..cybermail.jp"),
+    ("ALLOWED_JOURNAL_DOMAINS", "adm@cybermail.jp"),
+])
+def test_a_value_the_product_cannot_run_with_raises_naming_the_variable(env: str, raw: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({env: raw})
+    assert env in str(info.value)
+
+
+# --- secrets --------------------------------------------------------------------------------
+
+
+def test_public_dict_masks_the_client_secret() -> None:
+    settings = Settings.from_env({"EXO_CLIENT_SECRET": "s3cr3t~value", "EXO_AUTH_MODE": "secret"})
+    assert settings.exo_client_secret == "s3cr3t~value"
+
+    public = settings.public_dict()
+    assert public["exo_client_secret"] == "***"
+    assert "s3cr3t~value" not in json.dumps(public)
+    assert "s3cr3t~value" not in repr(settings)
+
+
+def test_public_dict_shows_an_unset_secret_as_empty() -> None:
+    assert Settings().public_dict()["exo_client_secret"] == ""
+
+
+def test_public_dict_has_every_setting_and_is_json_ready() -> None:
+    public = Settings().public_dict()
+    assert set(public) == {f.name for f in dataclasses.fields(Settings)}
+    assert public["allowed_smart_hosts"] == ["mgf.cybermail.jp", "mgp.cybermail.jp", "mgs.cybermail.jp"]
+    assert public["allowed_journal_domains"] == ["cs-365-02.cybermail.jp", "cs-365.cybermail.jp"]
+    assert public["ea_connector_name"] == "Enterprise Audit送信コネクタ"
+    json.dumps(public)
+
+
+def test_settings_are_immutable() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Settings().max_attempts = 1  # type: ignore[misc]
