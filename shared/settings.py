@@ -113,11 +113,11 @@ class Settings:
             for host in hosts:
                 if not _HOST_NAME.fullmatch(host):
                     raise SettingsError(f"{name}: {host!r} is not a plain domain name")
-        for name, value in (
+        for name, connector in (
             ("EA_CONNECTOR_NAME", self.ea_connector_name),
             ("MG_CONNECTOR_NAME", self.mg_connector_name),
         ):
-            if not value or len(value) > 64:
+            if not connector or len(connector) > 64:
                 raise SettingsError(f"{name} must be 1-64 characters (Exchange's limit)")
         if self.ea_connector_name.casefold() == self.mg_connector_name.casefold():
             raise SettingsError("EA_CONNECTOR_NAME and MG_CONNECTOR_NAME must differ")
