@@ -65,6 +65,11 @@ class Settings:
     spf_required_include: str = ""
     dns_nameserver: str = ""
     dns_port: int = 53
+    storage_connection_string: str = field(default="", repr=False)
+    storage_account_name: str = ""
+    storage_table_service_uri: str = ""
+    storage_queue_service_uri: str = ""
+    storage_client_id: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -141,7 +146,7 @@ class Settings:
         return out
 
 
-_SECRET_ATTRS = frozenset({"exo_client_secret"})
+_SECRET_ATTRS = frozenset({"exo_client_secret", "storage_connection_string"})
 _QUEUE_NAME = re.compile(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]")
 _TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{2,62}")
 _HOST_NAME = re.compile(r"(?=.{4,253}$)((?!-)[a-z0-9-]{1,63}(?<!-)\.)+[a-z][a-z0-9-]{0,62}(?<!-)")
@@ -173,6 +178,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SPF_REQUIRED_INCLUDE", "spf_required_include", "The include: the vendor's SPF page asks customers to publish."),
     Setting("DNS_NAMESERVER", "dns_nameserver", "Name server for SPF look-ups (default: the system's)."),
     Setting("DNS_PORT", "dns_port", "Port of DNS_NAMESERVER."),
+    Setting("AzureWebJobsStorage", "storage_connection_string", "Storage connection string (local development; Azurite)."),
+    Setting("AzureWebJobsStorage__accountName", "storage_account_name", "Storage account reached by managed identity (Azure)."),
+    Setting("AzureWebJobsStorage__tableServiceUri", "storage_table_service_uri", "Table service URI, when not derived from the account name."),
+    Setting("AzureWebJobsStorage__queueServiceUri", "storage_queue_service_uri", "Queue service URI, when not derived from the account name."),
+    Setting("AzureWebJobsStorage__clientId", "storage_client_id", "Client ID of the identity used for storage (defaults to MANAGED_IDENTITY_CLIENT_ID)."),
 )
 
 

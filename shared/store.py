@@ -1,0 +1,857 @@
+"""Table storage: one row per activation (status, lease, ETag) and its append-only history.
+
+Why Table storage: the Function App already needs a storage account for its queues, point
+reads and ETag-conditional writes are all a claim needs, and an operator can read both tables
+with Storage Explorer when everything else is down.
+
+Schema (property names are the `ActivationRecord` / `EventRecord` field names):
+
+* activations table: PartitionKey = notice_id, RowKey = "activation". Lists and dicts
+  (services excepted) are JSON text; datetimes are Edm.DateTime in UTC; None is left out.
+  One partition per notice keeps every claim a single-entity ETag write, and leaves room for
+  more rows per notice later without a migration.
+* events table: PartitionKey = notice_id, RowKey = "<epoch ms, 15 digits>-<process sequence,
+  10 digits>-<8 random hex>", so a partition scan returns a notice's history in order, two
+  events in the same millisecond keep their append order, and two processes never collide.
+
+Every string property stays within the service's 64 KiB (32 Ki UTF-16 units) limit: free text
+is cut with a visible marker, JSON is shrunk string by string so it stays valid JSON.
+Filters are always built with the SDK's `parameters`, never by pasting values into the text.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import itertools
+import json
+import re
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import (
+    TableClient,
+    TableErrorCode,
+    TableServiceClient,
+    TableTransactionError,
+    UpdateMode,
+)
+
+from .settings import SettingsError
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
+    from .settings import Settings
+
+ACTIVATION_ROW_KEY = "activation"
+
+# The status API's vocabulary (queued → running → one of the final states, or back to
+# retry_scheduled). Kept as plain strings so a StrEnum from elsewhere stores as its value.
+STATUSES = ("queued", "running", "retry_scheduled", "succeeded", "needs_attention", "failed", "rejected")
+
+# Table storage limits: a string property holds at most 64 KiB of UTF-16 (32 Ki code units);
+# an entity at most 1 MiB; a transaction at most 100 operations and 4 MiB.
+MAX_STRING_UNITS = 32 * 1024
+RAW_MESSAGE_MAX_UNITS = 16 * 1024  # a valid notice is <= 16 KiB; the rest is only evidence
+EVENT_MESSAGE_MAX_UNITS = 4 * 1024
+EVENT_DATA_MAX_UNITS = 16 * 1024
+MAX_BATCH_OPERATIONS = 100
+_MAX_BATCH_BYTES = 3 * 1024 * 1024  # below the 4 MiB limit, leaving room for the multipart framing
+TRUNCATION_MARKER = "…[truncated: {dropped} of {total} characters not stored]"
+
+MAX_PAGE_SIZE = 1000  # the service never returns more in one response
+_MAX_PAGE_ROUND_TRIPS = 10
+_MAX_TOKEN_CHARS = 4096
+_TOKEN_VERSION = 1
+_CLAIM_ROUNDS = 8
+
+_FORBIDDEN_KEY_CHARS = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
+_MAX_KEY_UNITS = 512  # 1 KiB of UTF-16
+_URLSAFE_B64 = re.compile(r"[A-Za-z0-9_-]+")
+
+# Orders events appended by this process within one millisecond; itertools.count's next()
+# is atomic under the GIL, so threads sharing a store need no lock.
+_SEQUENCE = itertools.count()
+
+T = TypeVar("T")
+
+
+class StoreError(Exception):
+    """Table storage refused an operation in a way the caller should know about."""
+
+
+class RecordExists(StoreError):
+    """`create` found a row for this notice already: someone else created it first."""
+
+
+class RecordNotFound(StoreError):
+    """The row to update or claim does not exist (never created, or deleted)."""
+
+
+class ConcurrentUpdate(StoreError):
+    """The row changed since it was read (ETag mismatch, HTTP 412): read again and decide again."""
+
+
+class InvalidContinuation(ValueError):
+    """A continuation token that this store did not issue, or issued for another query."""
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class ActivationRecord:
+    """One activation as stored: what was asked, where it stands, and who is working on it.
+
+    `attempts` counts attempts in the current `series`; an operator's retry starts a new
+    series, so the attempt limit applies afresh without losing the history of earlier ones.
+    `etag` is the row version this record was read at; `replace` succeeds only if the row
+    still has it. Datetimes are timezone-aware UTC (naive ones are refused: a local time
+    mistaken for UTC would expire leases hours early or late). `events_count` is whatever the
+    writer sets: the store does not bump it on append, so events never contend with claims.
+    """
+
+    notice_id: str
+    tenant_id: str = ""
+    status: str = "queued"
+    attempts: int = 0
+    series: int = 1
+    content_hash: str = ""
+    notice_json: str = ""
+    raw_message: str | None = None
+    services: tuple[str, ...] = ()
+    customer_name: str | None = None
+    contract_id: str | None = None
+    connectors: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+    error: dict[str, Any] | None = None
+    events_count: int = 0
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    etag: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        status = str(getattr(self.status, "value", self.status))  # a (str, Enum) member stores as its value
+        if status not in STATUSES:
+            raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+        object.__setattr__(self, "status", status)
+        object.__setattr__(self, "services", tuple(self.services))
+        for name in _DATETIME_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, utc(value, name))
+        if self.raw_message is not None:
+            object.__setattr__(self, "raw_message", cap_text(self.raw_message, RAW_MESSAGE_MAX_UNITS))
+
+    @property
+    def notice(self) -> dict[str, Any]:
+        """The stored normalised notice as data ({} for a rejected notice that has none)."""
+        if not self.notice_json:
+            return {}
+        value = json.loads(self.notice_json)
+        return value if isinstance(value, dict) else {}
+
+    def lease_held_by_other(self, owner: str, now: datetime) -> bool:
+        """Whether a different worker holds an unexpired lease at `now`."""
+        return (
+            self.lease_owner is not None
+            and self.lease_owner != owner
+            and self.lease_expires_at is not None
+            and self.lease_expires_at > utc(now, "now")
+        )
+
+
+_DATETIME_FIELDS = (
+    "created_at", "updated_at", "started_at", "finished_at", "next_attempt_at", "lease_expires_at",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """One step in an activation's history. `event_id` (the RowKey) is assigned on append."""
+
+    notice_id: str
+    kind: str
+    message: str
+    at: datetime
+    attempt: int = 0
+    series: int = 0
+    data: dict[str, Any] | None = None
+    duration_ms: float | None = None
+    event_id: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "at", utc(self.at, "at"))
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a listing; pass `continuation` back to get the next (None: no more)."""
+
+    items: list[T]
+    continuation: str | None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def utc(value: datetime, name: str = "datetime") -> datetime:
+    """`value` as a plain UTC datetime; a naive value is a bug, so it raises ValueError."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware (got naive {value.isoformat()})")
+    v = value.astimezone(UTC)
+    # Rebuild as a plain datetime: the SDK returns a subclass that would leak into records.
+    return datetime(v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, tzinfo=UTC)
+
+
+def _units(text: str) -> int:
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def cap_text(text: str, max_units: int = MAX_STRING_UNITS) -> str:
+    """`text` cut to `max_units` UTF-16 units, ending with a marker that says so."""
+    encoded = text.encode("utf-16-le", "surrogatepass")
+    if len(encoded) <= 2 * max_units:
+        return text
+    budget = max_units - _units(TRUNCATION_MARKER.format(dropped=len(text), total=len(text)))
+    # "ignore" drops half of a surrogate pair cut at the boundary rather than storing garbage.
+    kept = encoded[: 2 * max(budget, 0)].decode("utf-16-le", "ignore")
+    return kept + TRUNCATION_MARKER.format(dropped=len(text) - len(kept), total=len(text))
+
+
+def raw_text(body: str | bytes) -> str:
+    """A queue or HTTP body as text to keep as evidence, whatever its encoding was."""
+    return body if isinstance(body, str) else body.decode("utf-8", "replace")
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def json_column(value: object, max_units: int = MAX_STRING_UNITS) -> str:
+    """JSON text of `value` that fits a string property and is still valid JSON.
+
+    Long strings inside are cut (with the marker) ever shorter until it fits; a value that is
+    big only because it has very many items is replaced by a preview object, so an oversized
+    Exchange error never makes the outcome unrecordable.
+    """
+    text = _dumps(value)
+    if _units(text) <= max_units:
+        return text
+    limit = 4096
+    while limit >= 64:
+        shrunk = _dumps(_cap_strings(value, limit))
+        if _units(shrunk) <= max_units:
+            return shrunk
+        limit //= 4
+    budget = max_units - 64
+    while True:  # JSON escaping can grow the preview (\" is two units): shrink until it fits
+        preview = _dumps({"truncated": True, "preview": cap_text(text, budget)})
+        excess = _units(preview) - max_units
+        if excess <= 0:
+            return preview
+        budget -= excess + 64
+
+
+def _cap_strings(value: object, limit: int) -> object:
+    if isinstance(value, str):
+        return cap_text(value, limit)
+    if isinstance(value, Mapping):
+        return {str(k): _cap_strings(v, limit) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_cap_strings(v, limit) for v in value]
+    return value
+
+
+def _load_json(text: object) -> object:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        # A row edited by hand in Storage Explorer must still be readable by the status API.
+        return {"unparsed": text}
+
+
+def _as_list(value: object) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else [value]
+    return [item if isinstance(item, dict) else {"value": item} for item in items]
+
+
+def check_key(value: str, what: str = "notice_id") -> str:
+    """`value` if Table storage accepts it as a PartitionKey/RowKey, else ValueError."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} must be a non-empty string")
+    if _units(value) > _MAX_KEY_UNITS:
+        raise ValueError(f"{what} is longer than Table storage allows for a key")
+    if _FORBIDDEN_KEY_CHARS.search(value):
+        raise ValueError(f"{what} contains a character Table storage forbids in keys (/ \\ # ? or control)")
+    return value
+
+
+def new_event_id(at: datetime) -> str:
+    """A RowKey that sorts by `at`, then by append order in this process, and never collides."""
+    millis = int(utc(at, "at").timestamp() * 1000)
+    if millis < 0:
+        raise ValueError("events before 1970 cannot be stored")
+    return f"{millis:015d}-{next(_SEQUENCE) % 10**10:010d}-{uuid.uuid4().hex[:8]}"
+
+
+# --------------------------------------------------------------------------- row <-> record
+
+
+def record_to_entity(record: ActivationRecord) -> dict[str, Any]:
+    """The activations-table entity for `record` (None values are left out)."""
+    check_key(record.notice_id)
+    if _units(record.notice_json) > MAX_STRING_UNITS:
+        # The worker re-reads the notice from here; a cut notice would provision something else.
+        raise ValueError("notice_json is larger than a Table storage property can hold")
+    entity: dict[str, Any] = {
+        "PartitionKey": record.notice_id,
+        "RowKey": ACTIVATION_ROW_KEY,
+        "tenant_id": cap_text(record.tenant_id, 256),
+        "status": record.status,
+        "attempts": record.attempts,
+        "series": record.series,
+        "content_hash": record.content_hash,
+        "notice_json": record.notice_json,
+        "raw_message": record.raw_message,
+        "services": ",".join(record.services),
+        "customer_name": record.customer_name,
+        "contract_id": record.contract_id,
+        "connectors": json_column(record.connectors) if record.connectors else None,
+        "warnings": json_column(record.warnings) if record.warnings else None,
+        "error": json_column(record.error) if record.error is not None else None,
+        "events_count": record.events_count,
+        "lease_owner": record.lease_owner,
+    }
+    for name in _DATETIME_FIELDS:
+        entity[name] = getattr(record, name)
+    return {k: v for k, v in entity.items() if v is not None}
+
+
+def entity_to_record(entity: Mapping[str, Any], etag: str | None = None) -> ActivationRecord:
+    """The record for an activations-table entity; missing properties take their defaults."""
+
+    def text(name: str) -> str | None:
+        value = entity.get(name)
+        return None if value is None else str(value)
+
+    def when(name: str) -> datetime | None:
+        value = entity.get(name)
+        return utc(value, name) if isinstance(value, datetime) else None
+
+    services = text("services") or ""
+    error = _load_json(entity.get("error"))
+    return ActivationRecord(
+        notice_id=str(entity["PartitionKey"]),
+        tenant_id=text("tenant_id") or "",
+        status=text("status") or "queued",
+        attempts=int(entity.get("attempts") or 0),
+        series=int(entity.get("series") or 1),
+        content_hash=text("content_hash") or "",
+        notice_json=text("notice_json") or "",
+        raw_message=text("raw_message"),
+        services=tuple(s for s in services.split(",") if s),
+        customer_name=text("customer_name"),
+        contract_id=text("contract_id"),
+        connectors=_as_list(_load_json(entity.get("connectors"))),
+        warnings=_as_list(_load_json(entity.get("warnings"))),
+        error=error if isinstance(error, dict) or error is None else {"value": error},
+        events_count=int(entity.get("events_count") or 0),
+        created_at=when("created_at"),
+        updated_at=when("updated_at"),
+        started_at=when("started_at"),
+        finished_at=when("finished_at"),
+        next_attempt_at=when("next_attempt_at"),
+        lease_owner=text("lease_owner"),
+        lease_expires_at=when("lease_expires_at"),
+        etag=etag if etag is not None else _etag_of(entity),
+    )
+
+
+def event_to_entity(event: EventRecord) -> dict[str, Any]:
+    check_key(event.notice_id)
+    check_key(event.event_id, "event_id")
+    entity: dict[str, Any] = {
+        "PartitionKey": event.notice_id,
+        "RowKey": event.event_id,
+        "kind": cap_text(event.kind, 256),
+        "message": cap_text(event.message, EVENT_MESSAGE_MAX_UNITS),
+        "attempt": event.attempt,
+        "series": event.series,
+        "at": event.at,
+    }
+    if event.data is not None:
+        entity["data"] = json_column(event.data, EVENT_DATA_MAX_UNITS)
+    if event.duration_ms is not None:
+        entity["duration_ms"] = float(event.duration_ms)
+    return entity
+
+
+def entity_to_event(entity: Mapping[str, Any]) -> EventRecord:
+    data = _load_json(entity.get("data"))
+    at = entity.get("at")
+    if not isinstance(at, datetime):
+        # Fall back to the RowKey's milliseconds so a hand-written row still lists in place.
+        at = datetime.fromtimestamp(int(str(entity["RowKey"]).split("-", 1)[0]) / 1000, UTC)
+    return EventRecord(
+        notice_id=str(entity["PartitionKey"]),
+        kind=str(entity.get("kind") or ""),
+        message=str(entity.get("message") or ""),
+        at=at,
+        attempt=int(entity.get("attempt") or 0),
+        series=int(entity.get("series") or 0),
+        data=data if isinstance(data, dict) or data is None else {"value": data},
+        duration_ms=float(entity["duration_ms"]) if entity.get("duration_ms") is not None else None,
+        event_id=str(entity["RowKey"]),
+    )
+
+
+def _etag_of(entity: Mapping[str, Any]) -> str | None:
+    metadata = getattr(entity, "metadata", None)
+    if isinstance(metadata, Mapping):
+        etag = metadata.get("etag")
+        return etag if isinstance(etag, str) else None
+    return None
+
+
+# --------------------------------------------------------------------------- continuation tokens
+
+
+def _query_fingerprint(*parts: str | None) -> str:
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
+
+
+def encode_continuation(token: Mapping[str, Any], *, query: str = "") -> str:
+    """An opaque, URL-safe string for the SDK's continuation dict, bound to one query."""
+    payload = {"v": _TOKEN_VERSION, "q": query, "pk": token.get("PartitionKey"), "rk": token.get("RowKey")}
+    return base64.urlsafe_b64encode(_dumps(payload).encode()).decode().rstrip("=")
+
+
+def decode_continuation(text: str, *, query: str = "") -> dict[str, str | None]:
+    """The SDK continuation dict for a token from `encode_continuation`; InvalidContinuation if not.
+
+    Tokens come back from URLs typed or pasted by people, so every way one can be wrong is a
+    clear error the API can answer with 400, never a stack trace or a query from the start.
+    """
+    if not isinstance(text, str) or not text:
+        raise InvalidContinuation("continuation token is empty")
+    if len(text) > _MAX_TOKEN_CHARS or not _URLSAFE_B64.fullmatch(text):
+        raise InvalidContinuation("continuation token is not one this service issued")
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        payload = json.loads(raw.decode("utf-8"))
+    except (binascii.Error, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise InvalidContinuation("continuation token is not one this service issued") from exc
+    if not isinstance(payload, dict) or payload.get("v") != _TOKEN_VERSION:
+        raise InvalidContinuation("continuation token is not one this service issued")
+    if payload.get("q") != query:
+        raise InvalidContinuation("continuation token belongs to a different query; start again without it")
+    pk, rk = payload.get("pk"), payload.get("rk")
+    if not all(v is None or isinstance(v, str) for v in (pk, rk)) or (pk is None and rk is None):
+        raise InvalidContinuation("continuation token is not one this service issued")
+    return {"PartitionKey": pk, "RowKey": rk}
+
+
+# --------------------------------------------------------------------------- connection
+
+
+@dataclass(frozen=True)
+class StorageConnection:
+    """Where the storage account is and how to reach it, read the way the Functions host does.
+
+    The host's own triggers use `AzureWebJobsStorage`; our code must reach the same account
+    by the same rules, or retries would be enqueued where no trigger listens. Locally that is
+    a connection string (Azurite); in Azure it is identity-based (`AzureWebJobsStorage__
+    accountName` or the `__tableServiceUri`/`__queueServiceUri` pair, plus `__clientId` for a
+    user-assigned identity), so no account key exists to leak.
+    """
+
+    connection_string: str = field(default="", repr=False)  # may hold an account key
+    account_name: str = ""
+    table_service_uri: str = ""
+    queue_service_uri: str = ""
+    client_id: str = ""
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str], *, name: str = "AzureWebJobsStorage") -> StorageConnection:
+        """Read the host's convention for connection `name` from a mapping the caller passes."""
+
+        def get(suffix: str) -> str:
+            return (environ.get(name + suffix) or "").strip()
+
+        return cls(
+            connection_string=get(""),
+            account_name=get("__accountName"),
+            table_service_uri=get("__tableServiceUri"),
+            queue_service_uri=get("__queueServiceUri"),
+            client_id=get("__clientId"),
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StorageConnection:
+        """From Settings fields `storage_connection_string`, `storage_account_name`,
+        `storage_table_service_uri`, `storage_queue_service_uri` and `storage_client_id` (or
+        `managed_identity_client_id`), where Settings has them; missing fields read as unset."""
+
+        def get(attr: str) -> str:
+            value = getattr(settings, attr, "")
+            return value.strip() if isinstance(value, str) else ""
+
+        return cls(
+            connection_string=get("storage_connection_string"),
+            account_name=get("storage_account_name"),
+            table_service_uri=get("storage_table_service_uri"),
+            queue_service_uri=get("storage_queue_service_uri"),
+            client_id=get("storage_client_id") or get("managed_identity_client_id"),
+        )
+
+    def checked_connection_string(self) -> str:
+        if self.connection_string.replace(" ", "").lower().startswith("usedevelopmentstorage=true"):
+            raise SettingsError(
+                "AzureWebJobsStorage=UseDevelopmentStorage=true is understood by the Functions host but not by "
+                "the Python SDK: use the full connection string (`python -m localrun.azurite env`)"
+            )
+        return self.connection_string
+
+    def table_endpoint(self) -> str:
+        if self.table_service_uri:
+            return self.table_service_uri.rstrip("/")
+        if self.account_name:
+            return f"https://{self.account_name}.table.core.windows.net"
+        raise SettingsError(
+            "no storage account configured: set AzureWebJobsStorage (connection string) or "
+            "AzureWebJobsStorage__accountName / AzureWebJobsStorage__tableServiceUri"
+        )
+
+    def queue_endpoint(self) -> str:
+        if self.queue_service_uri:
+            return self.queue_service_uri.rstrip("/")
+        if self.account_name:
+            return f"https://{self.account_name}.queue.core.windows.net"
+        raise SettingsError(
+            "no storage account configured: set AzureWebJobsStorage (connection string) or "
+            "AzureWebJobsStorage__accountName / AzureWebJobsStorage__queueServiceUri"
+        )
+
+    def credential(self, credential: TokenCredential | None = None) -> TokenCredential:
+        """`credential`, else the Function App's managed identity (Entra ID, no keys)."""
+        if credential is not None:
+            return credential
+        # Imported here: azure-identity is only needed in Azure, and is slow to import.
+        from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+        if self.client_id:
+            return ManagedIdentityCredential(client_id=self.client_id)
+        return DefaultAzureCredential()
+
+    def table_service(self, credential: TokenCredential | None = None) -> TableServiceClient:
+        if self.connection_string:
+            return TableServiceClient.from_connection_string(self.checked_connection_string())
+        return TableServiceClient(endpoint=self.table_endpoint(), credential=self.credential(credential))
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class ActivationStore:
+    """Activations and their events in two tables of one storage account."""
+
+    def __init__(self, service: TableServiceClient, *, activations_table: str, events_table: str) -> None:
+        self._service = service
+        self._activations_table = activations_table
+        self._events_table = events_table
+        self._activations: TableClient = service.get_table_client(activations_table)
+        self._events: TableClient = service.get_table_client(events_table)
+
+    @classmethod
+    def from_connection_string(
+        cls, connection_string: str, *, activations_table: str, events_table: str
+    ) -> ActivationStore:
+        service = StorageConnection(connection_string=connection_string).table_service()
+        return cls(service, activations_table=activations_table, events_table=events_table)
+
+    @classmethod
+    def from_account_url(
+        cls, account_url: str, credential: TokenCredential, *, activations_table: str, events_table: str
+    ) -> ActivationStore:
+        service = TableServiceClient(endpoint=account_url, credential=credential)
+        return cls(service, activations_table=activations_table, events_table=events_table)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        credential: TokenCredential | None = None,
+        *,
+        connection: StorageConnection | None = None,
+    ) -> ActivationStore:
+        """The store the product uses: tables named in settings, on the host's storage account."""
+        conn = connection if connection is not None else StorageConnection.from_settings(settings)
+        return cls(
+            conn.table_service(credential),
+            activations_table=settings.activations_table,
+            events_table=settings.events_table,
+        )
+
+    def close(self) -> None:
+        self._activations.close()
+        self._events.close()
+        self._service.close()
+
+    def ensure_tables(self) -> None:
+        """Create both tables if missing (idempotent: every worker may call it at start)."""
+        for name in (self._activations_table, self._events_table):
+            self._service.create_table_if_not_exists(name)
+
+    # ------------------------------------------------------------------ activations
+
+    def get(self, notice_id: str) -> ActivationRecord | None:
+        """The activation, or None if there is none (a missing table is an error, not None)."""
+        try:
+            check_key(notice_id)
+        except ValueError:
+            return None  # a key the service cannot store cannot have been stored
+        try:
+            entity = self._activations.get_entity(notice_id, ACTIVATION_ROW_KEY)
+        except ResourceNotFoundError as exc:
+            if _is_table_missing(exc):
+                raise
+            return None
+        return entity_to_record(entity)
+
+    def create(self, record: ActivationRecord) -> ActivationRecord:
+        """Insert `record`; RecordExists if the notice already has a row."""
+        entity = record_to_entity(record)
+        try:
+            metadata = self._activations.create_entity(entity)
+        except ResourceExistsError as exc:
+            raise RecordExists(f"activation {record.notice_id!r} already exists") from exc
+        return entity_to_record(entity, etag=_metadata_etag(metadata))
+
+    def replace(self, record: ActivationRecord) -> ActivationRecord:
+        """Overwrite the row if it is still at `record.etag`; ConcurrentUpdate if not.
+
+        Replace (not merge) so that a field set to None is removed from the row rather than
+        keeping its old value. The returned record carries the new ETag.
+        """
+        if not record.etag:
+            raise ValueError("replace needs the etag of the row it was read from (use get or create first)")
+        entity = record_to_entity(record)
+        try:
+            metadata = self._activations.update_entity(
+                entity, mode=UpdateMode.REPLACE, etag=record.etag, match_condition=MatchConditions.IfNotModified
+            )
+        except ResourceModifiedError as exc:
+            raise ConcurrentUpdate(f"activation {record.notice_id!r} changed since it was read") from exc
+        except ResourceNotFoundError as exc:
+            if _is_table_missing(exc):
+                raise
+            raise RecordNotFound(f"activation {record.notice_id!r} does not exist") from exc
+        return entity_to_record(entity, etag=_metadata_etag(metadata))
+
+    def claim(self, notice_id: str, *, owner: str, lease_seconds: float, now: datetime) -> ActivationRecord | None:
+        """Take the lease on an activation and mark it running; None if another worker holds it.
+
+        At-least-once delivery means two workers can hold the same notice at once; the ETag
+        write makes exactly one of them win. A lease that has expired (its worker crashed or
+        was recycled) is taken over; the worker that lost it learns so on its next write
+        (ConcurrentUpdate), before it records anything. The holder claiming again renews its
+        lease. Attempt counting is left to the caller. RecordNotFound if never created.
+        """
+        if not owner:
+            raise ValueError("owner must identify the worker")
+        now = utc(now, "now")
+        expires = now + timedelta(seconds=lease_seconds)
+        for _ in range(_CLAIM_ROUNDS):
+            current = self.get(notice_id)
+            if current is None:
+                raise RecordNotFound(f"activation {notice_id!r} does not exist")
+            if current.lease_held_by_other(owner, now):
+                return None
+            renewing = current.lease_owner == owner and current.started_at is not None
+            claimed = replace(
+                current,
+                status="running",
+                lease_owner=owner,
+                lease_expires_at=expires,
+                started_at=current.started_at if renewing else now,
+                updated_at=now,
+            )
+            try:
+                return self.replace(claimed)
+            except ConcurrentUpdate:
+                continue  # someone wrote in between: look again, they may now hold the lease
+        raise ConcurrentUpdate(f"activation {notice_id!r} kept changing while being claimed")
+
+    def release(self, record: ActivationRecord, *, now: datetime) -> ActivationRecord:
+        """Write `record` (with the caller's status and outcome) and drop its lease, in one write."""
+        return self.replace(replace(record, lease_owner=None, lease_expires_at=None, updated_at=utc(now, "now")))
+
+    def list_activations(
+        self,
+        *,
+        status: str | None = None,
+        tenant_id: str | None = None,
+        top: int = 50,
+        continuation: str | None = None,
+    ) -> Page[ActivationRecord]:
+        """Up to `top` activations in notice_id order, optionally by status and/or tenant.
+
+        The service may return short or even empty pages with a continuation (it stops at
+        partition-server boundaries and after 5 s of scanning), so pages are topped up here,
+        within a bounded number of round trips; a short page therefore does not mean the end,
+        only `continuation is None` does.
+        """
+        if not 1 <= top <= MAX_PAGE_SIZE:
+            raise ValueError(f"top must be between 1 and {MAX_PAGE_SIZE}")
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+        # Each @name must stand alone between spaces: the SDK substitutes word by word.
+        clauses = ["RowKey eq @row_key"]
+        parameters: dict[str, Any] = {"row_key": ACTIVATION_ROW_KEY}
+        if status is not None:
+            clauses.append("status eq @status")
+            parameters["status"] = status
+        if tenant_id is not None:
+            clauses.append("tenant_id eq @tenant_id")
+            parameters["tenant_id"] = tenant_id
+        query = _query_fingerprint(status, tenant_id)
+        token: dict[str, str | None] | None = (
+            decode_continuation(continuation, query=query) if continuation is not None else None
+        )
+        items: list[ActivationRecord] = []
+        for _ in range(_MAX_PAGE_ROUND_TRIPS):
+            pages = self._activations.query_entities(
+                " and ".join(clauses), parameters=parameters, results_per_page=top - len(items)
+            ).by_page(continuation_token=cast(Any, token))  # the SDK's hint says str; it takes its dict
+            page = next(pages, None)
+            if page is not None:
+                items.extend(entity_to_record(entity) for entity in page)
+            token = pages.continuation_token  # type: ignore[attr-defined]
+            if not token or len(items) >= top:
+                break
+        return Page(items, encode_continuation(token, query=query) if token else None)
+
+    def iter_activations(
+        self, *, status: str | None = None, tenant_id: str | None = None
+    ) -> Iterator[ActivationRecord]:
+        """Every matching activation, page after page (for the CLI and reports)."""
+        continuation: str | None = None
+        while True:
+            page = self.list_activations(
+                status=status, tenant_id=tenant_id, top=MAX_PAGE_SIZE, continuation=continuation
+            )
+            yield from page.items
+            if page.continuation is None:
+                return
+            continuation = page.continuation
+
+    # ------------------------------------------------------------------ events
+
+    def append_event(
+        self,
+        notice_id: str,
+        *,
+        kind: str,
+        message: str,
+        data: Mapping[str, Any] | None = None,
+        attempt: int,
+        series: int,
+        at: datetime,
+        duration_ms: float | None = None,
+    ) -> EventRecord:
+        """Add one event to the notice's history and return it with its event_id."""
+        event = EventRecord(
+            notice_id=notice_id,
+            kind=kind,
+            message=message,
+            at=at,
+            attempt=attempt,
+            series=series,
+            data=dict(data) if data is not None else None,
+            duration_ms=duration_ms,
+            event_id=new_event_id(at),
+        )
+        self._events.create_entity(event_to_entity(event))
+        return event
+
+    def append_events(self, events: Iterable[EventRecord]) -> list[EventRecord]:
+        """Append many events with one transaction per notice and chunk (100 rows, < 4 MiB).
+
+        Event ids are assigned here in the given order, so the stored order is the list's
+        order even when every event has the same timestamp. Each chunk is all-or-nothing.
+        """
+        stamped = [replace(e, event_id=e.event_id or new_event_id(e.at)) for e in events]
+        by_partition: dict[str, list[dict[str, Any]]] = {}
+        for event in stamped:
+            by_partition.setdefault(event.notice_id, []).append(event_to_entity(event))
+        for entities in by_partition.values():
+            for chunk in _chunks(entities):
+                try:
+                    self._events.submit_transaction([("create", entity) for entity in chunk])
+                except TableTransactionError as exc:
+                    raise StoreError(f"appending {len(chunk)} events failed: {exc.message}") from exc
+        return stamped
+
+    def list_events(self, notice_id: str, *, limit: int | None = None) -> list[EventRecord]:
+        """The notice's events, oldest first (RowKey order); at most `limit` of them."""
+        try:
+            check_key(notice_id)
+        except ValueError:
+            return []
+        if limit is not None and limit < 1:
+            raise ValueError("limit must be at least 1")
+        per_page = min(limit, MAX_PAGE_SIZE) if limit is not None else MAX_PAGE_SIZE
+        found: list[EventRecord] = []
+        entities = self._events.query_entities(
+            "PartitionKey eq @notice_id", parameters={"notice_id": notice_id}, results_per_page=per_page
+        )
+        for entity in entities:
+            found.append(entity_to_event(entity))
+            if limit is not None and len(found) >= limit:
+                break
+        return found
+
+
+def _chunks(entities: Sequence[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    chunk: list[dict[str, Any]] = []
+    size = 0
+    for entity in entities:
+        entity_size = len(_dumps(entity).encode("utf-8")) + 512  # plus the per-operation headers
+        if chunk and (len(chunk) >= MAX_BATCH_OPERATIONS or size + entity_size > _MAX_BATCH_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(entity)
+        size += entity_size
+    if chunk:
+        yield chunk
+
+
+def _metadata_etag(metadata: Mapping[str, Any]) -> str | None:
+    etag = metadata.get("etag")
+    return etag if isinstance(etag, str) else None
+
+
+def _is_table_missing(exc: HttpResponseError) -> bool:
+    return getattr(exc, "error_code", None) == TableErrorCode.TABLE_NOT_FOUND
