@@ -34,6 +34,7 @@ class ErrorCode(StrEnum):
     SPF_MULTIPLE_RECORDS = "SPF_MULTIPLE_RECORDS"
     SPF_LOOKUP_FAILED = "SPF_LOOKUP_FAILED"
     VALIDATION_FAILED = "VALIDATION_FAILED"
+    ROUTING_NOT_ALLOWED = "ROUTING_NOT_ALLOWED"
     MAX_ATTEMPTS_EXCEEDED = "MAX_ATTEMPTS_EXCEEDED"
     UNHANDLED = "UNHANDLED"
 
@@ -154,6 +155,14 @@ HINTS: dict[ErrorCode, Hint] = {
         "Exchange のコネクタ検証に失敗しました。失敗したタスク（スマート ホストへの接続、宛先への"
         "テスト メール）と他の有効な送信コネクタを確認し、再試行してください。",
     ),
+    ErrorCode.ROUTING_NOT_ALLOWED: Hint(
+        "A connector change would route mail to a smart host or domain that is not on the "
+        "allow-list (ALLOWED_SMART_HOSTS / ALLOWED_JOURNAL_DOMAINS); nothing was sent to "
+        "Exchange. Check the notice and those settings.",
+        "許可リスト（ALLOWED_SMART_HOSTS / ALLOWED_JOURNAL_DOMAINS）にないスマート ホストまたは"
+        "ドメインへメールを転送する変更のため、Exchange には何も送信していません。開通通知と"
+        "これらの設定を確認してください。",
+    ),
     ErrorCode.MAX_ATTEMPTS_EXCEEDED: Hint(
         "Retries were exhausted; the last error is shown. Fix its cause, then retry from the "
         "status API or CLI.",
@@ -229,6 +238,34 @@ class AuthError(ProvisioningError):
 
 class ExchangeError(ProvisioningError):
     """Exchange Online answered with an error."""
+
+    # Exchange's exception type name (e.g. `...ManagementObjectNotFoundException`) when it
+    # gave one: support searches for it, and it is what tells not-found from other 404s.
+    exception_type: str | None = None
+
+
+class ConnectorNotFoundError(ExchangeError):
+    """The connector named by an Identity does not exist (or has not replicated yet)."""
+
+
+class ConnectorExistsError(ExchangeError):
+    """New-OutboundConnector was given a name already in use (case-insensitively)."""
+
+
+class ExchangeTransientError(TransientError, ExchangeError):
+    """Exchange throttled or was unavailable; it answered, so its own words are kept."""
+
+
+class RoutingPolicyError(ProvisioningError, ValueError):
+    """A connector change would route mail off the allow-list; it was refused before sending.
+
+    A ProvisioningError so that the activation fails at once with a stored, explained reason
+    (retrying cannot help); also a ValueError, the type `connectors.py` raises for the same
+    rule, so callers that guard against bad values catch both.
+    """
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(ErrorCode.ROUTING_NOT_ALLOWED, detail, needs_attention=True)
 
 
 def error_dict(code: ErrorCode, detail: str, *, retryable: bool = False) -> dict[str, object]:

@@ -1,0 +1,757 @@
+"""The one client of the Exchange Online admin API: InvokeCommand, error mapping, cmdlet helpers.
+
+`POST {endpoint}/adminapi/beta/{tenant}/InvokeCommand` is the endpoint the Exchange Online
+PowerShell module itself uses. It is not a published contract, so everything that knows its
+shape lives here: the request (headers, body, paging), the three error body shapes, which
+answers are worth a retry, and the quirks (a role-less app gets a 403 of NUL bytes under a
+false `Content-Encoding: gzip`; `Get-OutboundConnector -Identity <unknown>` may return every
+connector). Callers see typed rows and the error taxonomy of `errors.py`, nothing else.
+
+Because a `*` smart-host connector redirects all of a customer's outbound mail, the client
+refuses, before sending anything, any connector change that names a smart host or recipient
+domain off the allow-list, and any cmdlet other than the six the product uses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from types import MappingProxyType, TracebackType
+from typing import TYPE_CHECKING, Any, Protocol, Self
+from urllib.parse import quote, urlsplit
+
+import requests
+import requests.adapters
+import urllib3.exceptions
+
+from .connectors import ConnectorSpec
+from .errors import (
+    ConnectorExistsError,
+    ConnectorNotFoundError,
+    ErrorCode,
+    ExchangeError,
+    ExchangeTransientError,
+    ProvisioningError,
+    RoutingPolicyError,
+    TransientError,
+)
+from .settings import DEFAULT_JOURNAL_DOMAINS, DEFAULT_SMART_HOSTS
+
+if TYPE_CHECKING:
+    from requests.sessions import _Settings
+
+__all__ = [
+    "ALLOWED_CMDLETS",
+    "EXCHANGE_ENDPOINT",
+    "AcceptedDomain",
+    "CallRecord",
+    "Connector",
+    "ConnectorExistsError",
+    "ConnectorNotFoundError",
+    "ExchangeAdminClient",
+    "RoutingPolicyError",
+    "TokenProvider",
+    "ValidationTask",
+    "error_from_response",
+    "extract_error_message",
+    "https_session",
+    "parse_retry_after",
+]
+
+EXCHANGE_ENDPOINT = "https://outlook.office365.com"
+
+# The well-known system mailbox that routes app-only admin calls to the tenant's servers.
+_ANCHOR_MAILBOX = "APP:SystemMailbox{{bb558c35-97f1-4cb9-8ff7-d53741dc928c}}@{tenant}"
+
+ALLOWED_CMDLETS = frozenset({
+    "Get-OutboundConnector",
+    "New-OutboundConnector",
+    "Set-OutboundConnector",
+    "Remove-OutboundConnector",
+    "Validate-OutboundConnector",
+    "Get-AcceptedDomain",
+})
+_ROUTING_CMDLETS = frozenset({"New-OutboundConnector", "Set-OutboundConnector"})
+
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# Texts Exchange uses for conditions that clear by themselves, whatever the HTTP status.
+# "too busy" is ServerBusyException's own text, for bodies that carry the message but not the type.
+_THROTTLING_MARKERS = ("maximum number of concurrent requests", "serverbusy", "server is too busy")
+_TRANSIENT_MARKERS = (
+    *_THROTTLING_MARKERS,
+    "transientexception",
+    "backendcommunicationexception",
+    "cmdletproxynotavailablefailure",
+    "adserversettingschangedexception",
+    # The words those exceptions carry, for bodies that keep the message but drop the type.
+    "transient failure",
+    "try again later",
+)
+_NOT_FOUND_TYPE = "ManagementObjectNotFoundException"
+_EXISTS_TYPE = "ManagementObjectAlreadyExistsException"
+_NOT_FOUND_TEXT = re.compile(r"couldn't be found|could not be found|was not found", re.IGNORECASE)
+_EXISTS_TEXT = re.compile(r"already exists", re.IGNORECASE)
+# `|Microsoft.Exchange.Some.Exception|text`, sometimes with an `Ex6F9304` style code before the
+# first bar.
+_PIPED = re.compile(r"^[^|\s]*\|(?P<type>[\w.+`]+)\|(?P<text>.*)$", re.DOTALL)
+
+_MAX_PAGES = 1000
+_EXCERPT = 300
+
+
+class TokenProvider(Protocol):
+    """Anything that returns an app-only bearer token for the Exchange scope of a tenant.
+
+    A provider may also offer `invalidate(tenant_id)`, dropping its cached token: the client
+    calls it, and retries once, when Exchange answers 401 `error="invalid_token"`.
+    """
+
+    def get_token(self, tenant_id: str) -> str: ...
+
+
+# --------------------------------------------------------------------------- rows
+
+
+@dataclass(frozen=True)
+class Connector:
+    """An outbound connector as Get-OutboundConnector reports it."""
+
+    name: str
+    guid: str
+    connector_type: str
+    recipient_domains: tuple[str, ...]
+    smart_hosts: tuple[str, ...]
+    use_mx_record: bool
+    tls_settings: str | None
+    enabled: bool
+    is_transport_rule_scoped: bool
+    test_mode: bool
+    is_validated: bool
+    validation_recipients: tuple[str, ...]
+    last_validation_timestamp: str | None
+    comment: str
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Connector:
+        """Read a row leniently: a field that is missing or null gets a safe default.
+
+        The defaults lean towards caution in conflict detection: a connector whose `Enabled`
+        is unknown counts as enabled (Exchange's own default), one whose `TestMode` is unknown
+        as live.
+        """
+        name = _as_str(row.get("Name")) or _as_str(row.get("Identity"))
+        return cls(
+            name=name,
+            guid=_as_str(row.get("Guid")),
+            connector_type=_as_str(row.get("ConnectorType")),
+            recipient_domains=_as_strings(row.get("RecipientDomains")),
+            smart_hosts=_as_strings(row.get("SmartHosts")),
+            use_mx_record=_as_bool(row.get("UseMXRecord"), default=False),
+            tls_settings=_as_str(row.get("TlsSettings")) or None,
+            enabled=_as_bool(row.get("Enabled"), default=True),
+            is_transport_rule_scoped=_as_bool(row.get("IsTransportRuleScoped"), default=False),
+            test_mode=_as_bool(row.get("TestMode"), default=False),
+            is_validated=_as_bool(row.get("IsValidated"), default=False),
+            validation_recipients=_as_strings(row.get("ValidationRecipients")),
+            last_validation_timestamp=_as_str(row.get("LastValidationTimestamp")) or None,
+            comment=_as_str(row.get("Comment")),
+            raw=MappingProxyType(dict(row)),
+        )
+
+
+@dataclass(frozen=True)
+class AcceptedDomain:
+    """A domain the tenant receives mail for (a validation recipient must not be in one)."""
+
+    domain_name: str
+    domain_type: str
+    default: bool
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> AcceptedDomain:
+        return cls(
+            domain_name=_as_str(row.get("DomainName")) or _as_str(row.get("Name")),
+            domain_type=_as_str(row.get("DomainType")),
+            default=_as_bool(row.get("Default"), default=False),
+        )
+
+
+@dataclass(frozen=True)
+class ValidationTask:
+    """One step of Validate-OutboundConnector (smart-host connectivity or a test message)."""
+
+    task_name: str
+    successful: bool
+    details: str
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> ValidationTask:
+        return cls(
+            task_name=_as_str(row.get("TaskName")),
+            # A task that does not say it succeeded did not.
+            successful=_as_bool(row.get("IsTaskSuccessful"), default=False),
+            details=_as_str(row.get("Details")),
+        )
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One HTTP exchange with Exchange, for the activation's event log (never the token)."""
+
+    cmdlet: str
+    status: int | None
+    duration_ms: float
+    ok: bool
+    error_code: str | None
+
+
+def _as_str(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _as_strings(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,) if value else ()
+    if isinstance(value, Sequence):
+        return tuple(str(v) for v in value if v is not None and str(v) != "")
+    return (str(value),)
+
+
+def _as_bool(value: Any, *, default: bool) -> bool:
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("true", "$true", "1", "yes"):
+            return True
+        if lowered in ("false", "$false", "0", "no"):
+            return False
+        return default
+    return bool(value)
+
+
+# --------------------------------------------------------------------------- transport
+
+
+class _EnvironmentTrustSession(requests.Session):
+    """A Session whose TLS trust follows the process's standard CA-bundle variables.
+
+    requests already honours REQUESTS_CA_BUNDLE (and CURL_CA_BUNDLE) for each request, but
+    not OpenSSL's SSL_CERT_FILE / SSL_CERT_DIR, which other tools (curl, az, azure-core behind
+    a proxy) use; a private CA set either way must work the same. These are process-wide TLS
+    conventions, not product settings, which is why they are read here and not in Settings.
+    """
+
+    def merge_environment_settings(
+        self,
+        url: str | bytes | None,
+        proxies: Any,
+        stream: Any,
+        verify: Any,
+        cert: Any,
+    ) -> _Settings:
+        merged = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if self.trust_env and merged.get("verify") is True:
+            for variable in ("SSL_CERT_FILE", "SSL_CERT_DIR"):
+                location = os.environ.get(variable, "")
+                if location and os.path.exists(location):
+                    merged["verify"] = location
+                    break
+        return merged
+
+
+class _DefaultTimeoutAdapter(requests.adapters.HTTPAdapter):
+    """Applies a timeout to requests that name none.
+
+    MSAL calls its http_client without a timeout when the client is supplied by the caller,
+    and a token request must never hang a queue trigger; this puts the bound on the transport.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self._default_timeout = timeout
+
+    def send(  # noqa: PLR0917 - the signature is HTTPAdapter.send's, positional as requests calls it
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: float | tuple[float, float] | tuple[float, None] | None = None,
+        verify: bool | str = True,
+        cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
+        proxies: Mapping[str, str] | None = None,
+    ) -> requests.Response:
+        return super().send(
+            request,
+            stream=stream,
+            timeout=self._default_timeout if timeout is None else timeout,
+            verify=verify,
+            cert=cert,
+            proxies=proxies,
+        )
+
+
+def https_session(*, timeout: float | None = None) -> requests.Session:
+    """A pooled Session trusting the CA bundle named by REQUESTS_CA_BUNDLE or SSL_CERT_FILE.
+
+    With `timeout`, every request that does not pass its own gets that bound.
+    """
+    session = _EnvironmentTrustSession()
+    if timeout is not None:
+        adapter = _DefaultTimeoutAdapter(timeout)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+    return session
+
+
+# --------------------------------------------------------------------------- error mapping
+
+
+def extract_error_message(body: Any) -> tuple[str, str | None]:
+    """Exchange's own words and exception type name from an error body.
+
+    The useful text sits in one of three places, tried in the order the protocol names them:
+    `error.innererror.internalexception.message`, then `error.details[0].message` (either
+    `|Type|text` or a JSON string `{"Message", "TypeName"}`), then `error.message`. Returns
+    ("", None) when the body has none of them.
+    """
+    error = body.get("error") if isinstance(body, Mapping) else None
+    if not isinstance(error, Mapping):
+        return "", None
+    fallback_type = None
+    inner = error.get("innererror")
+    if isinstance(inner, Mapping):
+        fallback_type = _as_str(inner.get("type")) or None
+        internal = inner.get("internalexception")
+        if isinstance(internal, Mapping):
+            text = _as_str(internal.get("message")).strip()
+            if text:
+                return _split_typed(text, _as_str(internal.get("type")) or fallback_type)
+    details = error.get("details")
+    if isinstance(details, Sequence) and not isinstance(details, str) and details:
+        first = details[0]
+        text = _as_str(first.get("message") if isinstance(first, Mapping) else first).strip()
+        if text:
+            return _split_typed(text, fallback_type)
+    text = _as_str(error.get("message")).strip()
+    if text:
+        return _split_typed(text, fallback_type)
+    return "", fallback_type
+
+
+def _split_typed(text: str, type_name: str | None) -> tuple[str, str | None]:
+    """Separate a message from the exception type Exchange embeds in it, if it does."""
+    if text.startswith("{"):
+        try:
+            decoded = json.loads(text)
+        except ValueError:
+            decoded = None
+        if isinstance(decoded, Mapping):
+            message = _as_str(decoded.get("Message")).strip()
+            if message:
+                return message, _as_str(decoded.get("TypeName")) or type_name
+    match = _PIPED.match(text)
+    if match:
+        return match.group("text").strip(), match.group("type")
+    return text, type_name
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), else None."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def error_from_response(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    cmdlet: str,
+    secret: str = "",
+) -> ProvisioningError:
+    """The taxonomy error for a non-2xx answer of InvokeCommand.
+
+    `body` is the raw entity as received (already un-gzipped if that worked). `secret` (the
+    bearer token) is scrubbed from any text kept, in case a server ever echoes it.
+    """
+    parsed = _json_or_none(body)
+    message, type_name = extract_error_message(parsed)
+    if not message:
+        message = _describe_unparsed(status, body)
+    if secret:
+        message = message.replace(secret, "***")
+    detail = f"{cmdlet}: {message}"
+    lowered = " ".join((message, type_name or "", _text_or_empty(body))).lower()
+
+    def build(cls: type[ExchangeError], code: ErrorCode, **kwargs: Any) -> ExchangeError:
+        err = cls(code, detail, status_code=status, **kwargs)
+        err.exception_type = type_name
+        return err
+
+    # 401, or 403 with any body: the service principal lacks the Exchange Administrator role
+    # (or Exchange.ManageAsApp). Retrying cannot help until someone assigns it.
+    if status in (401, 403):
+        return build(ExchangeError, ErrorCode.ROLE_MISSING, needs_attention=True)
+    if status in TRANSIENT_STATUSES or any(marker in lowered for marker in _TRANSIENT_MARKERS):
+        throttled = status == 429 or any(marker in lowered for marker in _THROTTLING_MARKERS)
+        code = ErrorCode.THROTTLED if throttled else ErrorCode.EXCHANGE_UNAVAILABLE
+        retry_after = parse_retry_after(_header(headers, "Retry-After"))
+        return build(ExchangeTransientError, code, retry_after=retry_after)
+    if type_name and type_name.endswith(_NOT_FOUND_TYPE):
+        return build(ConnectorNotFoundError, ErrorCode.EXCHANGE_REJECTED)
+    if type_name and type_name.endswith(_EXISTS_TYPE):
+        return build(ConnectorExistsError, ErrorCode.EXCHANGE_REJECTED)
+    # Without a type name, only Exchange's own words count: a bare 404 from a wrong URL must
+    # not read as "connector absent", or the engine would create one again and again.
+    if parsed is not None and status == 404 and _NOT_FOUND_TEXT.search(message):
+        return build(ConnectorNotFoundError, ErrorCode.EXCHANGE_REJECTED)
+    if parsed is not None and 400 <= status < 500 and _EXISTS_TEXT.search(message):
+        return build(ConnectorExistsError, ErrorCode.EXCHANGE_REJECTED)
+    return build(ExchangeError, ErrorCode.EXCHANGE_REJECTED)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    wanted = name.lower()
+    for key, value in headers.items():
+        if key.lower() == wanted:
+            return value
+    return None
+
+
+def _json_or_none(body: bytes) -> Any:
+    if not body:
+        return None
+    try:
+        return json.loads(body.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+def _text_or_empty(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return ""
+
+
+def _describe_unparsed(status: int, body: bytes) -> str:
+    """Words for a body that carries no Exchange error (empty, HTML, NUL bytes)."""
+    if not body:
+        return f"HTTP {status} with an empty body"
+    text = _text_or_empty(body)
+    printable = "".join(ch for ch in text if ch.isprintable()).strip()
+    if not printable:
+        return f"HTTP {status} with a body that is not JSON ({len(body)} bytes)"
+    excerpt = " ".join(printable.split())[:_EXCERPT]
+    return f"HTTP {status}: {excerpt}"
+
+
+def _decode_entity(data: bytes, content_encoding: str) -> bytes:
+    """Undo a gzip/deflate Content-Encoding, keeping the raw bytes if the header is false.
+
+    Exchange's role-missing 403 claims gzip and carries NUL bytes; requests would fail
+    decoding it, losing the status, so the client reads raw bytes and decodes here.
+    """
+    encoding = content_encoding.strip().lower()
+    if not data or encoding not in ("gzip", "x-gzip", "deflate"):
+        return data
+    for wbits in (zlib.MAX_WBITS | 32, -zlib.MAX_WBITS):  # gzip or zlib header; raw deflate
+        try:
+            return zlib.decompress(data, wbits)
+        except zlib.error:
+            continue
+    return data
+
+
+# --------------------------------------------------------------------------- client
+
+
+class ExchangeAdminClient:
+    """Run the product's six Exchange Online cmdlets in one tenant, with typed results.
+
+    One instance per tenant and activation; the Session is reused across calls for
+    connection pooling. Every error is a `ProvisioningError` from `errors.py`.
+    """
+
+    def __init__(
+        self,
+        tenant_id: str,
+        *,
+        credential: TokenProvider,
+        endpoint: str = EXCHANGE_ENDPOINT,
+        session: requests.Session | None = None,
+        timeout: float = 30.0,
+        allowed_smart_hosts: frozenset[str] = DEFAULT_SMART_HOSTS,
+        allowed_journal_domains: frozenset[str] = DEFAULT_JOURNAL_DOMAINS,
+        on_call: Callable[[CallRecord], None] | None = None,
+    ) -> None:
+        if not tenant_id or "/" in tenant_id or "?" in tenant_id or "#" in tenant_id:
+            raise ValueError(f"tenant_id {tenant_id!r} cannot be part of a URL path")
+        self.tenant_id = tenant_id
+        self._credential = credential
+        self._endpoint = endpoint.rstrip("/")
+        self._url = f"{self._endpoint}/adminapi/beta/{quote(tenant_id, safe='')}/InvokeCommand"
+        self._owns_session = session is None
+        self._session = session if session is not None else https_session()
+        self._timeout = timeout
+        self._allowed_smart_hosts = frozenset(_norm_host(h) for h in allowed_smart_hosts)
+        self._allowed_journal_domains = frozenset(_norm_host(d) for d in allowed_journal_domains)
+        self._on_call = on_call
+
+    # -- context manager ---------------------------------------------------
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the Session if this client created it; an injected one belongs to the caller."""
+        if self._owns_session:
+            self._session.close()
+
+    # -- the raw call ------------------------------------------------------
+
+    def invoke(self, cmdlet: str, parameters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Run one cmdlet and return every row, following `@odata.nextLink` pages."""
+        params = dict(parameters or {})
+        self._check_allowed(cmdlet, params)
+        body = json.dumps(
+            {"CmdletInput": {"CmdletName": cmdlet, "Parameters": params}}, ensure_ascii=False
+        ).encode("utf-8")
+        rows: list[dict[str, Any]] = []
+        url: str | None = self._url
+        seen: set[str] = set()
+        while url is not None:
+            if url in seen or len(seen) >= _MAX_PAGES:
+                raise ExchangeError(
+                    ErrorCode.EXCHANGE_REJECTED,
+                    f"{cmdlet}: paging did not end (@odata.nextLink repeated or over {_MAX_PAGES} pages)",
+                )
+            seen.add(url)
+            page = self._post(cmdlet, url, body)
+            value = page.get("value", [])
+            if not isinstance(value, list):
+                raise ExchangeError(ErrorCode.EXCHANGE_REJECTED, f"{cmdlet}: 'value' is not a list")
+            rows.extend(row for row in value if isinstance(row, dict))
+            url = self._next_link(cmdlet, page.get("@odata.nextLink"))
+        return rows
+
+    def _next_link(self, cmdlet: str, link: Any) -> str | None:
+        if link is None or link == "":
+            return None
+        # The next page gets the bearer token too: follow it only on the endpoint's own origin.
+        target, origin = urlsplit(str(link)), urlsplit(self._endpoint)
+        if (target.scheme, target.netloc.lower()) != (origin.scheme, origin.netloc.lower()):
+            raise ExchangeError(
+                ErrorCode.EXCHANGE_REJECTED,
+                f"{cmdlet}: @odata.nextLink points outside {self._endpoint}; not followed",
+            )
+        return str(link)
+
+    def _post(self, cmdlet: str, url: str, body: bytes) -> dict[str, Any]:
+        """POST one page; map any failure; retry once with a fresh token if Exchange rejects it."""
+        invalidate = getattr(self._credential, "invalidate", None)
+        while True:
+            token = self._credential.get_token(self.tenant_id)
+            started = time.perf_counter()
+            status: int | None = None
+            try:
+                status, headers, data = self._send(cmdlet, url, body, token)
+                if status == 401 and callable(invalidate) and _token_rejected(headers):
+                    # Exchange says the token itself is bad (expired early, revoked), not that
+                    # the app lacks a role: one fresh token settles which it is.
+                    self._record(cmdlet, status, started, ok=False, error_code=None)
+                    invalidate(self.tenant_id)
+                    invalidate = None
+                    continue
+                if not 200 <= status < 300:
+                    raise error_from_response(status, headers, data, cmdlet=cmdlet, secret=token)
+                page = _json_or_none(data)
+                if not isinstance(page, dict):
+                    # A 2xx that is not an InvokeCommand answer (a proxy page, a cut-off body).
+                    raise ExchangeTransientError(
+                        ErrorCode.EXCHANGE_UNAVAILABLE,
+                        f"{cmdlet}: {_scrub(_describe_unparsed(status, data), token)} (expected a JSON object)",
+                        status_code=status,
+                    )
+            except ProvisioningError as err:
+                self._record(cmdlet, status, started, ok=False, error_code=err.code.value)
+                raise
+            self._record(cmdlet, status, started, ok=True, error_code=None)
+            return page
+
+    def _send(self, cmdlet: str, url: str, body: bytes, token: str) -> tuple[int, Mapping[str, str], bytes]:
+        """One HTTP exchange: status, headers and the entity (un-gzipped when that is true)."""
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            # Only encodings this module can undo itself (see _decode_entity).
+            "Accept-Encoding": "gzip, deflate",
+            "X-AnchorMailbox": _ANCHOR_MAILBOX.format(tenant=self.tenant_id),
+            "client-request-id": str(uuid.uuid4()),
+        }
+        try:
+            # stream=True: the body is read raw, so a false Content-Encoding cannot crash
+            # decoding before the status has been looked at.
+            response = self._session.post(url, data=body, headers=headers, timeout=self._timeout, stream=True)
+            try:
+                raw = response.raw.read(decode_content=False)
+            finally:
+                response.close()
+        except (requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError) as exc:
+            raise TransientError(
+                ErrorCode.NETWORK_ERROR,
+                f"{cmdlet}: {type(exc).__name__} talking to {self._endpoint}: {_scrub(str(exc), token)}",
+            ) from exc
+        data = _decode_entity(raw, response.headers.get("Content-Encoding", ""))
+        return response.status_code, response.headers, data
+
+    def _record(self, cmdlet: str, status: int | None, started: float, *, ok: bool, error_code: str | None) -> None:
+        if self._on_call is not None:
+            duration_ms = (time.perf_counter() - started) * 1000.0
+            self._on_call(CallRecord(cmdlet, status, round(duration_ms, 3), ok, error_code))
+
+    # -- the allow-list guard ------------------------------------------------
+
+    def _check_allowed(self, cmdlet: str, params: Mapping[str, Any]) -> None:
+        if cmdlet not in ALLOWED_CMDLETS:
+            # Only code names a cmdlet (never a notice or a setting), so this is a bug: a plain
+            # ValueError, which the host retries and finally parks in the poison queue.
+            raise ValueError(f"cmdlet {cmdlet!r} is not one this client may send")
+        if cmdlet not in _ROUTING_CMDLETS:
+            return
+        # PowerShell parameter names are case-insensitive, so the guard must be too.
+        by_name = {key.casefold(): value for key, value in params.items()}
+        for host in _entries(by_name.get("smarthosts")):
+            if _norm_host(host) not in self._allowed_smart_hosts:
+                raise RoutingPolicyError(f"{cmdlet}: smart host {host!r} is not on the allow-list")
+        for domain in _entries(by_name.get("recipientdomains")):
+            if not self._recipient_domain_allowed(domain):
+                raise RoutingPolicyError(f"{cmdlet}: recipient domain {domain!r} is not on the allow-list")
+
+    def _recipient_domain_allowed(self, entry: str) -> bool:
+        entry = entry.strip()
+        if entry == "*":
+            return True
+        return entry.startswith("*.") and _norm_host(entry[2:]) in self._allowed_journal_domains
+
+    # -- typed cmdlets -------------------------------------------------------
+
+    def list_outbound_connectors(self) -> list[Connector]:
+        """Every outbound connector of the tenant."""
+        return [Connector.from_row(row) for row in self.invoke("Get-OutboundConnector")]
+
+    def get_outbound_connector(self, name: str) -> Connector | None:
+        """The connector with this name (case-insensitively), or None.
+
+        Exchange may answer `Get-OutboundConnector -Identity <unknown>` with every connector,
+        so the rows are matched by name here rather than trusted.
+        """
+        try:
+            rows = self.invoke("Get-OutboundConnector", {"Identity": name})
+        except ConnectorNotFoundError:
+            return None
+        wanted = name.casefold()
+        for row in rows:
+            connector = Connector.from_row(row)
+            if connector.name.casefold() == wanted:
+                return connector
+        return None
+
+    def create_outbound_connector(self, spec: ConnectorSpec) -> Connector:
+        """New-OutboundConnector; ConnectorExistsError if the name is taken."""
+        parameters = spec.new_parameters()
+        rows = self.invoke("New-OutboundConnector", parameters)
+        if rows:
+            return Connector.from_row(rows[0])
+        # No row back: describe the connector as requested rather than read it again, which
+        # replication lag could answer with "not found".
+        return Connector.from_row(parameters)
+
+    def update_outbound_connector(self, name: str, changes: Mapping[str, Any]) -> None:
+        """Set-OutboundConnector with only `changes`; ConnectorNotFoundError if it is absent."""
+        if any(key.casefold() == "identity" for key in changes):
+            raise ValueError("changes must not carry Identity; pass the connector name instead")
+        self.invoke("Set-OutboundConnector", {"Identity": name, **changes})
+
+    def remove_outbound_connector(self, name: str) -> None:
+        """Remove-OutboundConnector without a prompt; ConnectorNotFoundError if it is absent."""
+        self.invoke("Remove-OutboundConnector", {"Identity": name, "Confirm": False})
+
+    def validate_outbound_connector(self, name: str, recipients: Sequence[str]) -> list[ValidationTask]:
+        """Validate-OutboundConnector; it does not mark the connector validated (see mark_validated)."""
+        rows = self.invoke("Validate-OutboundConnector", {"Identity": name, "Recipients": list(recipients)})
+        return [ValidationTask.from_row(row) for row in rows]
+
+    def mark_validated(self, name: str, recipients: Sequence[str], *, when: datetime) -> None:
+        """Stamp a connector validated, as the admin center does after a successful validation."""
+        if when.tzinfo is None:
+            raise ValueError("when must be timezone-aware")
+        stamp = when.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.invoke("Set-OutboundConnector", {
+            "Identity": name,
+            "IsValidated": True,
+            "ValidationRecipients": list(recipients),
+            "LastValidationTimestamp": stamp,
+        })
+
+    def list_accepted_domains(self) -> list[AcceptedDomain]:
+        """The tenant's accepted domains."""
+        return [AcceptedDomain.from_row(row) for row in self.invoke("Get-AcceptedDomain")]
+
+
+def _token_rejected(headers: Mapping[str, str]) -> bool:
+    """Whether a 401 blames the token (RFC 6750 `error="invalid_token"`), not the app's role."""
+    return 'error="invalid_token"' in (_header(headers, "WWW-Authenticate") or "").replace(" ", "")
+
+
+def _norm_host(value: str) -> str:
+    return value.strip().lower().rstrip(".")
+
+
+def _entries(value: Any) -> list[str]:
+    """The entries of a list parameter; anything that is not a string counts as refused text."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Sequence):
+        return [v if isinstance(v, str) else repr(v) for v in value]
+    return [repr(value)]
+
+
+def _scrub(text: str, secret: str) -> str:
+    return text.replace(secret, "***") if secret else text
