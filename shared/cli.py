@@ -12,13 +12,16 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from .connectors import desired_connectors
 from .notice import ActivationNotice, NoticeError, parse_notice
 from .plan import make_plan, operations
 from .render import plan_json, plan_powershell, plan_text
 from .settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from .outcome import Event, Outcome
 
 EXIT_OK = 0
 EXIT_INVALID = 2
@@ -56,6 +59,15 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--at", metavar="TIMESTAMP", type=_timestamp,
                       help="validation timestamp to show in the operations (default: now, UTC)")
     plan.set_defaults(handler=_cmd_plan)
+
+    apply = sub.add_parser("apply", help="provision one notice now against the configured Exchange endpoint")
+    apply.add_argument("notice", help="notice JSON file, or - for standard input")
+    apply.add_argument("--json", action="store_true", help="print the outcome as JSON instead of live steps")
+    apply.add_argument("--max-attempts", type=int, default=None,
+                       help="attempts for transient errors (default: MAX_ATTEMPTS)")
+    apply.add_argument("--max-wait", type=float, default=300.0,
+                       help="give up retrying transient errors after this many seconds (default 300)")
+    apply.set_defaults(handler=_cmd_apply)
     return parser
 
 
@@ -111,3 +123,53 @@ def _cmd_plan(args: argparse.Namespace, settings: Settings, stdin: TextIO, stdou
     else:
         stdout.write(plan_text(notice, specs, ops))
     return EXIT_OK
+
+
+def _cmd_apply(args: argparse.Namespace, settings: Settings, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
+    notice = load_notice(args.notice, settings, stdin, stdout, stderr, json_errors=args.json)
+    if notice is None:
+        return EXIT_INVALID
+    # Imported here so that `plan` never loads MSAL, requests or DNS code.
+    from .applying import apply_with_retries
+
+    def show(event: Event) -> None:
+        took = f"  ({event.duration_ms:.0f} ms)" if event.duration_ms is not None else ""
+        print(f"{event.at[11:23]}  {event.kind:<20} {event.message}{took}", file=stdout, flush=True)
+
+    outcome = apply_with_retries(
+        notice, settings,
+        on_event=None if args.json else show,
+        max_attempts=args.max_attempts or settings.max_attempts,
+        max_wait=args.max_wait,
+        on_retry=None if args.json else lambda delay, attempt: print(
+            f"{'':12}  {'retry':<20} transient error; attempt {attempt + 1} in {delay:.1f}s", file=stdout, flush=True),
+    )
+    if args.json:
+        print(json.dumps(outcome.to_dict(), ensure_ascii=False, indent=2), file=stdout)
+    else:
+        _print_summary(outcome, stdout)
+    return exit_code(outcome)
+
+
+def exit_code(outcome: Outcome) -> int:
+    from .outcome import Status
+
+    if outcome.status is Status.SUCCEEDED:
+        return EXIT_OK
+    if outcome.status is Status.NEEDS_ATTENTION:
+        return EXIT_NEEDS_ATTENTION
+    if outcome.status is Status.REJECTED:
+        return EXIT_INVALID
+    return EXIT_FAILED
+
+
+def _print_summary(outcome: Outcome, stdout: TextIO) -> None:
+    print(f"\n{outcome.notice_id}: {outcome.status.value}", file=stdout)
+    for connector in outcome.connectors:
+        print(f"  {connector.name}: {connector.action}, validation {connector.validation.value}", file=stdout)
+    for warning in outcome.warnings:
+        print(f"  warning {warning.get('code')}: {warning.get('message')}", file=stdout)
+    if outcome.error:
+        print(f"  error {outcome.error['code']}: {outcome.error['message']}", file=stdout)
+        print(f"  hint: {outcome.error['hint_en']}", file=stdout)
+        print(f"  対処: {outcome.error['hint_ja']}", file=stdout)

@@ -1,0 +1,326 @@
+"""One activation, end to end: preflight, SPF, plan, apply, validate; returns an Outcome.
+
+The engine owns the order of operations and the decisions between them; every call to the
+outside goes through one client per system (Exchange, DNS), so the same engine runs under the
+queue worker, the `apply` command and the tests. It never schedules retries itself: a
+transient error ends the run with `outcome.retryable`, and the caller (worker or CLI) decides
+when to try again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from .connectors import ConnectorSpec, desired_connectors
+from .errors import ErrorCode, ProvisioningError
+from .exchange import (
+    AcceptedDomain,
+    CallRecord,
+    Connector,
+    ConnectorExistsError,
+    ConnectorNotFoundError,
+    ExchangeAdminClient,
+    TokenProvider,
+)
+from .notice import ActivationNotice
+from .outcome import ConnectorOutcome, Event, Outcome, Status, Validation, now_iso
+from .plan import Action, ConnectorPlan, Plan, diff, make_plan, timestamp, validated_parameters
+from .settings import Settings
+from .spf import SpfResolver, check_domains
+
+ClientFactory = Callable[[str, Callable[[CallRecord], None]], ExchangeAdminClient]
+EventSink = Callable[[Event], None]
+T = TypeVar("T")
+
+
+class ProvisioningEngine:
+    """Runs activations against Exchange Online; safe to share between threads."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        token_provider: TokenProvider | None = None,
+        client_factory: ClientFactory | None = None,
+        spf_resolver: SpfResolver | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if client_factory is None:
+            if token_provider is None:
+                raise ValueError("either token_provider or client_factory is required")
+            client_factory = _default_factory(settings, token_provider)
+        self._settings = settings
+        self._client_factory = client_factory
+        self._spf_resolver = spf_resolver
+        self._sleep = sleep
+        self._clock = clock
+
+    def run(self, notice: ActivationNotice, *, on_event: EventSink | None = None) -> Outcome:
+        """Provision one notice. Provisioning errors end up in the outcome; bugs propagate."""
+        outcome = Outcome(notice_id=notice.notice_id, tenant_id=notice.tenant_id)
+        run = _Run(self, notice, outcome, on_event)
+        try:
+            run.execute()
+        except ProvisioningError as exc:
+            run.fail(exc)
+        finally:
+            run.close()
+        outcome.finished_at = now_iso()
+        run.emit("finished", f"activation {outcome.status.value}", status=outcome.status.value)
+        return outcome
+
+
+class _Run:
+    """The state of one engine run; exists so each step can be a small method."""
+
+    def __init__(self, engine: ProvisioningEngine, notice: ActivationNotice, outcome: Outcome,
+                 on_event: EventSink | None) -> None:
+        self.engine = engine
+        self.settings = engine._settings
+        self.notice = notice
+        self.outcome = outcome
+        self.on_event = on_event
+        self.specs = desired_connectors(notice, self.settings)
+        outcome.connectors = [ConnectorOutcome(name=s.name, service=s.service) for s in self.specs]
+        self.client: ExchangeAdminClient | None = None
+
+    # -- events ---------------------------------------------------------------------------
+    def emit(self, kind: str, message: str, *, duration_ms: float | None = None, **data: Any) -> None:
+        event = Event(kind=kind, message=message, duration_ms=duration_ms, data=data)
+        self.outcome.events.append(event)
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def _on_call(self, record: CallRecord) -> None:
+        if record.cmdlet in ("New-OutboundConnector", "Set-OutboundConnector", "Remove-OutboundConnector") \
+                and record.ok:
+            self.outcome.writes += 1
+        answer = record.status if record.status is not None else "no response"
+        self.emit("exchange.call", f"{record.cmdlet} -> {answer}",
+                  duration_ms=round(record.duration_ms, 1), cmdlet=record.cmdlet, status=record.status,
+                  ok=record.ok, error_code=record.error_code)
+
+    # -- outcome --------------------------------------------------------------------------
+    def fail(self, exc: ProvisioningError) -> None:
+        out = self.outcome
+        out.error = exc.to_dict()
+        out.retryable = exc.retryable
+        out.retry_after = exc.retry_after
+        if exc.retryable:
+            out.status = Status.FAILED  # the caller turns this into retry_scheduled or failed
+        elif exc.needs_attention:
+            out.status = Status.NEEDS_ATTENTION
+        else:
+            out.status = Status.FAILED
+        self.emit("error", exc.detail, code=exc.code.value, retryable=exc.retryable)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
+    # -- steps ----------------------------------------------------------------------------
+    def execute(self) -> None:
+        notice = self.notice
+        self.emit("started", f"provisioning {', '.join(notice.services)} for tenant {notice.tenant_id}",
+                  services=list(notice.services))
+        self.client = self.engine._client_factory(notice.tenant_id, self._on_call)
+        actual, domains = self.preflight()
+        self.check_recipients(domains)
+        self.check_spf(domains)
+        plan = make_plan(self.specs, actual)
+        self.record_plan(plan)
+        if plan.blocked:
+            names = ", ".join(sorted({c.name for c in plan.conflicts}))
+            raise ProvisioningError(
+                ErrorCode.CONFLICTING_CONNECTOR,
+                "; ".join(c.reason for c in plan.conflicts),
+                needs_attention=True,
+                extra_hint=f"Connector(s): {names}",
+            )
+        for item, result in zip(plan.connectors, self.outcome.connectors, strict=True):
+            self.apply(item, result)
+        self.outcome.status = Status.SUCCEEDED
+
+    def preflight(self) -> tuple[list[Connector], list[AcceptedDomain]]:
+        assert self.client is not None
+        started = self.engine._clock()
+        actual = self.client.list_outbound_connectors()
+        domains = self.client.list_accepted_domains()
+        self.emit("preflight", f"{len(actual)} outbound connector(s), {len(domains)} accepted domain(s)",
+                  duration_ms=_ms(started, self.engine._clock()),
+                  connectors=[c.name for c in actual], accepted_domains=[d.domain_name for d in domains])
+        return actual, domains
+
+    def check_recipients(self, domains: Sequence[AcceptedDomain]) -> None:
+        own = {d.domain_name.casefold() for d in domains}
+        for spec in self.specs:
+            for recipient in spec.validation_recipients:
+                if recipient.rsplit("@", 1)[1].casefold() in own:
+                    raise ProvisioningError(
+                        ErrorCode.RECIPIENT_IN_TENANT,
+                        f"validation recipient {recipient} of '{spec.name}' is in an accepted domain of the tenant",
+                        needs_attention=True,
+                    )
+
+    def check_spf(self, domains: Sequence[AcceptedDomain]) -> None:
+        policy = self.settings.spf_policy
+        # SPF matters for mail MailGates relays on the customer's behalf, not for journal reports.
+        if policy == "off" or "mailgates" not in self.notice.services:
+            return
+        names = [d.domain_name for d in domains if not d.domain_name.casefold().endswith(".onmicrosoft.com")]
+        if not names:
+            self.emit("spf", "no custom accepted domain to check")
+            return
+        resolver = self.engine._spf_resolver
+        if resolver is None:
+            from .spf import DnsPythonResolver
+
+            resolver = DnsPythonResolver.from_settings(self.settings)
+        started = self.engine._clock()
+        results = check_domains(names, required_include=self.settings.spf_required_include, resolver=resolver)
+        findings = [(r.domain, code, detail) for r in results for code, detail in r.findings]
+        self.emit("spf", f"checked {len(results)} domain(s), {len(findings)} finding(s)",
+                  duration_ms=_ms(started, self.engine._clock()), results=[r.to_dict() for r in results])
+        for domain, code, detail in findings:
+            self.outcome.warnings.append({"code": code.value, "domain": domain, "message": detail})
+        if policy == "block" and findings:
+            domain, code, detail = findings[0]
+            if code is ErrorCode.SPF_LOOKUP_FAILED:
+                raise ProvisioningError(code, f"{domain}: {detail}", retryable=True)
+            raise ProvisioningError(code, f"{domain}: {detail}", needs_attention=True)
+
+    def record_plan(self, plan: Plan) -> None:
+        for warning in plan.warnings:
+            self.outcome.warnings.append({"code": warning.code, "message": warning.message, **warning.data})
+        self.emit("plan", ", ".join(f"{p.spec.name}: {p.action.value}" for p in plan.connectors),
+                  connectors=[{"name": p.spec.name, "action": p.action.value, "changes": sorted(p.changes),
+                               "needs_validation": p.needs_validation} for p in plan.connectors],
+                  conflicts=[c.name for c in plan.conflicts])
+
+    def apply(self, item: ConnectorPlan, result: ConnectorOutcome) -> None:
+        assert self.client is not None
+        spec = item.spec
+        action, changes = item.action, item.changes
+        if action is Action.CREATE:
+            try:
+                self.client.create_outbound_connector(spec)
+                self.emit("connector.created", f"created '{spec.name}'", connector=spec.name)
+            except ConnectorExistsError:
+                # Another delivery of the same notice (or an admin) created it a moment ago:
+                # converge on it instead of failing, and never create a second one.
+                action, changes = self.converge_existing(spec)
+        elif action is Action.UPDATE:
+            self.with_replication(lambda: self.client_update(item.identity, changes))
+            self.emit("connector.updated", f"updated '{spec.name}': {', '.join(sorted(changes))}",
+                      connector=spec.name, changes=sorted(changes))
+        else:
+            self.emit("connector.unchanged", f"'{spec.name}' already as desired", connector=spec.name)
+        result.action = action.value
+        result.changed = sorted(changes) if action is Action.UPDATE else []
+        if action is Action.UNCHANGED and not item.needs_validation:
+            result.validation = Validation.ALREADY_VALIDATED
+            return
+        self.validate(spec, result)
+
+    def client_update(self, identity: str, changes: dict[str, Any]) -> None:
+        assert self.client is not None
+        self.client.update_outbound_connector(identity, changes)
+
+    def converge_existing(self, spec: ConnectorSpec) -> tuple[Action, dict[str, Any]]:
+        assert self.client is not None
+        current = self.with_replication(lambda: self._require(spec.name))
+        changes = diff(spec, current)
+        if changes:
+            self.with_replication(lambda: self.client_update(spec.name, changes))
+            self.emit("connector.updated", f"'{spec.name}' existed; updated {', '.join(sorted(changes))}",
+                      connector=spec.name, changes=sorted(changes))
+            return Action.UPDATE, changes
+        self.emit("connector.unchanged", f"'{spec.name}' existed already as desired", connector=spec.name)
+        return Action.UNCHANGED, {}
+
+    def _require(self, name: str) -> Connector:
+        assert self.client is not None
+        found = self.client.get_outbound_connector(name)
+        if found is None:
+            raise ConnectorNotFoundError(ErrorCode.EXCHANGE_REJECTED, f"outbound connector '{name}' not found")
+        return found
+
+    def validate(self, spec: ConnectorSpec, result: ConnectorOutcome) -> None:
+        assert self.client is not None
+        client = self.client
+        started = self.engine._clock()
+        recipients = list(spec.validation_recipients)
+        tasks = self.with_replication(lambda: client.validate_outbound_connector(spec.name, recipients))
+        result.tasks = [{"task": t.task_name, "successful": t.successful, "details": t.details} for t in tasks]
+        failed = [t.task_name for t in tasks if not t.successful]
+        if failed or not tasks:
+            result.validation = Validation.FAILED
+            self.emit("validation.failed", f"'{spec.name}' validation failed: {', '.join(failed) or 'no tasks'}",
+                      duration_ms=_ms(started, self.engine._clock()), connector=spec.name, tasks=result.tasks)
+            reasons = "; ".join(f"{t.task_name}: {t.details}" for t in tasks if not t.successful)
+            raise ProvisioningError(
+                ErrorCode.VALIDATION_FAILED,
+                f"validation of '{spec.name}' failed: {reasons or 'Exchange returned no tasks'}",
+                needs_attention=True,
+                extra_hint=f"Failed task(s): {', '.join(failed)}" if failed else "",
+            )
+        stamp = timestamp(datetime.now(UTC))
+        params = validated_parameters(spec, stamp)
+        changes = {k: v for k, v in params.items() if k != "Identity"}
+        self.with_replication(lambda: client.update_outbound_connector(spec.name, changes))
+        result.validation = Validation.PASSED
+        self.emit("validation.passed", f"'{spec.name}' validated with {', '.join(recipients)}",
+                  duration_ms=_ms(started, self.engine._clock()), connector=spec.name, tasks=result.tasks,
+                  last_validation_timestamp=stamp)
+
+    def with_replication(self, step: Callable[[], T]) -> T:
+        """Run a step that may see a just-created connector as missing, for a bounded time.
+
+        Exchange Online replicates a new connector across its directory servers; for a few
+        seconds after New-OutboundConnector, Set/Validate may answer "not found".
+        """
+        deadline = self.engine._clock() + self.settings.replication_wait_seconds
+        delay = 0.5
+        while True:
+            try:
+                return step()
+            except ConnectorNotFoundError as exc:
+                if self.engine._clock() + delay > deadline:
+                    raise ProvisioningError(
+                        ErrorCode.REPLICATION_TIMEOUT,
+                        f"{exc.detail} (still not visible after {self.settings.replication_wait_seconds:.0f}s)",
+                        retryable=True,
+                    ) from exc
+                self.emit("replication.wait", f"not visible yet; retrying in {delay:.1f}s", delay_s=delay)
+                self.engine._sleep(delay)
+                delay = min(delay * 2, 8.0)
+
+
+def _ms(start: float, end: float) -> float:
+    return round((end - start) * 1000, 1)
+
+
+def _default_factory(settings: Settings, token_provider: TokenProvider) -> ClientFactory:
+    from .exchange import https_session
+
+    # One HTTP session for every tenant: connection reuse matters more than isolation here,
+    # since every tenant talks to the same Exchange endpoint.
+    session = https_session(timeout=settings.exo_timeout_seconds)
+
+    def factory(tenant_id: str, on_call: Callable[[CallRecord], None]) -> ExchangeAdminClient:
+        return ExchangeAdminClient(
+            tenant_id,
+            credential=token_provider,
+            endpoint=settings.exo_admin_api_url,
+            session=session,
+            timeout=settings.exo_timeout_seconds,
+            allowed_smart_hosts=settings.allowed_smart_hosts,
+            allowed_journal_domains=settings.allowed_journal_domains,
+            on_call=on_call,
+        )
+
+    return factory
