@@ -262,6 +262,7 @@ var appSettings = {
   RETRY_MAX_SECONDS: string(retryMaxSeconds)
   LEASE_SECONDS: string(leaseSeconds)
   REPLICATION_WAIT_SECONDS: string(replicationWaitSeconds)
+  EXO_CALL_RETRIES: '2'
   SPF_POLICY: spfPolicy
   SPF_REQUIRED_INCLUDE: spfRequiredInclude
   DNS_NAMESERVER: dnsNameserver

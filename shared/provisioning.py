@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from .connectors import ConnectorSpec, desired_connectors
-from .errors import ErrorCode, ProvisioningError
+from .errors import ErrorCode, ProvisioningError, TransientError
 from .exchange import (
     AcceptedDomain,
     CallRecord,
@@ -34,6 +34,7 @@ from .spf import SpfResolver, check_domains
 ClientFactory = Callable[[str, Callable[[CallRecord], None]], ExchangeAdminClient]
 EventSink = Callable[[Event], None]
 T = TypeVar("T")
+CALL_RETRY_MAX_SECONDS = 10.0
 
 
 class ProvisioningEngine:
@@ -148,8 +149,9 @@ class _Run:
     def preflight(self) -> tuple[list[Connector], list[AcceptedDomain]]:
         assert self.client is not None
         started = self.engine._clock()
-        actual = self.client.list_outbound_connectors()
-        domains = self.client.list_accepted_domains()
+        client = self.client
+        actual = self.call(client.list_outbound_connectors)
+        domains = self.call(client.list_accepted_domains)
         self.emit("preflight", f"{len(actual)} outbound connector(s), {len(domains)} accepted domain(s)",
                   duration_ms=_ms(started, self.engine._clock()),
                   connectors=[c.name for c in actual], accepted_domains=[d.domain_name for d in domains])
@@ -207,7 +209,8 @@ class _Run:
         action, changes = item.action, item.changes
         if action is Action.CREATE:
             try:
-                self.client.create_outbound_connector(spec)
+                client = self.client
+                self.call(lambda: client.create_outbound_connector(spec))
                 self.emit("connector.created", f"created '{spec.name}'", connector=spec.name)
             except ConnectorExistsError:
                 # Another delivery of the same notice (or an admin) created it a moment ago:
@@ -228,7 +231,8 @@ class _Run:
 
     def client_update(self, identity: str, changes: dict[str, Any]) -> None:
         assert self.client is not None
-        self.client.update_outbound_connector(identity, changes)
+        client = self.client
+        self.call(lambda: client.update_outbound_connector(identity, changes))
 
     def converge_existing(self, spec: ConnectorSpec) -> tuple[Action, dict[str, Any]]:
         assert self.client is not None
@@ -244,7 +248,8 @@ class _Run:
 
     def _require(self, name: str) -> Connector:
         assert self.client is not None
-        found = self.client.get_outbound_connector(name)
+        client = self.client
+        found = self.call(lambda: client.get_outbound_connector(name))
         if found is None:
             raise ConnectorNotFoundError(ErrorCode.EXCHANGE_REJECTED, f"outbound connector '{name}' not found")
         return found
@@ -254,7 +259,7 @@ class _Run:
         client = self.client
         started = self.engine._clock()
         recipients = list(spec.validation_recipients)
-        tasks = self.with_replication(lambda: client.validate_outbound_connector(spec.name, recipients))
+        tasks = self.with_replication(lambda: self.call(lambda: client.validate_outbound_connector(spec.name, recipients)))
         result.tasks = [{"task": t.task_name, "successful": t.successful, "details": t.details} for t in tasks]
         failed = [t.task_name for t in tasks if not t.successful]
         if failed or not tasks:
@@ -271,11 +276,33 @@ class _Run:
         stamp = timestamp(datetime.now(UTC))
         params = validated_parameters(spec, stamp)
         changes = {k: v for k, v in params.items() if k != "Identity"}
-        self.with_replication(lambda: client.update_outbound_connector(spec.name, changes))
+        self.with_replication(lambda: self.client_update(spec.name, changes))
         result.validation = Validation.PASSED
         self.emit("validation.passed", f"'{spec.name}' validated with {', '.join(recipients)}",
                   duration_ms=_ms(started, self.engine._clock()), connector=spec.name, tasks=result.tasks,
                   last_validation_timestamp=stamp)
+
+    def call(self, step: Callable[[], T]) -> T:
+        """Retry a throttled or briefly unavailable call a few times, in-process.
+
+        Most throttling clears within seconds; going back through the queue for it would cost a
+        whole new run (two reads and a token check) per blip. Waits longer than
+        CALL_RETRY_MAX_SECONDS, and repeated failures, are left to the queue's back-off.
+        """
+        attempt = 0
+        while True:
+            try:
+                return step()
+            except TransientError as exc:
+                attempt += 1
+                if attempt > self.settings.exo_call_retries:
+                    raise
+                delay = exc.retry_after if exc.retry_after is not None else 0.5 * 2 ** (attempt - 1)
+                if delay > CALL_RETRY_MAX_SECONDS:
+                    raise
+                self.emit("exchange.retry", f"{exc.code.value}; retrying in {delay:.1f}s", delay_s=delay,
+                          code=exc.code.value)
+                self.engine._sleep(delay)
 
     def with_replication(self, step: Callable[[], T]) -> T:
         """Run a step that may see a just-created connector as missing, for a bounded time.

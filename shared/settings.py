@@ -56,6 +56,7 @@ class Settings:
     exo_certificate_name: str = ""
     managed_identity_client_id: str = ""
     exo_timeout_seconds: float = 30.0
+    exo_call_retries: int = 2
     max_attempts: int = 8
     retry_base_seconds: float = 30.0
     retry_max_seconds: float = 3600.0
@@ -107,6 +108,8 @@ class Settings:
             if not _TABLE_NAME.fullmatch(table):
                 raise SettingsError(f"{env}={table!r}: use 3-63 letters and digits, starting with a letter "
                                     "(Azure table naming)")
+        if self.exo_call_retries < 0:
+            raise SettingsError("EXO_CALL_RETRIES must be 0 or more")
         if self.max_attempts < 1:
             raise SettingsError("MAX_ATTEMPTS must be at least 1")
         for name, hosts in (
@@ -169,6 +172,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXO_CERTIFICATE_NAME", "exo_certificate_name", "Name of the app certificate in Key Vault."),
     Setting("MANAGED_IDENTITY_CLIENT_ID", "managed_identity_client_id", "Client ID of the Function App's user-assigned identity."),
     Setting("EXO_TIMEOUT_SECONDS", "exo_timeout_seconds", "Timeout of each Exchange and token call."),
+    Setting("EXO_CALL_RETRIES", "exo_call_retries", "Quick in-process retries of one throttled Exchange call before the queue takes over."),
     Setting("MAX_ATTEMPTS", "max_attempts", "Attempts of one activation before it is marked failed."),
     Setting("RETRY_BASE_SECONDS", "retry_base_seconds", "First back-off delay; doubles each attempt, with jitter."),
     Setting("RETRY_MAX_SECONDS", "retry_max_seconds", "Upper bound of one back-off delay."),

@@ -160,16 +160,27 @@ def test_missing_consent_needs_attention_with_the_admin_consent_url(simulator: S
     assert simulator.calls(TENANT) == {}
 
 
-def test_throttling_is_retried_with_back_off_until_it_succeeds(simulator: Simulator, settings: Settings,
-                                                               engine: ProvisioningEngine, sleeps: Sleeps) -> None:
+def test_brief_throttling_is_retried_inside_the_run_honouring_retry_after(
+        simulator: Simulator, engine: ProvisioningEngine, sleeps: Sleeps) -> None:
     simulator.fail_next(TENANT, 2, "throttle", retry_after=7)
-    simulator.fail_next(TENANT, 1, "unavailable")
+    outcome = engine.run(NOTICE)
+    assert outcome.status is Status.SUCCEEDED
+    assert sleeps.calls == [7.0, 7.0]
+    assert [e.data["code"] for e in outcome.events if e.kind == "exchange.retry"] == ["THROTTLED", "THROTTLED"]
+    assert total_calls(simulator) == 10  # the 8 calls plus the 2 throttled ones
+
+
+def test_persistent_throttling_ends_the_run_and_apply_retries_it_with_back_off(
+        simulator: Simulator, settings: Settings, engine: ProvisioningEngine, sleeps: Sleeps) -> None:
+    simulator.fail_next(TENANT, 3, "unavailable")  # one more than the in-run retries
+    simulator.fail_next(TENANT, 1, "throttle", retry_after=60)  # too long to wait inside a run
     waits: list[float] = []
     outcome = apply_with_retries(NOTICE, settings, engine=engine, sleep=waits.append, clock=sleeps.clock,
                                  max_attempts=5)
     assert outcome.status is Status.SUCCEEDED
-    assert waits[:2] == [7.0, 7.0]  # Retry-After honoured
-    assert len(waits) == 3 and 0 < waits[2] <= 30
+    assert len(waits) == 2
+    assert 0 < waits[0] <= 1.0  # interactive back-off starts at about a second
+    assert waits[1] == 30.0  # Retry-After, capped by the interactive policy
     assert len(by_name(simulator)) == 2
 
 

@@ -1,0 +1,145 @@
+"""The operator's HTTP API as plain functions: request data in, an ApiResponse out.
+
+The Functions HTTP triggers only adapt `func.HttpRequest` to these calls, so every route is
+tested without a Functions host, and the local runner serves the very same code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .notice import NoticeError
+from .outcome import Status, now_iso
+from .store import ActivationRecord, ActivationStore, InvalidContinuation
+from .worker import RetryRefused, Worker
+
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_NOTICE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+MAX_TOP = 200
+MAX_BODY_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ApiResponse:
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def json(self) -> str:
+        return json.dumps(self.body, ensure_ascii=False)
+
+
+def _problem(status: int, code: str, message: str, **extra: Any) -> ApiResponse:
+    return ApiResponse(status, {"error": {"code": code, "message": message, **extra}})
+
+
+class ActivationApi:
+    """Submit, look up, list and retry activations."""
+
+    def __init__(self, store: ActivationStore, worker: Callable[[], Worker]) -> None:
+        self._store = store
+        self._worker = worker
+
+    def submit(self, body: bytes, *, base_path: str = "/api/activations") -> ApiResponse:
+        if len(body) > MAX_BODY_BYTES:
+            return _problem(413, "NOTICE_INVALID", f"the body is larger than {MAX_BODY_BYTES} bytes")
+        worker = self._worker()
+        try:
+            record, enqueued = worker.submit(body)
+        except NoticeError as exc:
+            rejected = worker.record_rejected(body.decode("utf-8", errors="replace"), exc)
+            return ApiResponse(400, {
+                "notice_id": rejected.notice_id,
+                "status": Status.REJECTED.value,
+                "errors": [e.to_dict() for e in exc.errors],
+            })
+        location = f"{base_path}/{record.notice_id}"
+        if record.error and record.error.get("code") == "NOTICE_CONFLICT":
+            return ApiResponse(409, {"notice_id": record.notice_id, "status": record.status, "error": record.error},
+                               {"Location": location})
+        code = 202 if enqueued else 200
+        return ApiResponse(code, {"notice_id": record.notice_id, "status": record.status, "location": location},
+                           {"Location": location})
+
+    def get(self, notice_id: str, *, events: int = 200) -> ApiResponse:
+        if not _NOTICE_ID.fullmatch(notice_id):
+            return _problem(400, "BAD_REQUEST", "notice_id must be 1-64 characters of A-Z a-z 0-9 . _ -")
+        record = self._store.get(notice_id)
+        if record is None:
+            return _problem(404, "NOT_FOUND", f"no activation {notice_id}")
+        history = self._store.list_events(notice_id, limit=events)
+        doc = status_document(record)
+        doc["events"] = [{
+            "at": now_iso(e.at), "kind": e.kind, "message": e.message, "attempt": e.attempt,
+            "series": e.series, "duration_ms": e.duration_ms, "data": e.data or {},
+        } for e in history]
+        return ApiResponse(200, doc)
+
+    def list(self, params: Mapping[str, str]) -> ApiResponse:
+        status = params.get("status") or None
+        tenant = params.get("tenant_id") or None
+        if status is not None and status not in {s.value for s in Status}:
+            return _problem(400, "BAD_REQUEST", f"status must be one of {', '.join(s.value for s in Status)}")
+        if tenant is not None:
+            if not _GUID.fullmatch(tenant):
+                return _problem(400, "BAD_REQUEST", "tenant_id must be a GUID")
+            tenant = tenant.lower()
+        try:
+            top = int(params.get("top", "50"))
+        except ValueError:
+            return _problem(400, "BAD_REQUEST", "top must be an integer")
+        if not 1 <= top <= MAX_TOP:
+            return _problem(400, "BAD_REQUEST", f"top must be between 1 and {MAX_TOP}")
+        try:
+            page = self._store.list_activations(status=status, tenant_id=tenant, top=top,
+                                                continuation=params.get("continuation") or None)
+        except InvalidContinuation as exc:
+            return _problem(400, "BAD_REQUEST", f"continuation: {exc}")
+        return ApiResponse(200, {
+            "items": [status_document(r) for r in page.items],
+            "continuation": page.continuation,
+        })
+
+    def retry(self, notice_id: str) -> ApiResponse:
+        if not _NOTICE_ID.fullmatch(notice_id):
+            return _problem(400, "BAD_REQUEST", "notice_id must be 1-64 characters of A-Z a-z 0-9 . _ -")
+        try:
+            record = self._worker().retry(notice_id)
+        except RetryRefused as exc:
+            return _problem(exc.status, "NOT_FOUND" if exc.status == 404 else "CONFLICT", exc.message)
+        location = f"/api/activations/{record.notice_id}"
+        return ApiResponse(202, status_document(record), {"Location": location})
+
+
+def status_document(record: ActivationRecord) -> dict[str, Any]:
+    """The public shape of an activation: what an operator needs, nothing internal."""
+    return {
+        "notice_id": record.notice_id,
+        "tenant_id": record.tenant_id,
+        "status": record.status,
+        "attempts": record.attempts,
+        "series": record.series,
+        "services": list(record.services),
+        "customer_name": record.customer_name,
+        "contract_id": record.contract_id,
+        "connectors": record.connectors,
+        "warnings": record.warnings,
+        "error": record.error,
+        "created_at": _iso(record.created_at),
+        "updated_at": _iso(record.updated_at),
+        "started_at": _iso(record.started_at),
+        "finished_at": _iso(record.finished_at),
+        "next_attempt_at": _iso(record.next_attempt_at),
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else now_iso(value)
+
+
+__all__ = ["ActivationApi", "ApiResponse", "status_document"]

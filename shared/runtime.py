@@ -1,0 +1,63 @@
+"""The process-wide objects the triggers use, built once and lazily.
+
+An import of `function_app` must stay cheap (the host imports it to index functions), and a
+status look-up must not load MSAL: each object is built on first use and then reused by every
+invocation in the process, which also reuses HTTP connections to Storage and Exchange.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cache
+from typing import TYPE_CHECKING
+
+from .api import ActivationApi
+from .queueing import ActivationQueue
+from .settings import Settings
+from .store import ActivationStore
+from .worker import Worker
+
+if TYPE_CHECKING:
+    from .provisioning import ProvisioningEngine
+
+_lock = threading.Lock()
+
+
+@cache
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+@cache
+def store() -> ActivationStore:
+    return ActivationStore.from_settings(settings())
+
+
+@cache
+def queue() -> ActivationQueue:
+    return ActivationQueue.from_settings(settings())
+
+
+def engine() -> ProvisioningEngine:
+    """The provisioning engine; loads MSAL, requests and DNS only when a notice is processed."""
+    from .auth import token_provider_from_settings
+    from .provisioning import ProvisioningEngine
+
+    return ProvisioningEngine(settings(), token_provider=token_provider_from_settings(settings()))
+
+
+@cache
+def worker() -> Worker:
+    return Worker(settings(), store=store(), queue=queue(), engine_factory=engine)
+
+
+@cache
+def api() -> ActivationApi:
+    return ActivationApi(store(), worker)
+
+
+def reset() -> None:
+    """Forget every object (tests and the local runner change settings between runs)."""
+    with _lock:
+        for built in (settings, store, queue, worker, api):
+            built.cache_clear()
