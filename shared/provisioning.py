@@ -259,7 +259,8 @@ class _Run:
         client = self.client
         started = self.engine._clock()
         recipients = list(spec.validation_recipients)
-        tasks = self.with_replication(lambda: self.call(lambda: client.validate_outbound_connector(spec.name, recipients)))
+        tasks = self.with_replication(
+            lambda: self.call(lambda: client.validate_outbound_connector(spec.name, recipients)))
         result.tasks = [{"task": t.task_name, "successful": t.successful, "details": t.details} for t in tasks]
         failed = [t.task_name for t in tasks if not t.successful]
         if failed or not tasks:
