@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .connectors import desired_connectors
 from .notice import ActivationNotice, NoticeError, parse_notice
@@ -68,7 +68,38 @@ def _parser() -> argparse.ArgumentParser:
     apply.add_argument("--max-wait", type=float, default=300.0,
                        help="give up retrying transient errors after this many seconds (default 300)")
     apply.set_defaults(handler=_cmd_apply)
+
+    submit = sub.add_parser("submit", help="validate a notice and put it on the activation queue")
+    submit.add_argument("notice", help="notice JSON file, or - for standard input")
+    submit.set_defaults(handler=_cmd_submit)
+
+    status = sub.add_parser("status", help="show an activation's status, connectors, error and history")
+    status.add_argument("notice_id")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=_cmd_status)
+
+    listing = sub.add_parser("list", help="list activations, newest information first")
+    listing.add_argument("--status", choices=[s.value for s in _statuses()])
+    listing.add_argument("--tenant-id")
+    listing.add_argument("--top", type=int, default=50)
+    listing.add_argument("--continuation")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=_cmd_list)
+
+    retry = sub.add_parser("retry", help="start a fresh series of attempts for an activation")
+    retry.add_argument("notice_id")
+    retry.set_defaults(handler=_cmd_retry)
+
+    consent = sub.add_parser("consent-url", help="print the admin-consent URL a customer's admin opens")
+    consent.add_argument("tenant_id")
+    consent.set_defaults(handler=_cmd_consent_url)
     return parser
+
+
+def _statuses() -> list[Any]:
+    from .outcome import Status
+
+    return list(Status)
 
 
 def _timestamp(value: str) -> datetime:
@@ -173,3 +204,107 @@ def _print_summary(outcome: Outcome, stdout: TextIO) -> None:
         print(f"  error {outcome.error['code']}: {outcome.error['message']}", file=stdout)
         print(f"  hint: {outcome.error['hint_en']}", file=stdout)
         print(f"  対処: {outcome.error['hint_ja']}", file=stdout)
+
+
+def _cmd_submit(args: argparse.Namespace, settings: Settings, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
+    notice = load_notice(args.notice, settings, stdin, stdout, stderr, json_errors=False)
+    if notice is None:
+        return EXIT_INVALID
+    from .queueing import ActivationQueue
+
+    # The same plain UTF-8 JSON text the contract system sends (host.json: messageEncoding none).
+    queue = ActivationQueue.from_settings(settings)
+    queue.send_notice(notice.canonical_json())
+    print(f"queued {notice.notice_id} on {settings.activation_queue}", file=stdout)
+    return EXIT_OK
+
+
+def _cmd_status(args: argparse.Namespace, settings: Settings, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
+    from .api import ActivationApi
+    from .store import ActivationStore
+
+    api = ActivationApi(ActivationStore.from_settings(settings), _no_worker)
+    response = api.get(args.notice_id)
+    if response.status != 200:
+        print(response.body["error"]["message"], file=stderr)
+        return EXIT_INVALID if response.status == 400 else EXIT_FAILED
+    doc = response.body
+    if args.json:
+        print(json.dumps(doc, ensure_ascii=False, indent=2), file=stdout)
+        return EXIT_OK
+    print(f"{doc['notice_id']}  {doc['status']}  tenant {doc['tenant_id']}  attempts {doc['attempts']}", file=stdout)
+    for connector in doc["connectors"]:
+        print(f"  {connector['name']}: {connector['action']}, validation {connector['validation']}", file=stdout)
+    if doc["error"]:
+        error = doc["error"]
+        print(f"  error {error['code']}: {error['message']}", file=stdout)
+        print(f"  hint: {error.get('hint_en', '')}", file=stdout)
+        print(f"  対処: {error.get('hint_ja', '')}", file=stdout)
+    if doc["next_attempt_at"]:
+        print(f"  next attempt at {doc['next_attempt_at']}", file=stdout)
+    for event in doc["events"]:
+        print(f"  {event['at']}  {event['kind']:<20} {event['message']}", file=stdout)
+    return EXIT_OK
+
+
+def _cmd_list(args: argparse.Namespace, settings: Settings, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
+    from .api import ActivationApi
+    from .store import ActivationStore
+
+    api = ActivationApi(ActivationStore.from_settings(settings), _no_worker)
+    params = {k: v for k, v in {"status": args.status, "tenant_id": args.tenant_id, "top": str(args.top),
+                                "continuation": args.continuation}.items() if v}
+    response = api.list(params)
+    if response.status != 200:
+        print(response.body["error"]["message"], file=stderr)
+        return EXIT_INVALID
+    if args.json:
+        print(json.dumps(response.body, ensure_ascii=False, indent=2), file=stdout)
+        return EXIT_OK
+    for item in response.body["items"]:
+        code = (item["error"] or {}).get("code", "")
+        print(f"{item['notice_id']:<24} {item['status']:<16} {item['attempts']:>3}  {item['tenant_id']}  {code}",
+              file=stdout)
+    if response.body["continuation"]:
+        print(f"more: --continuation {response.body['continuation']}", file=stdout)
+    return EXIT_OK
+
+
+def _cmd_retry(args: argparse.Namespace, settings: Settings, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
+    from .queueing import ActivationQueue
+    from .store import ActivationStore
+    from .worker import RetryRefused, Worker
+
+    worker = Worker(settings, store=ActivationStore.from_settings(settings),
+                    queue=ActivationQueue.from_settings(settings), engine_factory=_no_engine)
+    try:
+        record = worker.retry(args.notice_id)
+    except RetryRefused as exc:
+        print(exc.message, file=stderr)
+        return EXIT_INVALID if exc.status == 409 else EXIT_FAILED
+    print(f"{record.notice_id}: queued again (series {record.series})", file=stdout)
+    return EXIT_OK
+
+
+def _cmd_consent_url(args: argparse.Namespace, settings: Settings, stdin: TextIO, stdout: TextIO,
+                     stderr: TextIO) -> int:
+    from .consent import admin_consent_url
+
+    if not settings.exo_client_id:
+        print("EXO_CLIENT_ID is not set: the consent URL names the provisioning app", file=stderr)
+        return EXIT_INVALID
+    try:
+        url = admin_consent_url(args.tenant_id, settings.exo_client_id, authority_host=settings.entra_authority_host)
+    except ValueError as exc:
+        print(str(exc), file=stderr)
+        return EXIT_INVALID
+    print(url, file=stdout)
+    return EXIT_OK
+
+
+def _no_worker() -> Any:
+    raise RuntimeError("this command only reads activations")
+
+
+def _no_engine() -> Any:
+    raise RuntimeError("retry only queues the activation; the Function App provisions it")
