@@ -26,7 +26,8 @@ def test_the_settings_table_lists_every_setting_with_its_default_and_meaning() -
     rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `([A-Za-z_]+)` \|.*$", README, re.M)}
     for spec in SETTINGS:
         assert spec.env in rows, f"README lacks {spec.env}"
-        assert rows[spec.env] == f"| `{spec.env}` | {_default(spec.attr)} | {spec.description} |".replace(" |  |", " | |")
+        expected = f"| `{spec.env}` | {_default(spec.attr)} | {spec.description} |"
+        assert rows[spec.env] == expected.replace(" |  |", " | |")
 
 
 def test_every_error_code_is_explained() -> None:
