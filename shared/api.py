@@ -7,19 +7,16 @@ tested without a Functions host, and the local runner serves the very same code.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .notice import NoticeError
+from .notice import GUID_PATTERN, NOTICE_ID_PATTERN, NoticeError
 from .outcome import Status, now_iso
 from .store import ActivationRecord, ActivationStore, InvalidContinuation
 from .worker import RetryRefused, Worker
 
-_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-_NOTICE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MAX_TOP = 200
 MAX_BODY_BYTES = 64 * 1024
 
@@ -67,7 +64,7 @@ class ActivationApi:
                            {"Location": location})
 
     def get(self, notice_id: str, *, events: int = 200) -> ApiResponse:
-        if not _NOTICE_ID.fullmatch(notice_id):
+        if not NOTICE_ID_PATTERN.fullmatch(notice_id):
             return _problem(400, "BAD_REQUEST", "notice_id must be 1-64 characters of A-Z a-z 0-9 . _ -")
         record = self._store.get(notice_id)
         if record is None:
@@ -86,7 +83,7 @@ class ActivationApi:
         if status is not None and status not in {s.value for s in Status}:
             return _problem(400, "BAD_REQUEST", f"status must be one of {', '.join(s.value for s in Status)}")
         if tenant is not None:
-            if not _GUID.fullmatch(tenant):
+            if not GUID_PATTERN.fullmatch(tenant):
                 return _problem(400, "BAD_REQUEST", "tenant_id must be a GUID")
             tenant = tenant.lower()
         try:
@@ -106,7 +103,7 @@ class ActivationApi:
         })
 
     def retry(self, notice_id: str) -> ApiResponse:
-        if not _NOTICE_ID.fullmatch(notice_id):
+        if not NOTICE_ID_PATTERN.fullmatch(notice_id):
             return _problem(400, "BAD_REQUEST", "notice_id must be 1-64 characters of A-Z a-z 0-9 . _ -")
         try:
             record = self._worker().retry(notice_id)

@@ -15,12 +15,12 @@ instead of consenting there.
 
 from __future__ import annotations
 
-import re
 from urllib.parse import urlencode, urlsplit
+
+from .notice import GUID_PATTERN
 
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 
-_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _NIL_GUID = "00000000-0000-0000-0000-000000000000"
 
 
@@ -52,7 +52,7 @@ def admin_consent_url(
 
 def _guid(field: str, value: str) -> str:
     text = value.strip()
-    if not _GUID.fullmatch(text):
+    if not GUID_PATTERN.fullmatch(text):
         raise ValueError(
             f"{field}: {value!r} is not a GUID (expected 8-4-4-4-12 hexadecimal digits, "
             "e.g. 72f988bf-86f1-41af-91ab-2d7cd011db47)"

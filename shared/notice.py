@@ -35,8 +35,9 @@ ALLOWED_KEYS = (
     "issued_at",
 )
 
-_NOTICE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# Shared with the HTTP API, CLI and worker so every entry point accepts the same identifiers.
+NOTICE_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
+GUID_PATTERN = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 _LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 _MAX_TEXT = 256
@@ -238,7 +239,7 @@ def _string(obj: Mapping[str, Any], field: str, errors: list[FieldError], *, req
 
 def _check_notice_id(obj: Mapping[str, Any], errors: list[FieldError]) -> str | None:
     value = _string(obj, "notice_id", errors, required=True)
-    if value is not None and not _NOTICE_ID.fullmatch(value):
+    if value is not None and not NOTICE_ID_PATTERN.fullmatch(value):
         errors.append(_err("notice_id", "invalid_format",
                            "'notice_id' must be 1-64 characters of A-Z a-z 0-9 . _ -.",
                            "'notice_id' は A-Z a-z 0-9 . _ - の 1～64 文字で指定してください。"))
@@ -251,7 +252,7 @@ def _check_tenant_id(obj: Mapping[str, Any], errors: list[FieldError]) -> str | 
     if value is None:
         return None
     lowered = value.lower()
-    if not _GUID.fullmatch(lowered):
+    if not GUID_PATTERN.fullmatch(lowered):
         errors.append(_err("tenant_id", "invalid_guid",
                            "'tenant_id' must be the tenant's GUID, like 00000000-0000-0000-0000-000000000000 "
                            "(Entra admin center > Overview > Tenant ID).",

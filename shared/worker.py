@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .errors import ErrorCode, ProvisioningError, error_dict
-from .notice import ActivationNotice, NoticeError, parse_notice
+from .notice import NOTICE_ID_PATTERN, ActivationNotice, NoticeError, parse_notice
 from .outcome import Event, Outcome, Status, now_iso
 from .queueing import RETRY_KIND, ActivationQueue
 from .retry import RetryPolicy
@@ -384,9 +384,7 @@ def _guess_tenant(raw: str) -> str:
 
 
 def _valid_id(value: str) -> bool:
-    from .notice import _NOTICE_ID
-
-    return bool(_NOTICE_ID.fullmatch(value))
+    return bool(NOTICE_ID_PATTERN.fullmatch(value))
 
 
 def _short_hash(raw: str) -> str:
