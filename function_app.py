@@ -51,6 +51,20 @@ def retry_activation(req: func.HttpRequest) -> func.HttpResponse:
     return _http(runtime.api().retry(req.route_params["notice_id"]))
 
 
+@app.route(route="status", methods=["GET"])
+def status_page(req: func.HttpRequest) -> func.HttpResponse:
+    """The operators' status page: static HTML whose script calls the routes above with the same key.
+
+    Function-level like the API, so the page is as private as the data it shows; the CSP and
+    the other security headers come with the page from `shared.page`.
+    """
+    from shared.page import load_status_page
+
+    page = load_status_page()
+    return func.HttpResponse(page.body, status_code=200, headers=dict(page.headers), mimetype=page.mimetype,
+                             charset=page.charset)
+
+
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
     """Liveness for load balancers and `make run`; reveals nothing about tenants or settings."""

@@ -1,0 +1,150 @@
+"""The operators' status page as a file: what it may load, what its script may do, how it is served.
+
+These are guards, read from the file itself (no browser): the page must keep working offline
+and behind its strict CSP, and untrusted text (customer names, Exchange messages) must never
+reach the DOM as HTML. tests/e2e/test_status_page_browser.py shows the same in Chromium.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from html.parser import HTMLParser
+
+import azure.functions as func
+import pytest
+
+import function_app
+from shared.outcome import Status
+from shared.page import STATUS_PAGE_PATH, load_status_page, render_page
+
+HTML = STATUS_PAGE_PATH.read_text(encoding="utf-8")
+MAX_BYTES = 25 * 1024
+
+
+class _Page(HTMLParser):
+    """Every tag with its attributes, and the text of each <script> and <style>."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=False)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.inline: dict[str, list[str]] = {"script": [], "style": []}
+        self._open: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        if tag in self.inline:
+            self._open = tag
+            self.inline[tag].append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == self._open:
+            self._open = None
+
+    def handle_data(self, data: str) -> None:
+        if self._open:
+            self.inline[self._open][-1] += data
+
+
+def _parsed() -> _Page:
+    page = _Page()
+    page.feed(HTML)
+    page.close()
+    return page
+
+
+SCRIPT = _parsed().inline["script"][0]
+
+
+def _policy(header: str) -> dict[str, list[str]]:
+    directives = (d.split() for d in header.split(";") if d.strip())
+    return {d[0]: d[1:] for d in directives}
+
+
+def _sha256(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
+def test_the_status_route_serves_the_page_with_its_security_headers() -> None:
+    response = function_app.status_page(func.HttpRequest("GET", "http://localhost/api/status", body=b""))
+    assert response.status_code == 200
+    assert response.mimetype == "text/html" and response.charset == "utf-8"
+    assert response.get_body() == HTML.encode("utf-8")
+    headers = response.headers
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Cache-Control"] == "no-store"
+    assert headers["Referrer-Policy"] == "no-referrer"
+    assert headers["X-Frame-Options"] == "DENY"
+    policy = _policy(headers["Content-Security-Policy"])
+    assert policy["default-src"] == ["'none'"]
+    assert policy["connect-src"] == ["'self'"]
+    assert policy["img-src"] == ["data:"]
+    assert policy["frame-ancestors"] == ["'none'"]
+    assert policy["base-uri"] == ["'none'"] and policy["form-action"] == ["'none'"]
+
+
+def test_the_policy_allows_exactly_the_pages_one_script_and_one_style_and_no_inline_handlers() -> None:
+    page = _parsed()
+    assert len(page.inline["script"]) == 1 and len(page.inline["style"]) == 1
+    policy = _policy(load_status_page().headers["Content-Security-Policy"])
+    # A hash (not 'unsafe-inline') also blocks injected <script> and on*= attributes.
+    assert policy["script-src"] == [_sha256(page.inline["script"][0])]
+    assert policy["style-src"] == [_sha256(page.inline["style"][0])]
+
+
+def test_the_page_loads_nothing_from_anywhere() -> None:
+    # Not even in a comment: the page works offline, and a URL here is a URL someone will load.
+    assert not re.search(r"(?i)\b(?:https?|wss?|ftp)://", HTML)
+    assert not re.search(r"(?i)//[a-z0-9.-]+\.[a-z]{2,}/", HTML)  # protocol-relative
+    assert not re.search(r"(?i)@import|url\(", _parsed().inline["style"][0])
+    for tag, attrs in _parsed().tags:
+        assert tag not in {"link", "img", "iframe", "frame", "object", "embed", "base", "audio", "video",
+                           "source", "picture", "svg"}, tag
+        for name in attrs:
+            assert name not in {"src", "href", "srcset", "action", "formaction", "poster", "data", "style"}, (tag, name)
+            assert not name.startswith("on"), (tag, name)  # CSP would block it; the page does not need it
+        assert not (tag == "meta" and (attrs.get("http-equiv") or "").lower() == "refresh")
+
+
+@pytest.mark.parametrize("sink", [
+    r"\.innerHTML\b", r"\.outerHTML\b", r"insertAdjacentHTML", r"document\.write", r"\beval\s*\(",
+    r"new\s+Function\b", r"setAttribute\(\s*['\"](?:on|style|href|src)", r"\.srcdoc\b",
+    r"createContextualFragment", r"DOMParser", r"\bsetTimeout\(\s*['\"]", r"\.href\s*=", r"\.src\s*=",
+    r"location\s*=", r"window\.open",
+])
+def test_the_script_never_turns_data_into_markup_or_code(sink: str) -> None:
+    # Notice fields, customer names and Exchange's messages reach the DOM only as text nodes.
+    assert not re.search(sink, SCRIPT), sink
+
+
+def test_the_page_stays_one_small_file() -> None:
+    assert len(HTML.encode("utf-8")) < MAX_BYTES
+
+
+@pytest.mark.parametrize("status", list(Status))
+def test_every_status_has_a_japanese_label_and_a_badge_colour(status: Status) -> None:
+    assert re.search(rf"\b{status.value}: \"[^\"]+\"", SCRIPT), status
+    assert f".s-{status.value}{{" in _parsed().inline["style"][0], status
+
+
+def test_the_key_is_sent_as_a_header_and_taken_out_of_the_address_bar() -> None:
+    assert '"x-functions-key": key' in SCRIPT
+    assert 'searchParams.delete("code")' in SCRIPT and "history.replaceState" in SCRIPT
+
+
+def test_a_page_with_another_inline_block_or_an_external_script_is_refused() -> None:
+    base = "<style>a{}</style><script>1</script>"
+    render_page(base)
+    for broken in (base + "<script>2</script>", "<script>1</script>", base.replace("<script>", "<script src=x>"),
+                   base + "<STYLE>b{}</STYLE>"):
+        with pytest.raises(ValueError):
+            render_page(broken)
+
+
+def test_windows_line_endings_hash_as_the_browser_parses_them() -> None:
+    # The HTML parser turns CRLF into LF before the browser hashes a block.
+    unix = render_page("<style>\na{}\n</style><script>\n1\n</script>")
+    windows = render_page("<style>\r\na{}\r\n</style><script>\r\n1\r\n</script>")
+    assert windows.body == unix.body
+    assert windows.headers == unix.headers
