@@ -1,0 +1,457 @@
+"""The operators' status page in a real browser, served by the real Function App.
+
+Everything below the browser is the product: `function_app.py` in the local Functions host
+(routes, function keys, queue triggers from host.json), Table storage and queues in Azurite,
+Exchange Online in the simulator. The activations are made the way production makes them
+(notices POSTed to the API, provisioned by the queue trigger), so the page is checked
+against the JSON the API really returns, not against a hand-written fixture of it.
+
+The browser is headless Chromium (Debian's `chromium` package), driven over the DevTools
+protocol with a small stdlib websocket client: `--dump-dom` can only look, and the page's
+point is what an operator does (filter, page, open an activation, press Retry, recover from a
+wrong key). The browser resolves no host but 127.0.0.1, so nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from exosim import Simulator
+from localrun.host import LocalFunctionsHost
+from shared import runtime
+from shared.errors import HINTS, ErrorCode
+from shared.store import ActivationStore
+from tests.fixtures.azurite import StorageNames
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = Path("/usr/bin/chromium")
+PROJECT = Path(__file__).resolve().parents[2]
+XSS = "<img src=x onerror=alert(1)>"
+FINAL = {"succeeded", "needs_attention", "failed", "rejected"}
+
+
+# --------------------------------------------------------------------------- DevTools client
+
+
+class _WebSocket:
+    """Just enough RFC 6455 for one loopback DevTools connection: masked text out, text in."""
+
+    _GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+    def __init__(self, url: str, *, timeout: float = 30.0) -> None:
+        parts = urlsplit(url)
+        assert parts.hostname == "127.0.0.1", url
+        self._sock = socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout)
+        self._buffer = b""
+        key = base64.b64encode(os.urandom(16)).decode("ascii")
+        self._sock.sendall((f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
+                            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                            ).encode("ascii"))
+        while b"\r\n\r\n" not in self._buffer:
+            self._fill()
+        head, self._buffer = self._buffer.split(b"\r\n\r\n", 1)
+        accept = base64.b64encode(hashlib.sha1((key + self._GUID).encode("ascii")).digest()).decode("ascii")
+        assert head.startswith(b"HTTP/1.1 101") and accept.encode("ascii") in head, head
+
+    def _fill(self) -> None:
+        chunk = self._sock.recv(1 << 16)
+        if not chunk:
+            raise ConnectionError("DevTools closed the connection")
+        self._buffer += chunk
+
+    def _take(self, n: int) -> bytes:
+        while len(self._buffer) < n:
+            self._fill()
+        out, self._buffer = self._buffer[:n], self._buffer[n:]
+        return out
+
+    def _send_frame(self, opcode: int, payload: bytes) -> None:
+        n = len(payload)
+        if n < 126:
+            header = bytes([0x80 | opcode, 0x80 | n])
+        elif n < 1 << 16:
+            header = bytes([0x80 | opcode, 0x80 | 126]) + n.to_bytes(2, "big")
+        else:
+            header = bytes([0x80 | opcode, 0x80 | 127]) + n.to_bytes(8, "big")
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self._sock.sendall(header + mask + masked)
+
+    def send(self, text: str) -> None:
+        self._send_frame(0x1, text.encode("utf-8"))
+
+    def recv(self) -> str:
+        parts: list[bytes] = []
+        while True:
+            first, second = self._take(2)
+            n = second & 0x7F
+            if n == 126:
+                n = int.from_bytes(self._take(2), "big")
+            elif n == 127:
+                n = int.from_bytes(self._take(8), "big")
+            mask = self._take(4) if second & 0x80 else b""
+            data = self._take(n)
+            if mask:
+                data = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+            opcode = first & 0x0F
+            if opcode == 0x8:
+                raise ConnectionError("DevTools closed the websocket")
+            if opcode == 0x9:
+                self._send_frame(0xA, data)
+                continue
+            if opcode in (0x0, 0x1, 0x2):
+                parts.append(data)
+                if first & 0x80:
+                    return b"".join(parts).decode("utf-8")
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.close()
+
+
+class Chromium:
+    """One headless Chromium with a DevTools session on its page; every event is kept in `events`."""
+
+    def __init__(self, executable: Path, profile: Path, *, timeout: float = 30.0) -> None:
+        profile.mkdir(parents=True, exist_ok=True)
+        self.log_path = profile.parent / "chromium.log"
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [str(executable), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             "--disable-quic", "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--disable-extensions", "--no-proxy-server",
+             "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", "--window-size=1280,900",
+             "--lang=ja-JP", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
+             f"--user-data-dir={profile}", "about:blank"],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.events: list[dict[str, Any]] = []
+        self.handlers: dict[str, Callable[[dict[str, Any]], object]] = {}
+        self._next_id = 0
+        self._ws: _WebSocket | None = None
+        try:
+            self._ws = _WebSocket(self._page_websocket(profile / "DevToolsActivePort", timeout))
+            for domain in ("Page", "Runtime", "Log"):
+                self.call(f"{domain}.enable")
+            # The viewport itself, not the window, so screenshots are the same size everywhere.
+            self.call("Emulation.setDeviceMetricsOverride", width=1280, height=900, deviceScaleFactor=1, mobile=False)
+        except BaseException:
+            self.close()
+            raise
+
+    def _page_websocket(self, port_file: Path, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"chromium exited with {self.process.returncode}: {self.log_path.read_text()}")
+            lines = port_file.read_text().split() if port_file.exists() else []
+            if lines:
+                opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+                with opener.open(f"http://127.0.0.1:{lines[0]}/json/list", timeout=5) as response:
+                    targets = json.load(response)
+                pages = [t for t in targets if t.get("type") == "page"]
+                if pages:
+                    return str(pages[0]["webSocketDebuggerUrl"])
+            time.sleep(0.1)
+        raise RuntimeError(f"chromium did not open DevTools within {timeout}s: {self.log_path.read_text()}")
+
+    def send(self, method: str, **params: Any) -> int:
+        """Send a command without waiting for its answer (used from event handlers)."""
+        assert self._ws is not None
+        self._next_id += 1
+        self._ws.send(json.dumps({"id": self._next_id, "method": method, "params": params}))
+        return self._next_id
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        assert self._ws is not None
+        sent = self.send(method, **params)
+        while True:
+            message = json.loads(self._ws.recv())
+            if message.get("id") == sent:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return dict(message.get("result", {}))
+            if "method" in message:
+                self.events.append(message)
+                handler = self.handlers.get(message["method"])
+                if handler is not None:
+                    handler(message.get("params", {}))
+
+    def evaluate(self, expression: str) -> Any:
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, *, timeout: float = 15.0, what: str = "") -> Any:
+        """Poll `expression` in the page until it is truthy; on timeout show what the page shows."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                shown = self.evaluate("document.body ? document.body.innerText : ''")
+                raise AssertionError(f"timed out after {timeout}s waiting for {what or expression}; page:\n{shown}")
+            time.sleep(0.1)
+
+    def open(self, url: str) -> None:
+        self.call("Page.navigate", url=url)
+        self.wait_for("document.readyState === 'complete' && location.pathname.endsWith('/status')")
+
+    def screenshot(self, path: Path) -> bytes:
+        data = base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"])
+        path.write_bytes(data)
+        return data
+
+    def problems(self) -> list[str]:
+        """Script exceptions, CSP violations and dialogs (an alert() would mean injected script ran)."""
+        found = []
+        for event in self.events:
+            method, params = event["method"], event.get("params", {})
+            if method == "Runtime.exceptionThrown":
+                found.append(f"exception: {params['exceptionDetails']}")
+            elif method == "Page.javascriptDialogOpening":
+                found.append(f"dialog: {params.get('message')}")
+            elif method == "Log.entryAdded" and "Content Security Policy" in params["entry"].get("text", ""):
+                found.append(f"csp: {params['entry']['text']}")
+        return found
+
+    def close(self) -> None:
+        if self._ws is not None:
+            self._ws.close()
+            self._ws = None
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)  # the group this test started, nothing else
+                self.process.wait(timeout=10)
+        self._log.close()
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def chromium(tmp_path: Path) -> Iterator[Chromium]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent: install Debian's browser with `apt-get install -y chromium`")
+    browser = Chromium(CHROMIUM, tmp_path / "profile")
+    # A dialog would block the page; dismiss it and let problems() report it.
+    browser.handlers["Page.javascriptDialogOpening"] = lambda _: browser.send("Page.handleJavaScriptDialog",
+                                                                               accept=False)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture
+def function_host(product_env: dict[str, str], storage: StorageNames, monkeypatch: pytest.MonkeyPatch
+                  ) -> Iterator[LocalFunctionsHost]:
+    """function_app.py in the local Functions host, on this test's tables and queue."""
+    for name, value in {
+        "AzureWebJobsStorage": storage.connection_string, "ACTIVATION_QUEUE": storage.queue,
+        "ACTIVATIONS_TABLE": storage.activations_table, "EVENTS_TABLE": storage.events_table,
+        "RETRY_BASE_SECONDS": "1", "RETRY_MAX_SECONDS": "2",
+    }.items():
+        monkeypatch.setenv(name, value)
+    runtime.reset()
+    runtime.store().ensure_tables()
+    runtime.queue().ensure_queues()
+    import function_app
+
+    try:
+        with LocalFunctionsHost(function_app.app, host_json=PROJECT / "host.json", environ=os.environ,
+                                port=0, drain_timeout=10) as host:
+            yield host
+    finally:
+        runtime.store().close()
+        runtime.queue().close()
+        runtime.reset()
+
+
+def _post(host: LocalFunctionsHost, path: str, body: dict[str, Any]) -> int:
+    request = urllib.request.Request(f"{host.api_url}/{path}", data=json.dumps(body).encode("utf-8"), method="POST",
+                                     headers={"x-functions-key": host.function_key,
+                                              "Content-Type": "application/json"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _notice(notice_id: str, tenant_id: str, **fields: Any) -> dict[str, Any]:
+    notice: dict[str, Any] = json.loads((PROJECT / "samples" / "both-cs365-mgf.json").read_text(encoding="utf-8"))
+    notice.update(notice_id=notice_id, tenant_id=tenant_id, **fields)
+    return notice
+
+
+def _wait_final(store: ActivationStore, notice_ids: list[str], timeout: float = 60.0) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        statuses = {i: (r.status if (r := store.get(i)) else "missing") for i in notice_ids}
+        if all(s in FINAL for s in statuses.values()):
+            return statuses
+        assert time.monotonic() < deadline, f"activations not final after {timeout}s: {statuses}"
+        time.sleep(0.2)
+
+
+# Small JavaScript expressions the test asks the page; ids are passed as JSON literals.
+ROWS = "[...document.querySelectorAll('#rows tr')].map(r => r.dataset.id)"
+
+
+def _row(notice_id: str) -> str:
+    return f"[...document.querySelectorAll('#rows tr')].find(r => r.dataset.id === {json.dumps(notice_id)})"
+
+
+def _row_status(notice_id: str) -> str:
+    return f"({_row(notice_id)} || {{querySelector: () => null}}).querySelector('[data-status]')?.dataset.status"
+
+
+def _text(selector: str) -> str:
+    return f"((document.querySelector({json.dumps(selector)}) || {{}}).textContent || '')"
+
+
+# --------------------------------------------------------------------------- the test
+
+
+def test_an_operator_finds_fixes_and_retries_activations_on_the_status_page(
+        chromium: Chromium, function_host: LocalFunctionsHost, activation_store: ActivationStore,
+        simulator: Simulator, tmp_path: Path) -> None:
+    # (chromium first: without a browser the test is skipped before any service starts)
+    started = time.monotonic()
+    host = function_host
+    ok_id, na_id, bad_id = "PAGE-OK-1", "PAGE-NA-1", "PAGE-REJ-1"
+    ok_tenant, na_tenant = str(uuid.uuid4()), str(uuid.uuid4())
+    # given one tenant that provisions cleanly, one with a foreign `*` connector in the way
+    # (needs attention) whose notice carries markup as its customer name, and an invalid
+    # notice whose bad field, echoed in the error messages, is markup too
+    simulator.seed_connector(na_tenant, Name="Old relay", ConnectorType="Partner", RecipientDomains=["*"],
+                             UseMXRecord=False, SmartHosts=["relay.example.net"], Enabled=True)
+    assert _post(host, "activations", _notice(ok_id, ok_tenant)) == 202
+    assert _post(host, "activations", _notice(na_id, na_tenant, customer_name=XSS)) == 202
+    assert _post(host, "activations", _notice(bad_id, ok_tenant, mx_host=XSS)) == 400
+    assert _wait_final(activation_store, [ok_id, na_id, bad_id]) == {
+        ok_id: "succeeded", na_id: "needs_attention", bad_id: "rejected"}
+    seeded = time.monotonic()
+
+    # when the operator opens the link with the key, two activations per page
+    chromium.open(f"{host.api_url}/status?code={host.function_key}&top=2")
+    first_page = chromium.wait_for(f"{ROWS}.length === 2 && {ROWS}", what="the first page")
+    # then the key is gone from the address bar, the other parameters stay
+    assert chromium.evaluate("location.search") == "?top=2"
+    assert host.function_key not in chromium.evaluate("location.href")
+    # and the next page holds the third activation, and First goes back
+    chromium.evaluate("document.getElementById('next').click()")
+    second_page = chromium.wait_for(f"{ROWS}.length === 1 && {ROWS}", what="the second page")
+    assert sorted(first_page + second_page) == sorted([ok_id, na_id, bad_id])
+    assert chromium.evaluate("document.getElementById('next').disabled") is True
+    chromium.evaluate("document.getElementById('first').click()")
+    assert chromium.wait_for(f"{ROWS}.length === 2 && {ROWS}") == first_page
+
+    # when the whole list is shown
+    chromium.open(f"{host.api_url}/status?code={host.function_key}")
+    chromium.wait_for(f"{ROWS}.length === 3", what="three rows")
+    # then every status has its badge, and the markup in a customer name is plain text
+    assert [chromium.evaluate(_row_status(i)) for i in (ok_id, na_id, bad_id)] == [
+        "succeeded", "needs_attention", "rejected"]
+    assert chromium.evaluate(f"{_row(na_id)}.querySelector('.customer').textContent") == XSS
+    assert chromium.evaluate(f"{_row(ok_id)}.textContent").count("EA: create/passed") == 1
+    assert chromium.evaluate(f"{_row(na_id)}.textContent").count("CONFLICTING_CONNECTOR") == 1
+    assert chromium.evaluate("document.querySelectorAll('img, [onerror]').length") == 0
+
+    # when filtering by status, then only that status is listed; a bad tenant id is explained
+    chromium.evaluate("document.getElementById('f-status').value = 'needs_attention';"
+                      "document.getElementById('filters').requestSubmit()")
+    assert chromium.wait_for(f"{ROWS}.length === 1 && {ROWS}") == [na_id]
+    chromium.evaluate("document.getElementById('f-tenant').value = 'not-a-guid';"
+                      "document.getElementById('filters').requestSubmit()")
+    assert "tenant_id must be a GUID" in chromium.wait_for(f"!document.getElementById('msg').hidden && {_text('#msg')}")
+    chromium.evaluate("document.getElementById('clear').click()")
+    chromium.wait_for(f"{ROWS}.length === 3 && document.getElementById('msg').hidden")
+
+    # when the operator opens the rejected notice, its field errors show the markup as text
+    chromium.evaluate(f"{_row(bad_id)}.click()")
+    detail = chromium.wait_for(f"{_text('#detail h2')}.includes({json.dumps(bad_id)}) && {_text('#detail')}")
+    assert "mx_host" in detail and XSS in detail and "NOTICE_INVALID" in detail
+    # and Retry is refused with the API's reason (409)
+    chromium.evaluate("document.getElementById('retry').click()")
+    refused = chromium.wait_for(f"{_text('#retry-msg')}.includes('409') && {_text('#retry-msg')}")
+    assert "今は再試行できません" in refused and "submit a corrected notice" in refused
+
+    # when the operator opens the activation that needs attention
+    chromium.evaluate(f"{_row(na_id)}.click()")
+    detail = chromium.wait_for(f"{_text('#detail h2')}.includes({json.dumps(na_id)}) && {_text('#detail')}")
+    # then the error, Exchange's words, both hints and the history are there
+    hint = HINTS[ErrorCode.CONFLICTING_CONNECTOR]
+    assert "CONFLICTING_CONNECTOR" in detail and "Old relay" in detail
+    assert hint.ja in detail and hint.en in detail
+    assert chromium.evaluate("document.querySelectorAll('#detail ol.events li').length") >= 3
+    assert chromium.evaluate("document.querySelectorAll('img, [onerror]').length") == 0
+    screenshot = chromium.screenshot(tmp_path / "status-page.png")
+    assert screenshot.startswith(b"\x89PNG") and len(screenshot) > 20_000
+    print(f"\nstatus page screenshot: {tmp_path / 'status-page.png'}")
+
+    # when the customer removes the foreign connector and the operator presses Retry
+    simulator.configure_tenant(na_tenant, connectors=[])
+    chromium.evaluate("document.getElementById('retry').click()")
+    accepted = chromium.wait_for(f"{_text('#retry-msg')}.includes('Retry queued') && {_text('#retry-msg')}")
+    assert "再試行を受け付けました" in accepted
+    # then auto-refresh shows it succeed, in the list and in the open detail, with no reload
+    chromium.wait_for(f"{_row_status(na_id)} === 'succeeded'", timeout=40, what=f"{na_id} to succeed")
+    chromium.wait_for("document.querySelector('#detail [data-status]')?.dataset.status === 'succeeded'")
+    assert "MG: create/passed" in chromium.evaluate(f"{_row(na_id)}.textContent")
+    detail = chromium.wait_for(f"{_text('#detail')}.includes('retry.requested') && {_text('#detail')}")
+    assert "✔" in detail and "passed" in detail
+    chromium.evaluate("document.getElementById('detail').scrollTop = 1e6")
+    chromium.screenshot(tmp_path / "status-page-history.png")
+
+    # when the API stops accepting the key (a rotated key), the page says so and asks for one
+    chromium.handlers["Fetch.requestPaused"] = lambda p: chromium.send(
+        "Fetch.fulfillRequest", requestId=p["requestId"], responseCode=401, responseHeaders=[], body="")
+    chromium.call("Fetch.enable", patterns=[{"urlPattern": "*/api/activations*"}])
+    chromium.evaluate("document.getElementById('refresh').click()")
+    unauthorized = chromium.wait_for(f"!document.getElementById('keyform').hidden && {_text('#msg')}")
+    assert "関数キーがないか、誤っています" in unauthorized and "Function key missing or wrong" in unauthorized
+    assert chromium.evaluate("document.getElementById('auto').checked") is False
+    # and with the right key entered, the list comes back
+    chromium.call("Fetch.disable")
+    chromium.evaluate(f"document.getElementById('key').value = {json.dumps(host.function_key)};"
+                      "document.getElementById('keyform').requestSubmit()")
+    chromium.wait_for(f"{ROWS}.length === 3 && document.getElementById('msg').hidden", what="the list after the key")
+
+    # and nothing ran that should not have: no script error, no CSP violation, no dialog
+    assert chromium.problems() == []
+    print(f"seeding {seeded - started:.1f}s, browser {time.monotonic() - seeded:.1f}s")
+
+
+def test_the_status_page_needs_the_function_key(function_host: LocalFunctionsHost) -> None:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        opener.open(f"{function_host.api_url}/status", timeout=10)
+    assert refused.value.code == 401
+    with opener.open(f"{function_host.api_url}/status?code={function_host.function_key}", timeout=10) as page:
+        assert page.status == 200
+        assert page.headers["Content-Type"].startswith("text/html")
+        assert "script-src 'sha256-" in page.headers["Content-Security-Policy"]
+        assert page.headers["Cache-Control"] == "no-store"
