@@ -59,5 +59,10 @@ def api() -> ActivationApi:
 def reset() -> None:
     """Forget every object (tests and the local runner change settings between runs)."""
     with _lock:
+        # Close the clients that were built, so their connection pools are not leaked.
+        if store.cache_info().currsize:
+            store().close()
+        if queue.cache_info().currsize:
+            queue().close()
         for built in (settings, store, queue, worker, api):
             built.cache_clear()

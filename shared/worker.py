@@ -88,24 +88,37 @@ class Worker:
         return self._process(record, notice)
 
     def handle_poison(self, body: bytes | str, *, dequeue_count: int | None = None) -> str:
-        """Record a message the host gave up on, keeping it whole, so nothing vanishes."""
+        """Record a message the host gave up on, keeping it whole, so nothing vanishes.
+
+        `dequeue_count` is the poison copy's own count, not the failed deliveries before it,
+        so it is kept in the history only. An activation that already finished, or that a
+        live worker holds, keeps its status: the poisoned copy was a duplicate of it.
+        """
         raw = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
         notice_id = _guess_notice_id(raw) or f"poison-{uuid.uuid4().hex[:12]}"
         now = self.clock()
         error = error_dict(ErrorCode.UNHANDLED,
-                           f"message moved to the poison queue after {dequeue_count or 'several'} failed deliveries")
+                           "the Functions host gave up on this message after its maximum number of deliveries "
+                           "(host.json maxDequeueCount)")
         record = self.store.get(notice_id)
         if record is None:
-            record = _new_record(notice_id, "", now, status=Status.FAILED.value)
+            record = _new_record(notice_id, _guess_tenant(raw), now, status=Status.FAILED.value)
             record = replace(record, raw_message=raw[:RAW_KEEP], error=error, finished_at=now)
             try:
                 self.store.create(record)
             except RecordExists:
                 return self.handle_poison(body, dequeue_count=dequeue_count)
+        elif Status(record.status).final or _lease_live(record, now):
+            self.event(record, "poisoned", f"a copy of this message was poisoned; the activation stays {record.status}",
+                       raw_message=raw[:2048], dequeue_count=dequeue_count)
+            return "poisoned_duplicate"
         else:
             record = replace(record, status=Status.FAILED.value, error=error, finished_at=now, updated_at=now,
                              raw_message=raw[:RAW_KEEP], lease_owner=None, lease_expires_at=None)
-            self.store.replace(record)
+            try:
+                self.store.replace(record)
+            except ConcurrentUpdate:
+                return self.handle_poison(body, dequeue_count=dequeue_count)
         self.event(record, "poisoned", "the Functions host gave up on this message; recorded as failed",
                    raw_message=raw[:2048], dequeue_count=dequeue_count)
         return "poisoned"
@@ -207,9 +220,7 @@ class Worker:
                 return None
             if current.status in (s.value for s in Status if s.final):
                 return None
-            held = (current.status == Status.RUNNING.value and current.lease_owner
-                    and current.lease_expires_at is not None and current.lease_expires_at > now)
-            if held:
+            if _lease_live(current, now):
                 assert current.lease_expires_at is not None
                 # Someone is running it now. If that worker crashed, its lease ends at
                 # lease_expires_at; look again then, so the activation is never stranded.
@@ -291,7 +302,7 @@ class Worker:
         if record is None:
             raise RetryRefused(404, f"no activation {notice_id}")
         now = self.clock()
-        if record.status == Status.RUNNING.value and record.lease_expires_at and record.lease_expires_at > now:
+        if _lease_live(record, now):
             raise RetryRefused(409, "the activation is running now; retry when it has finished")
         if not record.notice_json:
             raise RetryRefused(409, "the notice was rejected as invalid; submit a corrected notice instead")
@@ -341,6 +352,12 @@ class RetryRefused(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+def _lease_live(record: ActivationRecord, now: datetime) -> bool:
+    """Whether a worker is running this activation now (its lease has not run out)."""
+    return (record.status == Status.RUNNING.value and bool(record.lease_owner)
+            and record.lease_expires_at is not None and record.lease_expires_at > now)
 
 
 def _parse_at(text: str) -> datetime:

@@ -269,3 +269,20 @@ def test_an_operator_retry_starts_a_fresh_series(worker: Worker, activation_queu
     assert pump(worker, activation_queue) == ["succeeded"]
     record2 = activation_store.get(NOTICE_ID)
     assert record2 is not None and (record2.status, record2.series, record2.attempts) == ("succeeded", 2, 1)
+
+
+def test_a_poisoned_copy_of_a_finished_notice_leaves_its_status_alone(worker: Worker,
+                                                                      activation_store: ActivationStore) -> None:
+    assert worker.handle(sample()) == "succeeded"
+    assert worker.handle_poison(sample(), dequeue_count=1) == "poisoned_duplicate"
+    record = activation_store.get(NOTICE_ID)
+    assert record is not None and record.status == "succeeded" and record.error is None
+    assert activation_store.list_events(NOTICE_ID)[-1].kind == "poisoned"
+
+
+def test_a_poisoned_notice_never_seen_before_is_listed_under_its_tenant(worker: Worker,
+                                                                        activation_store: ActivationStore) -> None:
+    assert worker.handle_poison(sample(), dequeue_count=1) == "poisoned"
+    (record,) = activation_store.list_activations(tenant_id=TENANT).items
+    assert (record.notice_id, record.status) == (NOTICE_ID, "failed")
+    assert record.error is not None and "maxDequeueCount" in record.error["message"]
