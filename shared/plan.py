@@ -7,7 +7,7 @@ are (diff), so it carries most of the rules and most of the tests.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -112,8 +112,15 @@ class Operation:
         return {"CmdletName": self.cmdlet, "Parameters": self.parameters}
 
 
-def make_plan(desired: Sequence[ConnectorSpec], actual: Sequence[ActualConnector]) -> Plan:
-    """Diff desired against actual and find conflicts. No I/O; deterministic."""
+def make_plan(desired: Sequence[ConnectorSpec], actual: Sequence[ActualConnector], *,
+              own_names: Iterable[str] = ()) -> Plan:
+    """Diff desired against actual and find conflicts. No I/O; deterministic.
+
+    `own_names` are the names of every connector this product manages (both services), so
+    that an Enterprise Audit-only notice never mistakes the tenant's MailGates connector,
+    made by an earlier notice or by the vendor's manual procedure, for a competitor.
+    """
+    own = {name.casefold() for name in own_names} | {spec.name.casefold() for spec in desired}
     conflicts: list[Conflict] = []
     warnings: list[PlanWarning] = []
     owned: set[int] = set()
@@ -140,7 +147,7 @@ def make_plan(desired: Sequence[ConnectorSpec], actual: Sequence[ActualConnector
         ))
 
     for index, connector in enumerate(actual):
-        if index in owned or _is_ours(connector, desired) or not connector.enabled or connector.test_mode:
+        if index in owned or _is_ours(connector, own) or not connector.enabled or connector.test_mode:
             continue
         for spec in desired:
             found = _competition(spec, connector)
@@ -245,8 +252,8 @@ def _folded(values: Sequence[str]) -> frozenset[str]:
     return frozenset(v.casefold().rstrip(".") for v in values)
 
 
-def _is_ours(connector: ActualConnector, desired: Sequence[ConnectorSpec]) -> bool:
-    return any(connector.name.casefold() == spec.name.casefold() for spec in desired)
+def _is_ours(connector: ActualConnector, own_names: set[str]) -> bool:
+    return connector.name.casefold() in own_names or OWNERSHIP_MARKER in (connector.comment or "")
 
 
 def _find_ours(spec: ConnectorSpec, actual: Sequence[ActualConnector], *, exclude: set[int]) -> int | None:

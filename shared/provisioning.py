@@ -132,7 +132,8 @@ class _Run:
         actual, domains = self.preflight()
         self.check_recipients(domains)
         self.check_spf(domains)
-        plan = make_plan(self.specs, actual)
+        plan = make_plan(self.specs, actual,
+                         own_names=(self.settings.ea_connector_name, self.settings.mg_connector_name))
         self.record_plan(plan)
         if plan.blocked:
             names = ", ".join(sorted({c.name for c in plan.conflicts}))

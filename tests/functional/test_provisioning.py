@@ -285,3 +285,12 @@ def test_no_crafted_notice_sends_a_host_off_the_allow_list(simulator: Simulator,
     with pytest.raises(ValueError, match="allow-list"):
         desired_connectors(crafted)
     assert simulator.writes(TENANT) == []
+
+
+def test_an_enterprise_audit_notice_for_a_tenant_with_mailgates_changes_nothing(
+        simulator: Simulator, engine: ProvisioningEngine) -> None:
+    engine.run(NOTICE)
+    simulator.reset_log()
+    outcome = engine.run(make_notice(notice_id="ACT-T-2", services=["enterprise_audit"]))
+    assert outcome.status is Status.SUCCEEDED, outcome.error
+    assert simulator.writes(TENANT) == []

@@ -192,3 +192,19 @@ def test_wildcards_overlap_when_one_base_lies_under_the_other() -> None:
     assert overlaps("*.cybermail.jp", "*.cs-365.cybermail.jp")
     assert overlaps("*.cs-365.cybermail.jp", "cs-365.cybermail.jp")
     assert not overlaps("*.cs-365.cybermail.jp", "*.cs-365-02.cybermail.jp")
+
+
+def test_our_mailgates_connector_does_not_block_an_enterprise_audit_only_notice() -> None:
+    plan = make_plan([EA], [as_deployed(MG)], own_names=(EA.name, MG.name))
+    assert not plan.blocked and not plan.warnings
+    assert [p.action for p in plan.connectors] == [Action.CREATE]
+
+
+def test_a_mailgates_connector_made_by_hand_under_our_name_is_ours_too() -> None:
+    by_hand = as_deployed(MG, comment="")
+    assert not make_plan([EA], [by_hand], own_names=(EA.name, MG.name)).blocked
+
+
+def test_any_connector_carrying_our_marker_is_never_a_competitor() -> None:
+    renamed = as_deployed(MG, name="MailGates (renamed by an admin)")
+    assert not make_plan([EA], [renamed]).blocked
