@@ -24,6 +24,7 @@ import json
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -96,6 +97,7 @@ class MsalTokenProvider:
         timeout: float = 30.0,
         http_client: requests.Session | None = None,
         scope: str = EXCHANGE_SCOPE,
+        max_tenants: int = 2000,
     ) -> None:
         if not client_id:
             raise ValueError("client_id is required")
@@ -109,7 +111,12 @@ class MsalTokenProvider:
         self._http = http_client if http_client is not None else https_session(timeout=timeout)
         host = (urlsplit(self.authority_host).hostname or "").lower()
         self._microsoft_host = host in _MICROSOFT_HOSTS
-        self._apps: dict[str, Any] = {}
+        # One MSAL app (and token cache) per tenant, least recently used first. Bounded: an
+        # instance serving thousands of tenants would otherwise keep every app for its whole
+        # life (about 12 KiB each); a tenant evicted here simply asks Entra again.
+        self._apps: OrderedDict[str, Any] = OrderedDict()
+        self._max_tenants = max(1, max_tenants)
+        self._apps_guard = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -123,11 +130,11 @@ class MsalTokenProvider:
             raise AuthError(ErrorCode.TENANT_NOT_FOUND, f"{tenant_id!r} is not a tenant ID or domain name")
         key = tenant_id.casefold()
         with self._lock_for(key):
-            app = self._apps.get(key)
+            app = self._cached_app(key)
             try:
                 if app is None:
                     app = self._new_app(tenant_id)
-                    self._apps[key] = app
+                    self._remember_app(key, app)
                 result = app.acquire_token_for_client(scopes=[self._scope])
             except ProvisioningError:
                 raise
@@ -147,7 +154,7 @@ class MsalTokenProvider:
                 # Start the next attempt from a fresh client: MSAL's HTTP layer would otherwise
                 # replay this same 400 for a minute, hiding an admin's consent given meanwhile.
                 # A throttled or failing Entra keeps the client, so MSAL's Retry-After holds.
-                self._apps.pop(key, None)
+                self._forget_app(key)
         raise error
 
     def invalidate(self, tenant_id: str) -> None:
@@ -158,12 +165,30 @@ class MsalTokenProvider:
         """
         key = tenant_id.casefold()
         with self._lock_for(key):
-            self._apps.pop(key, None)
+            self._forget_app(key)
 
     def close(self) -> None:
         """Release pooled connections of the Session this provider created (not an injected one)."""
         if self._owns_http:
             self._http.close()
+
+    def _cached_app(self, key: str) -> Any:
+        with self._apps_guard:
+            app = self._apps.get(key)
+            if app is not None:
+                self._apps.move_to_end(key)
+            return app
+
+    def _remember_app(self, key: str, app: Any) -> None:
+        with self._apps_guard:
+            self._apps[key] = app
+            self._apps.move_to_end(key)
+            while len(self._apps) > self._max_tenants:
+                self._apps.popitem(last=False)
+
+    def _forget_app(self, key: str) -> None:
+        with self._apps_guard:
+            self._apps.pop(key, None)
 
     def _lock_for(self, key: str) -> threading.Lock:
         with self._locks_guard:

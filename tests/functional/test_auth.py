@@ -277,3 +277,18 @@ def test_a_silent_authority_times_out_as_a_transient_network_error(exo_tenant: s
             provider.get_token(exo_tenant)
         assert time.monotonic() - started < 5
     assert info.value.code is ErrorCode.NETWORK_ERROR and "Timeout" in info.value.detail
+
+
+def test_the_per_tenant_token_clients_are_bounded_least_recently_used_first(sim: Simulator) -> None:
+    provider = MsalTokenProvider(client_id=sim.client_id, credential=sim.client_secret, authority_host=sim.url,
+                                 timeout=10, max_tenants=2)
+    first, second, third = (str(uuid.uuid4()) for _ in range(3))
+    try:
+        for tenant in (first, second, first, third):  # `second` is the least recently used when `third` arrives
+            provider.get_token(tenant)
+        provider.get_token(first)
+        assert sim.token_requests(first) == 1  # kept: used recently
+        provider.get_token(second)
+        assert sim.token_requests(second) == 2  # evicted, so Entra was asked again
+    finally:
+        provider.close()
