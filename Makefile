@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy shared exosim localrun function_app.py
+	$(VENV)/bin/mypy shared exosim localrun bench tests function_app.py
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
