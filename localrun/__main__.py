@@ -107,6 +107,8 @@ def _banner(out: TextIO, stack: LocalStack, log_path: Path) -> None:
         f"  Log        {log_path}",
         "  Function key (new each start; send it as the x-functions-key header or ?code=):",
         f"    export FUNCTION_KEY='{host.function_key}'",
+        "  Status page (open in a browser; the page then drops the key from the address bar):",
+        f"    {api}/status?code={host.function_key}",
         "Try:",
         f"  curl -s {api}/health",
         f"  curl -s {header} '{api}/activations?top=20'",
