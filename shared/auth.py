@@ -70,7 +70,9 @@ _MICROSOFT_HOSTS = frozenset({
     "login.microsoftonline.de",
 })
 
-_CONSENT_CODES = frozenset({700016, 65001})
+# 700016: app not found in the directory; 65001: permission not consented; 7000229: no
+# service principal in the tenant (arrives as invalid_client, but it means "never consented").
+_CONSENT_CODES = frozenset({700016, 65001, 7000229})
 _CREDENTIAL_CODES = frozenset({7000215, 7000222, 700027, 700024})
 _TENANT_CODES = frozenset({90002})
 _TRANSIENT_ERRORS = frozenset({"temporarily_unavailable", "server_error"})

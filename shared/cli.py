@@ -150,7 +150,7 @@ def _cmd_plan(args: argparse.Namespace, settings: Settings, stdin: TextIO, stdou
     if args.format == "json":
         stdout.write(plan_json(notice, specs, ops) + "\n")
     elif args.format == "powershell":
-        stdout.write(plan_powershell(notice, specs))
+        stdout.write(plan_powershell(notice, specs, own_names=(settings.ea_connector_name, settings.mg_connector_name)))
     else:
         stdout.write(plan_text(notice, specs, ops))
     return EXIT_OK

@@ -35,6 +35,8 @@ class ConnectorSpec:
     tls_settings: str = "CertificateValidation"
     enabled: bool = True
     is_transport_rule_scoped: bool = False
+    # A connector in test mode carries no mail; ours must be in service.
+    test_mode: bool = False
 
     @property
     def comment(self) -> str:
@@ -50,6 +52,7 @@ class ConnectorSpec:
             "TlsSettings": self.tls_settings,
             "Enabled": self.enabled,
             "IsTransportRuleScoped": self.is_transport_rule_scoped,
+            "TestMode": self.test_mode,
         }
         return params
 

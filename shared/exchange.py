@@ -80,6 +80,14 @@ ALLOWED_CMDLETS = frozenset({
     "Get-AcceptedDomain",
 })
 _ROUTING_CMDLETS = frozenset({"New-OutboundConnector", "Set-OutboundConnector"})
+# The only parameters the product ever sends to the routing cmdlets. Anything else (an
+# abbreviation such as `SmartHost`, which PowerShell would bind to SmartHosts) is refused,
+# so the allow-list checks below cannot be walked around by spelling.
+_ROUTING_PARAMETERS = frozenset(name.casefold() for name in (
+    "Identity", "Name", "ConnectorType", "RecipientDomains", "UseMXRecord", "SmartHosts", "TlsSettings",
+    "TlsDomain", "Enabled", "IsTransportRuleScoped", "TestMode", "Comment", "IsValidated",
+    "ValidationRecipients", "LastValidationTimestamp",
+))
 
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # Texts Exchange uses for conditions that clear by themselves, whatever the HTTP status.
@@ -138,6 +146,7 @@ class Connector:
     validation_recipients: tuple[str, ...]
     last_validation_timestamp: str | None
     comment: str
+    tls_domain: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @classmethod
@@ -157,6 +166,7 @@ class Connector:
             smart_hosts=_as_strings(row.get("SmartHosts")),
             use_mx_record=_as_bool(row.get("UseMXRecord"), default=False),
             tls_settings=_as_str(row.get("TlsSettings")) or None,
+            tls_domain=_as_str(row.get("TlsDomain")) or None,
             enabled=_as_bool(row.get("Enabled"), default=True),
             is_transport_rule_scoped=_as_bool(row.get("IsTransportRuleScoped"), default=False),
             test_mode=_as_bool(row.get("TestMode"), default=False),
@@ -655,6 +665,9 @@ class ExchangeAdminClient:
             return
         # PowerShell parameter names are case-insensitive, so the guard must be too.
         by_name = {key.casefold(): value for key, value in params.items()}
+        unknown = sorted(key for key in params if key.casefold() not in _ROUTING_PARAMETERS)
+        if unknown:
+            raise RoutingPolicyError(f"{cmdlet}: parameter(s) {', '.join(unknown)} are not ones this client sends")
         for host in _entries(by_name.get("smarthosts")):
             if _norm_host(host) not in self._allowed_smart_hosts:
                 raise RoutingPolicyError(f"{cmdlet}: smart host {host!r} is not on the allow-list")

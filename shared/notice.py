@@ -139,7 +139,7 @@ def parse_notice(data: str | bytes | Mapping[str, Any], settings: Settings | Non
         values["journal_report_address"] = _check_journal(obj, errors, settings)
     if services is not None and "mailgates" in services:
         values["mx_host"] = _check_mx_host(obj, errors, settings)
-        values["validation_recipient"] = _check_recipient(obj, errors, values["tenant_domain"])
+        values["validation_recipient"] = _check_recipient(obj, errors, values["tenant_domain"], settings)
     for key in ("contract_id", "customer_name"):
         values[key] = _check_text(obj, key, errors)
     values["issued_at"] = _check_issued_at(obj, errors)
@@ -361,7 +361,8 @@ def _is_tenant_domain(domain: str, tenant_domain: str | None) -> bool:
     return domain == "onmicrosoft.com" or domain.endswith(".onmicrosoft.com") or domain == tenant_domain
 
 
-def _check_recipient(obj: Mapping[str, Any], errors: list[FieldError], tenant_domain: str | None) -> str | None:
+def _check_recipient(obj: Mapping[str, Any], errors: list[FieldError], tenant_domain: str | None,
+                     settings: Settings) -> str | None:
     value = _string(obj, "validation_recipient", errors, required=True,
                     why_en=" for mailgates", why_ja="（mailgates の場合）")
     if value is None:
@@ -378,6 +379,14 @@ def _check_recipient(obj: Mapping[str, Any], errors: list[FieldError], tenant_do
                            "domain); use an external mailbox that can send and receive mail.",
                            "'validation_recipient' はテナント外のアドレス（*.onmicrosoft.com やテナントのドメイン以外）で、"
                            "送受信できる外部のメールアドレスを指定してください。"))
+        return None
+    domain = address.rsplit("@", 1)[1]
+    if any(domain == d or domain.endswith("." + d) for d in settings.allowed_journal_domains):
+        # Mail to a journal domain rides the more specific Enterprise Audit connector, so a
+        # MailGates test message there would never reach MailGates and validation would fail.
+        errors.append(_err("validation_recipient", "recipient_in_journal_domain",
+                           "'validation_recipient' must not be in an Enterprise Audit journal domain; use an external mailbox that can send and receive mail.",
+                           "'validation_recipient' に Enterprise Audit のジャーナル ドメインは使えません。送受信できる外部のメールアドレスを指定してください。"))
         return None
     return address
 

@@ -62,6 +62,7 @@ class ConnectorOutcome:
     changed: list[str] = field(default_factory=list)
     validation: Validation = Validation.NOT_RUN
     tasks: list[dict[str, Any]] = field(default_factory=list)
+    disabled: bool = False  # turned off by this run because its validation failed
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -7,6 +7,7 @@ are (diff), so it carries most of the rules and most of the tests.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +38,8 @@ class ActualConnector(Protocol):
     def is_transport_rule_scoped(self) -> bool: ...
     @property
     def test_mode(self) -> bool: ...
+    @property
+    def tls_domain(self) -> str | None: ...
     @property
     def is_validated(self) -> bool: ...
     @property
@@ -120,7 +123,7 @@ def make_plan(desired: Sequence[ConnectorSpec], actual: Sequence[ActualConnector
     that an Enterprise Audit-only notice never mistakes the tenant's MailGates connector,
     made by an earlier notice or by the vendor's manual procedure, for a competitor.
     """
-    own = {name.casefold() for name in own_names} | {spec.name.casefold() for spec in desired}
+    own = {name_key(name) for name in own_names} | {name_key(spec.name) for spec in desired}
     conflicts: list[Conflict] = []
     warnings: list[PlanWarning] = []
     owned: set[int] = set()
@@ -134,6 +137,7 @@ def make_plan(desired: Sequence[ConnectorSpec], actual: Sequence[ActualConnector
         owned.add(index)
         current = actual[index]
         changes = diff(spec, current)
+        # Exchange names are case-insensitive; any other difference (spaces, width) is renamed.
         renamed = current.name.casefold() != spec.name.casefold()
         if renamed:
             changes["Name"] = spec.name
@@ -148,6 +152,16 @@ def make_plan(desired: Sequence[ConnectorSpec], actual: Sequence[ActualConnector
 
     for index, connector in enumerate(actual):
         if index in owned or _is_ours(connector, own) or not connector.enabled or connector.test_mode:
+            continue
+        if connector.is_transport_rule_scoped:
+            # It only takes mail a transport rule sends it, so it cannot compete for routing;
+            # the operator should still know that some mail may leave another way.
+            warnings.append(PlanWarning(
+                "RULE_SCOPED_CONNECTOR",
+                f"Outbound connector '{connector.name}' is used by transport rules; mail those rules route "
+                "to it does not pass through MailGates.",
+                {"connector": connector.name, "domains": list(connector.recipient_domains)},
+            ))
             continue
         for spec in desired:
             found = _competition(spec, connector)
@@ -181,14 +195,22 @@ def diff(spec: ConnectorSpec, current: ActualConnector) -> dict[str, Any]:
         changes["RecipientDomains"] = list(spec.recipient_domains)
     if current.use_mx_record != spec.use_mx_record:
         changes["UseMXRecord"] = spec.use_mx_record
+        if spec.use_mx_record and current.smart_hosts:
+            # Exchange refuses MX routing while smart hosts are still set: clear them together.
+            changes["SmartHosts"] = None
     if not spec.use_mx_record and _folded(current.smart_hosts) != _folded(spec.smart_hosts):
         changes["SmartHosts"] = list(spec.smart_hosts)
     if (current.tls_settings or "").casefold() != spec.tls_settings.casefold():
         changes["TlsSettings"] = spec.tls_settings
+        if current.tls_domain and spec.tls_settings.casefold() != "domainvalidation":
+            # A TlsDomain is only allowed with DomainValidation: clear it with the change.
+            changes["TlsDomain"] = None
     if current.enabled != spec.enabled:
         changes["Enabled"] = spec.enabled
     if current.is_transport_rule_scoped != spec.is_transport_rule_scoped:
         changes["IsTransportRuleScoped"] = spec.is_transport_rule_scoped
+    if current.test_mode != spec.test_mode:
+        changes["TestMode"] = spec.test_mode
     if OWNERSHIP_MARKER not in (current.comment or ""):
         changes["Comment"] = spec.comment
     return changes
@@ -252,13 +274,26 @@ def _folded(values: Sequence[str]) -> frozenset[str]:
     return frozenset(v.casefold().rstrip(".") for v in values)
 
 
+def name_key(name: str) -> str:
+    """A connector name as people type it: case, width and spaces do not matter.
+
+    The vendor's procedure itself writes the MailGates name both as `MAILGATESΣ 送信コネクタ`
+    and, on its review screen, `MAILGATES Σ 送信コネクタ`; a connector made by hand under
+    either spelling is ours, and is renamed to the configured name.
+    """
+    return "".join(unicodedata.normalize("NFKC", name).casefold().split())
+
+
 def _is_ours(connector: ActualConnector, own_names: set[str]) -> bool:
-    return connector.name.casefold() in own_names or OWNERSHIP_MARKER in (connector.comment or "")
+    return name_key(connector.name) in own_names or OWNERSHIP_MARKER in (connector.comment or "")
 
 
 def _find_ours(spec: ConnectorSpec, actual: Sequence[ActualConnector], *, exclude: set[int]) -> int | None:
     for index, connector in enumerate(actual):
         if index not in exclude and connector.name.casefold() == spec.name.casefold():
+            return index
+    for index, connector in enumerate(actual):
+        if index not in exclude and name_key(connector.name) == name_key(spec.name):
             return index
     # An admin may have renamed our connector: the ownership marker in its Comment still
     # identifies it, and renaming it back beats creating a second `*` connector.

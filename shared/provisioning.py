@@ -268,6 +268,14 @@ class _Run:
             result.validation = Validation.FAILED
             self.emit("validation.failed", f"'{spec.name}' validation failed: {', '.join(failed) or 'no tasks'}",
                       duration_ms=_ms(started, self.engine._clock()), connector=spec.name, tasks=result.tasks)
+            if result.action in (Action.CREATE.value, Action.UPDATE.value):
+                # The wizard validates before it saves; here the connector already exists. A
+                # MailGates `*` connector left on would send all of the customer's mail to a
+                # smart host Exchange could not reach, so what this run set up is switched off
+                # until a retry validates it (the next plan turns it back on).
+                self.client_update(spec.name, {"Enabled": False})
+                result.disabled = True
+                self.emit("connector.disabled", f"'{spec.name}' turned off until it validates", connector=spec.name)
             reasons = "; ".join(f"{t.task_name}: {t.details}" for t in tasks if not t.successful)
             raise ProvisioningError(
                 ErrorCode.VALIDATION_FAILED,

@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from .connectors import ConnectorSpec
+from .connectors import OWNERSHIP_MARKER, ConnectorSpec
 from .notice import ActivationNotice
 from .plan import Operation
 
@@ -77,13 +77,19 @@ def ps_string(text: str) -> str:
         if ascii_run:
             parts.append("'" + ascii_run.replace("'", "''") + "'")
             ascii_run = ""
-        parts.append(f"[string][char]0x{ord(ch):04X}")
+        if ord(ch) > 0xFFFF:
+            # [char] holds one UTF-16 unit; a character beyond the BMP needs ConvertFromUtf32.
+            parts.append(f"[char]::ConvertFromUtf32(0x{ord(ch):X})")
+        else:
+            parts.append(f"[string][char]0x{ord(ch):04X}")
     if ascii_run or not parts:
         parts.append("'" + ascii_run.replace("'", "''") + "'")
     return "(" + " + ".join(parts) + ")" if len(parts) > 1 else parts[0]
 
 
 def _ps_value(value: Any) -> str:
+    if value is None:
+        return "$null"
     if isinstance(value, bool):
         return "$true" if value else "$false"
     if isinstance(value, list):
@@ -93,42 +99,116 @@ def _ps_value(value: Any) -> str:
     return ps_string(str(value))
 
 
-def plan_powershell(notice: ActivationNotice, specs: Sequence[ConnectorSpec]) -> str:
+def plan_powershell(notice: ActivationNotice, specs: Sequence[ConnectorSpec], *,
+                    own_names: Sequence[str] = ()) -> str:
+    """A script with the engine's safety rules: right tenant, no competitor, wait out replication.
+
+    It refuses to write beside a foreign enabled connector that would compete with ours (as
+    the engine does), finds our connectors by name or by the ownership marker in Comment,
+    retries while a new connector is not yet visible, and switches off a connector it set up
+    whose validation fails.
+    """
+    names = list(dict.fromkeys([*own_names, *(spec.name for spec in specs)]))
+    journal_domains = [spec.recipient_domains[0][2:] for spec in specs if spec.use_mx_record]
     out = [
         f"# Outbound connectors for activation {notice.notice_id}, tenant {notice.tenant_id}",
         "# Run in Exchange Online PowerShell (module ExchangeOnlineManagement) as an Exchange",
         "# administrator of this tenant. Safe to run again: existing connectors are updated.",
         "#Requires -Modules ExchangeOnlineManagement",
         "$ErrorActionPreference = 'Stop'",
+        f"$TenantId = '{notice.tenant_id}'",
+        f"$Marker = {ps_string(OWNERSHIP_MARKER)}",
+        "$OurNames = " + _ps_value(names),
+        "$JournalDomains = " + _ps_value(journal_domains),
+        "",
         "Connect-ExchangeOnline -ShowBanner:$false",
+        "$connection = Get-ConnectionInformation | Where-Object { $_.State -eq 'Connected' } |",
+        "    Select-Object -Last 1",
+        "if (\"$($connection.TenantID)\" -ne $TenantId) {",
+        "    throw \"Signed in to tenant $($connection.TenantID); this script is for $TenantId.\"",
+        "}",
+        "",
+        "function Test-Covers {",
+        "    param([string]$Pattern, [string]$Domain)",
+        "    if ($Pattern -eq '*') { return $true }",
+        "    if ($Pattern.StartsWith('*.')) {",
+        "        $base = $Pattern.Substring(2)",
+        "        return ($Domain -eq $base) -or $Domain.EndsWith('.' + $base) -or $base.EndsWith('.' + $Domain)",
+        "    }",
+        "    return ($Pattern -eq $Domain) -or $Pattern.EndsWith('.' + $Domain)",
+        "}",
+        "",
+        "# Nothing is written beside a foreign, enabled connector that would take the same mail.",
+        "$competitors = @(Get-OutboundConnector | Where-Object {",
+        "    $_.Enabled -and -not $_.TestMode -and -not $_.IsTransportRuleScoped -and",
+        "    -not \"$($_.Comment)\".Contains($Marker) -and ($OurNames -notcontains $_.Name) -and",
+        "    @(@($_.RecipientDomains) | ForEach-Object { $d = \"$_\"; $d -eq '*' -or",
+        "        @($JournalDomains | Where-Object { Test-Covers $d $_ }).Count -gt 0 }) -contains $true",
+        "})",
+        "if ($competitors.Count -gt 0) {",
+        "    throw (\"Another enabled outbound connector would take the same mail: \" +",
+        "        \"$($competitors.Name -join ', '). Disable or narrow it first; nothing was changed.\")",
+        "}",
+        "",
+        "function Invoke-WhenReplicated {",
+        "    # A connector just created can read as not found for a while: wait, at most a minute.",
+        "    param([scriptblock]$Action)",
+        "    for ($try = 1; ; $try++) {",
+        "        try { return & $Action }",
+        "        catch {",
+        "            if ($try -ge 12 -or \"$_\" -notmatch \"couldn't be found\") { throw }",
+        "            Start-Sleep -Seconds 5",
+        "        }",
+        "    }",
+        "}",
         "",
         "function Set-ProvisionedConnector {",
-        "    param([string]$Name, [hashtable]$Settings, [string[]]$Recipients)",
-        "    $existing = @(Get-OutboundConnector | Where-Object { $_.Name -eq $Name })",
+        "    param([string]$Name, [string]$Service, [hashtable]$Settings, [hashtable]$UpdateOnly,",
+        "          [string[]]$Recipients)",
+        "    $all = @(Get-OutboundConnector)",
+        "    $existing = @($all | Where-Object { $_.Name -eq $Name })",
+        "    if ($existing.Count -eq 0) {",
+        "        $existing = @($all | Where-Object { \"$($_.Comment)\".Contains(\"$Marker $Service\") })",
+        "    }",
         "    if ($existing.Count -gt 0) {",
         "        Write-Host \"Updating $Name\"",
-        "        Set-OutboundConnector -Identity $Name @Settings",
+        "        if ($existing[0].Name -ne $Name) {",
+        "            Set-OutboundConnector -Identity $existing[0].Identity -Name $Name",
+        "        }",
+        "        Set-OutboundConnector -Identity $Name @Settings @UpdateOnly",
         "    } else {",
         "        Write-Host \"Creating $Name\"",
         "        New-OutboundConnector -Name $Name @Settings | Out-Null",
         "    }",
         "    # Validate-OutboundConnector reports the tasks but does not mark the connector",
         "    # validated; the Set-OutboundConnector below records the successful validation.",
-        "    $tasks = @(Validate-OutboundConnector -Identity $Name -Recipients $Recipients)",
+        "    $tasks = @(Invoke-WhenReplicated { Validate-OutboundConnector -Identity $Name -Recipients $Recipients })",
         "    $tasks | Format-Table TaskName, IsTaskSuccessful, Details -AutoSize | Out-Host",
         "    $failed = @($tasks | Where-Object { -not $_.IsTaskSuccessful })",
-        "    if ($failed.Count -gt 0) { throw \"Validation of $Name failed: $($failed.TaskName -join ', ')\" }",
-        "    Set-OutboundConnector -Identity $Name -IsValidated $true -ValidationRecipients $Recipients "
-        "-LastValidationTimestamp ((Get-Date).ToUniversalTime())",
+        "    if ($failed.Count -gt 0 -or $tasks.Count -eq 0) {",
+        "        # Left on, a failed '*' connector would send all mail to a host Exchange cannot reach.",
+        "        Set-OutboundConnector -Identity $Name -Enabled $false",
+        "        throw \"Validation of $Name failed: $($failed.TaskName -join ', '). It was turned off.\"",
+        "    }",
+        "    Invoke-WhenReplicated {",
+        "        Set-OutboundConnector -Identity $Name -IsValidated $true -ValidationRecipients $Recipients `",
+        "            -LastValidationTimestamp ((Get-Date).ToUniversalTime())",
+        "    }",
         "}",
         "",
     ]
     for spec in specs:
         params = spec.new_parameters()
         del params["Name"]
+        update_only: dict[str, Any] = {"TlsDomain": None}
+        if spec.use_mx_record:
+            update_only["SmartHosts"] = None  # MX routing refuses leftover smart hosts
         out.append(f"# {spec.name}")
-        out.append("Set-ProvisionedConnector -Name " + ps_string(spec.name) + " -Settings @{")
+        out.append(f"Set-ProvisionedConnector -Name {ps_string(spec.name)} -Service '{spec.service}' "
+                   "-Settings @{")
         out += [f"    {key} = {_ps_value(value)}" for key, value in params.items()]
+        out.append("} -UpdateOnly @{")
+        out += [f"    {key} = {_ps_value(value)}" for key, value in update_only.items()]
         out.append("} -Recipients " + _ps_value(list(spec.validation_recipients)))
         out.append("")
     out.append("Get-OutboundConnector | Format-Table Name, Enabled, RecipientDomains, SmartHosts, IsValidated "

@@ -170,9 +170,9 @@ def test_a_taken_name_is_connector_exists_in_every_error_shape(
 
 def test_a_parameter_exchange_refuses_is_rejected_permanently_with_its_words(
         client: ExchangeAdminClient, trusted: Simulator, exo_tenant: str) -> None:
-    client.create_outbound_connector(MAILGATES)
-    with pytest.raises(ExchangeError) as info:
-        client.update_outbound_connector(MG_NAME, {"SenderRewritingEnabled": True})
+    client.create_outbound_connector(ENTERPRISE_AUDIT)
+    with pytest.raises(ExchangeError) as info:  # smart-host routing without smart hosts
+        client.update_outbound_connector(EA_NAME, {"UseMXRecord": False})
     err = info.value
     assert type(err) is ExchangeError and err.code is ErrorCode.EXCHANGE_REJECTED and not err.retryable
     assert err.status_code == 400 and err.exception_type
@@ -397,3 +397,12 @@ def test_calls_reuse_one_pooled_connection_even_after_an_undecodable_error_body(
     pools = [manager.pools[key] for key in manager.pools.keys()]  # noqa: SIM118 - the container refuses iteration
     assert [(pool.num_connections, pool.num_requests) for pool in pools] == [(1, 5)]
     session.close()
+
+
+def test_a_parameter_the_product_never_sends_is_refused_before_it_reaches_exchange(
+        client: ExchangeAdminClient, trusted: Simulator, exo_tenant: str) -> None:
+    client.create_outbound_connector(MAILGATES)
+    trusted.reset_log()
+    with pytest.raises(RoutingPolicyError):
+        client.update_outbound_connector(MG_NAME, {"SenderRewritingEnabled": True})
+    assert trusted.log == []

@@ -161,6 +161,7 @@ def test_new_parameters_of_the_enterprise_audit_connector() -> None:
         "TlsSettings": "CertificateValidation",
         "Enabled": True,
         "IsTransportRuleScoped": False,
+        "TestMode": False,
         "Comment": f"{OWNERSHIP_MARKER} enterprise_audit",
     }
 
@@ -176,6 +177,7 @@ def test_new_parameters_of_the_mailgates_connector() -> None:
         "TlsSettings": "CertificateValidation",
         "Enabled": True,
         "IsTransportRuleScoped": False,
+        "TestMode": False,
         "Comment": f"{OWNERSHIP_MARKER} mailgates",
     }
 
@@ -211,7 +213,7 @@ def test_settings_parameters_are_the_routing_parameters_drift_is_compared_on() -
     for spec in (ea, mg):
         assert set(spec.settings_parameters()) == {
             "ConnectorType", "RecipientDomains", "UseMXRecord", "SmartHosts", "TlsSettings", "Enabled",
-            "IsTransportRuleScoped",
+            "IsTransportRuleScoped", "TestMode",
         }
     assert ea.settings_parameters()["SmartHosts"] == []
     assert mg.settings_parameters()["SmartHosts"] == ["mgf.cybermail.jp"]

@@ -35,6 +35,7 @@ class FakeConnector:
     is_validated: bool = False
     validation_recipients: tuple[str, ...] = ()
     comment: str = ""
+    tls_domain: str | None = None
 
 
 def as_deployed(spec: ConnectorSpec, **overrides: object) -> FakeConnector:
