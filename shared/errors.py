@@ -33,6 +33,7 @@ class ErrorCode(StrEnum):
     SPF_TOO_MANY_LOOKUPS = "SPF_TOO_MANY_LOOKUPS"
     SPF_MULTIPLE_RECORDS = "SPF_MULTIPLE_RECORDS"
     SPF_LOOKUP_FAILED = "SPF_LOOKUP_FAILED"
+    SPF_BROKEN_INCLUDE = "SPF_BROKEN_INCLUDE"
     VALIDATION_FAILED = "VALIDATION_FAILED"
     ROUTING_NOT_ALLOWED = "ROUTING_NOT_ALLOWED"
     MAX_ATTEMPTS_EXCEEDED = "MAX_ATTEMPTS_EXCEEDED"
@@ -147,6 +148,15 @@ HINTS: dict[ErrorCode, Hint] = {
     ErrorCode.SPF_LOOKUP_FAILED: Hint(
         "The SPF record could not be looked up (DNS error); it is checked again on retry.",
         "DNS エラーのため SPF レコードを確認できませんでした。再試行時に再確認します。",
+    ),
+    ErrorCode.SPF_BROKEN_INCLUDE: Hint(
+        "The SPF record includes MailGates, but an include: or redirect= evaluated before it "
+        "names a domain without exactly one SPF record, so recipients return permerror for "
+        "MailGates' mail. Ask the customer to fix or remove the include named in the message.",
+        "SPF レコードに MailGates の include はありますが、その前に評価される include: または "
+        "redirect= の参照先に SPF レコードがない（または複数ある）ため、受信側は MailGates の"
+        "メールを permerror と判定します。メッセージに示された include を修正または削除するよう、"
+        "お客様に依頼してください。",
     ),
     ErrorCode.VALIDATION_FAILED: Hint(
         "Exchange's connector validation failed. Check the failed tasks (smart host "

@@ -14,18 +14,28 @@ What is checked, per RFC 7208, for one domain:
 
 - exactly one record starting with `v=spf1` (none: SPF_MISSING; several: SPF_MULTIPLE_RECORDS,
   a permerror at every recipient, so nothing else is evaluated);
-- the required include is reachable through the `include:`/`redirect=` tree
-  (SPF_INCLUDE_MISSING);
+- MailGates' mail reaches a `+` (or unqualified) include of the required domain, directly or
+  through `+` includes and `redirect=`, evaluating terms in order as recipients do
+  (SPF_INCLUDE_MISSING otherwise): nothing after `all` is ever evaluated (§5.1), a
+  `-`/`~`/`?` include gives fail/softfail/neutral rather than pass (§4.6.2), and a redirect
+  counts only in a record without `all` (§6.1). The customer's own `a`, `mx`, `ip4`, … terms
+  are taken not to match MailGates' addresses;
+- no include or redirect evaluated before that point names a domain that does not exist, has
+  no SPF record or several: recipients return permerror there for every message, MailGates'
+  included (§5.2; SPF_BROKEN_INCLUDE). A broken include after it only affects other senders'
+  mail and is a note;
 - at most 10 terms that cost a DNS query — include, a, mx, ptr, exists, redirect — counted
-  across the whole tree (§4.6.4; more is a permerror at recipients: SPF_TOO_MANY_LOOKUPS). An
+  across the whole tree (§4.6.4; more is a permerror at recipients: SPF_TOO_MANY_LOOKUPS);
+  terms written after `all` are counted too, on the safe side (see `_Walk.walk`). An
   include loop never terminates at a recipient either, so it is reported under the same code;
 - DNS timeouts and SERVFAIL are SPF_LOOKUP_FAILED: transient, re-checked on retry, and they
-  suppress SPF_INCLUDE_MISSING, because the unread part of the tree may hold the include.
+  suppress SPF_INCLUDE_MISSING when met before MailGates' include would be reached, because
+  the unread part of the tree may hold the include.
 
 Counting stops at the first look-up past the limit and no record is fetched after it, so a
 hostile or broken record cannot make the check itself recurse or query without bound.
-Problems that are not one of those codes (an include of a name without SPF, an include that
-uses macros, a term recipients cannot parse) are kept as `notes`, and the ones that explain a
+Problems that are not one of those codes (an include of a name without SPF after MailGates'
+include, an include that uses macros, a term recipients cannot parse) are kept as `notes`, and the ones that explain a
 finding are quoted in its detail.
 """
 
@@ -327,8 +337,39 @@ class SpfResult:
         )
 
 
+_QUALIFIER_RESULTS = {"+": "pass", "-": "fail", "~": "softfail", "?": "neutral"}
+"""RFC 7208 §4.6.2: the result a matching mechanism gives, by its qualifier."""
+
+
+@dataclass
+class _Outcome:
+    """What recipients do with MailGates' mail in one record (or one include of it).
+
+    Terms are evaluated in order, as recipients do, up to the first that would match
+    MailGates' addresses. Which of the customer's own terms (`a`, `mx`, `ip4`, …) match
+    those addresses cannot be known here, so they are taken not to; what the check decides
+    is whether the walk reaches a `+` include of the required domain first.
+
+    A broken include or redirect (a permerror at recipients) ends evaluation there for
+    every message; the walk records it in `blockers` and carries on as if it had not
+    matched, so that it can tell "MailGates' include is there, but a broken include before
+    it makes recipients return permerror" (SPF_BROKEN_INCLUDE) from "MailGates is not
+    authorised at all" (SPF_INCLUDE_MISSING). `unknowns` are DNS failures met the same way:
+    the unread record may have matched, so no conclusion is drawn from what follows them.
+    """
+
+    passed: bool = False
+    blockers: list[str] = field(default_factory=list)
+    unknowns: list[str] = field(default_factory=list)
+
+
 class _Walk:
-    """One depth-first walk of a domain's include/redirect tree, bounded by the look-up limit."""
+    """One depth-first walk of a domain's include/redirect tree, bounded by the look-up limit.
+
+    Every DNS-costing term up to `all` is counted, whether or not MailGates' mail would
+    reach it, because recipients evaluate them all for a sender that matches nothing; the
+    evaluation for MailGates' mail (`_Outcome`) is worked out along the way.
+    """
 
     def __init__(self, domain: str, required: str, resolver: SpfResolver) -> None:
         self.domain = domain
@@ -336,27 +377,36 @@ class _Walk:
         self.resolver = resolver
         self.lookups = 0
         self.limit_hit: str | None = None
-        self.required_found = False
         self.loops: list[str] = []
         self.failures: list[str] = []
         self.unfollowed: list[str] = []  # parts of the tree that were not read
         self.broken: list[str] = []  # includes/redirects that recipients treat as permerror
+        self.explain: list[str] = []  # why a written include of the required domain does not pass
         self.notes: list[str] = []
 
     @property
     def over_limit(self) -> bool:
         return self.lookups > MAX_DNS_LOOKUPS
 
-    def _count(self, term: str, where: str) -> None:
+    def _count(self, term: str, where: str, *, after_all: bool = False) -> None:
         if self.over_limit:
             return  # stop counting: the record already fails at recipients
         self.lookups += 1
         if self.lookups > MAX_DNS_LOOKUPS:
             self.limit_hit = f"look-up {self.lookups} is '{term}' in the record of {where}"
+            if after_all:
+                self.limit_hit += " (after 'all': never evaluated, counted to stay on the safe side)"
 
-    def walk(self, where: str, record: str, path: tuple[str, ...]) -> None:
+    def _is_required(self, term: Term) -> bool:
+        return bool(self.required) and term.value is not None and normalize_domain(term.value) == self.required
+
+    def walk(self, where: str, record: str, path: tuple[str, ...]) -> _Outcome:
         terms = parse_terms(record)
         has_all = any(t.name == "all" and not t.modifier for t in terms)
+        outcome = _Outcome()
+        decided = False  # a term matched MailGates' mail: later terms do not change its result
+        seen_all: Term | None = None
+        after_all: list[str] = []
         redirect: Term | None = None
         for term in terms:
             if term.modifier:
@@ -370,56 +420,109 @@ class _Walk:
                     redirect = term
                 continue
             if term.name not in KNOWN_MECHANISMS:
+                # The whole record is parsed before evaluation (§4.6), so this matters even after 'all'.
                 self.notes.append(f"{where}: unknown mechanism '{term.text}' (recipients return permerror)")
+                continue
+            if seen_all is not None:
+                # RFC 7208 §5.1: 'all' always matches, so nothing after it is ever evaluated —
+                # it neither authorises MailGates nor costs a look-up at recipients. It is
+                # still counted against the limit here (one look-up per term, its target not
+                # fetched), to keep the count conservative: such a record is a mistake, and
+                # the usual repair — moving 'all' to the end — makes these terms live, so a
+                # record that only passes the limit because of the misplaced 'all' should
+                # not be reported as fine. Whatever they include is not read: recipients
+                # never read it either.
+                if term.name in LOOKUP_MECHANISMS:
+                    self._count(term.text, where, after_all=True)
+                    after_all.append(term.text)
+                    if term.name == "include" and self._is_required(term):
+                        self.explain.append(
+                            f"'{term.text}' in {where} comes after '{seen_all.text}', and terms after "
+                            "'all' are never evaluated (RFC 7208 §5.1)"
+                        )
+                continue
+            if term.name == "all":
+                seen_all = term
+                decided = True  # MailGates' mail ends here if nothing matched before
                 continue
             if term.name not in LOOKUP_MECHANISMS:
                 continue
             self._count(term.text, where)
-            if term.name == "include":
-                self._follow(where, term, path)
+            if term.name != "include":
+                continue
+            included = self._follow(where, term, path)
+            if decided:
+                continue  # evaluated only for other senders' mail: broken targets stay notes
+            outcome.blockers.extend(included.blockers)
+            outcome.unknowns.extend(included.unknowns)
+            if included.passed:
+                decided = True
+                if term.qualifier == "+":
+                    outcome.passed = True
+                else:
+                    result = _QUALIFIER_RESULTS.get(term.qualifier, "neutral")
+                    text = (
+                        f"'{term.text}' in {where} reaches {self.required} but its '{term.qualifier}' qualifier "
+                        f"gives MailGates' mail {result}, not pass (RFC 7208 §4.6.2)"
+                    )
+                    self.explain.append(text)
+                    self.notes.append(text)
+        if after_all:
+            self.notes.append(
+                f"{where}: {', '.join(repr(t) for t in after_all)} after '{seen_all.text if seen_all else 'all'}' "
+                "is never evaluated (RFC 7208 §5.1) but is counted as a look-up"
+            )
         if redirect is not None:
+            # Recipients follow redirect= only when no mechanism matched, which is the case for
+            # a sender that matches nothing, so it is always counted.
             self._count(redirect.text, where)
-            self._follow(where, redirect, path)
+            target = self._follow(where, redirect, path)
+            if not decided:
+                outcome.passed = target.passed
+                outcome.blockers.extend(target.blockers)
+                outcome.unknowns.extend(target.unknowns)
+        return outcome
 
-    def _follow(self, where: str, term: Term, path: tuple[str, ...]) -> None:
+    def _follow(self, where: str, term: Term, path: tuple[str, ...]) -> _Outcome:
+        """Read the record an include/redirect names; its outcome for MailGates' mail."""
         problem = _domain_spec_problem(term.value)
         if problem is not None or term.value is None:
             self.notes.append(f"{where}: '{term.text}' {problem or 'has no domain'}")
             self.unfollowed.append(term.text)
-            return
+            return _Outcome()
         target = normalize_domain(term.value)
-        if self.required and target == self.required:
-            # Reaching the name is what matters; its own record is the vendor's business.
-            self.required_found = True
+        # Reaching the required name is what matters; its own record is the vendor's business.
+        reached = _Outcome(passed=bool(self.required) and target == self.required)
         if target in path:
             self.loops.append(" -> ".join((*path, target)))
-            return
+            return reached
         if self.over_limit:
             self.unfollowed.append(f"{term.text} in {where}")
-            return
+            return reached
         try:
             records = spf_records(self.resolver.txt(target))
         except DnsLookupFailed as exc:
-            self.failures.append(f"'{term.text}' in {where}: {exc.reason}")
+            text = f"'{term.text}' in {where}: {exc.reason}"
+            self.failures.append(text)
             self.unfollowed.append(f"{term.text} in {where}")
-            return
+            return reached if reached.passed else _Outcome(unknowns=[text])
         except DnsNameNotFound:
-            self._broken(where, term, f"{target} does not exist (NXDOMAIN)")
-            return
+            return self._broken(where, term, f"{target} does not exist (NXDOMAIN)", reached)
         except DnsNoAnswer:
-            self._broken(where, term, f"{target} has no TXT records")
-            return
+            return self._broken(where, term, f"{target} has no TXT records", reached)
         if not records:
-            self._broken(where, term, f"{target} has no SPF record")
-        elif len(records) > 1:
-            self._broken(where, term, f"{target} publishes {len(records)} SPF records")
-        else:
-            self.walk(target, records[0], (*path, target))
+            return self._broken(where, term, f"{target} has no SPF record", reached)
+        if len(records) > 1:
+            return self._broken(where, term, f"{target} publishes {len(records)} SPF records", reached)
+        inner = self.walk(target, records[0], (*path, target))
+        return reached if reached.passed else inner
 
-    def _broken(self, where: str, term: Term, why: str) -> None:
+    def _broken(self, where: str, term: Term, why: str, reached: _Outcome) -> _Outcome:
+        """A permerror at recipients (RFC 7208 §5.2, §6.1); noted always, a blocker when reached first."""
         text = f"'{term.text}' in {where}: {why}; recipients treat this as a permanent error"
         self.broken.append(text)
         self.notes.append(text)
+        return reached if reached.passed else _Outcome(blockers=[text])
 
 
 def check_domain(domain: str, *, required_include: str, resolver: SpfResolver) -> SpfResult:
@@ -450,11 +553,19 @@ def check_domain(domain: str, *, required_include: str, resolver: SpfResolver) -
 
     record = records[0]
     walk = _Walk(name, required, resolver)
-    walk.walk(name, record, (name,))
+    outcome = walk.walk(name, record, (name,))
     findings: list[tuple[ErrorCode, str]] = []
 
-    if required and not walk.required_found and not walk.failures:
-        detail = f"include:{required} is not reachable from the SPF record of {name}"
+    if required and outcome.passed and outcome.blockers:
+        detail = (
+            f"recipients return permerror for MailGates' mail before reaching include:{required} in the SPF "
+            f"record of {name}: " + "; ".join(outcome.blockers)
+        )
+        findings.append((ErrorCode.SPF_BROKEN_INCLUDE, detail))
+    elif required and not outcome.passed and not outcome.unknowns:
+        detail = f"the SPF record of {name} does not authorise MailGates through a pass of include:{required}"
+        if walk.explain:
+            detail += "; " + "; ".join(walk.explain)
         if walk.over_limit:
             detail += f"; the check stopped at the {MAX_DNS_LOOKUPS}-look-up limit before reading: " + ", ".join(
                 walk.unfollowed

@@ -207,17 +207,175 @@ def test_include_of_a_domain_without_spf_is_noted_and_explains_the_missing_inclu
     assert len(result.notes) == 2
 
 
-def test_include_of_a_domain_with_only_non_spf_txt_is_noted_without_crashing() -> None:
+def test_include_of_a_domain_with_only_non_spf_txt_before_mailgates_is_broken_include() -> None:
+    # Recipients evaluate include:other.example first and return permerror (RFC 7208 §5.2),
+    # so MailGates' mail never reaches the include after it.
     zone = {"contoso.com": [f"v=spf1 include:other.example include:{MG} -all"], "other.example": ["hello"]}
     zone[MG] = [MG_RECORD]
 
     result = check(zone)
 
-    assert result.ok
+    assert result.codes == [ErrorCode.SPF_BROKEN_INCLUDE]
+    assert "'include:other.example' in contoso.com: other.example has no SPF record" in result.findings[0][1]
     assert result.notes == [
         "'include:other.example' in contoso.com: other.example has no SPF record; "
         "recipients treat this as a permanent error"
     ]
+
+
+def test_include_of_a_domain_with_only_non_spf_txt_after_mailgates_is_only_noted() -> None:
+    zone = {"contoso.com": [f"v=spf1 include:{MG} include:other.example -all"], "other.example": ["hello"]}
+    zone[MG] = [MG_RECORD]
+
+    result = check(zone)
+
+    assert result.ok
+    assert result.lookups == 2
+    assert result.notes == [
+        "'include:other.example' in contoso.com: other.example has no SPF record; "
+        "recipients treat this as a permanent error"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("zone", "why"),
+    [
+        ({}, "gone.example does not exist (NXDOMAIN)"),
+        ({"gone.example": []}, "gone.example has no TXT records"),
+        ({"gone.example": ["v=spf1 -all", "v=spf1 a -all"]}, "gone.example publishes 2 SPF records"),
+    ],
+)
+def test_every_kind_of_broken_include_before_mailgates_is_broken_include(zone: dict[str, list[str]], why: str) -> None:
+    result = check({"contoso.com": [f"v=spf1 include:gone.example include:{MG} -all"], MG: [MG_RECORD], **zone})
+
+    assert result.codes == [ErrorCode.SPF_BROKEN_INCLUDE]
+    assert why in result.findings[0][1]
+
+
+def test_broken_include_nested_before_mailgates_is_broken_include() -> None:
+    zone = {
+        "contoso.com": [f"v=spf1 include:_spf.contoso.com include:{MG} -all"],
+        "_spf.contoso.com": ["v=spf1 include:gone.example -all"],
+        MG: [MG_RECORD],
+    }
+
+    result = check(zone)
+
+    assert result.codes == [ErrorCode.SPF_BROKEN_INCLUDE]
+    assert "'include:gone.example' in _spf.contoso.com" in result.findings[0][1]
+
+
+def test_broken_redirect_before_mailgates_is_broken_include_and_after_it_a_note() -> None:
+    before = check({
+        "contoso.com": [f"v=spf1 include:_spf.contoso.com include:{MG} -all"],
+        "_spf.contoso.com": ["v=spf1 mx redirect=gone.example"],
+        MG: [MG_RECORD],
+    })
+    after = check({
+        "contoso.com": ["v=spf1 include:_spf.contoso.com redirect=gone.example"],
+        "_spf.contoso.com": [f"v=spf1 include:{MG} ~all"],
+        MG: [MG_RECORD],
+    })
+
+    assert before.codes == [ErrorCode.SPF_BROKEN_INCLUDE]
+    assert "'redirect=gone.example' in _spf.contoso.com" in before.findings[0][1]
+    # MailGates' mail matches include:_spf.contoso.com, so it never reaches the redirect.
+    assert after.ok, after.findings
+    assert any("redirect=gone.example" in note for note in after.notes)
+
+
+def test_broken_include_and_no_mailgates_is_include_missing_naming_the_broken_include() -> None:
+    result = check({"contoso.com": ["v=spf1 include:gone.example mx -all"]})
+
+    assert result.codes == [ErrorCode.SPF_INCLUDE_MISSING]
+    assert "gone.example does not exist (NXDOMAIN)" in result.findings[0][1]
+
+
+def test_dns_failure_before_a_broken_include_still_reports_the_broken_include() -> None:
+    zone = {"contoso.com": [f"v=spf1 include:slow.example include:gone.example include:{MG} -all"], MG: [MG_RECORD]}
+
+    result = check(zone, failing={"slow.example"})
+
+    assert result.codes == [ErrorCode.SPF_BROKEN_INCLUDE, ErrorCode.SPF_LOOKUP_FAILED]
+
+
+# -- evaluation order and qualifiers (RFC 7208 §4.6.2, §5.1) ------------------------------------
+
+
+@pytest.mark.parametrize("all_term", ["-all", "~all", "?all", "+all", "all"])
+def test_include_after_all_is_never_evaluated_but_is_counted(all_term: str) -> None:
+    dns = FakeDns({"contoso.com": [f"v=spf1 ip4:192.0.2.1 {all_term} include:{MG} a:x.example"], MG: [MG_RECORD]})
+
+    result = check_domain("contoso.com", required_include=MG, resolver=dns)
+
+    assert result.codes == [ErrorCode.SPF_INCLUDE_MISSING]
+    assert f"comes after '{all_term}'" in result.findings[0][1]
+    # Not evaluated by recipients, but counted so the limit check errs on the safe side;
+    # what the include names is never read.
+    assert result.lookups == 2
+    assert dns.asked == ["contoso.com"]
+    assert any("never evaluated" in note for note in result.notes)
+
+
+def test_terms_after_all_can_push_the_count_over_the_limit() -> None:
+    record = f"v=spf1 include:{MG} a mx a mx a mx a mx a -all mx"
+
+    result = check({"contoso.com": [record], MG: [MG_RECORD]})
+
+    assert result.codes == [ErrorCode.SPF_TOO_MANY_LOOKUPS]
+    assert "after 'all'" in result.findings[0][1]
+
+
+def test_include_after_all_in_a_nested_record_does_not_authorise() -> None:
+    zone = {
+        "contoso.com": ["v=spf1 include:_spf.contoso.com -all"],
+        "_spf.contoso.com": [f"v=spf1 ~all include:{MG}"],
+        MG: [MG_RECORD],
+    }
+
+    assert check(zone).codes == [ErrorCode.SPF_INCLUDE_MISSING]
+
+
+@pytest.mark.parametrize(("qualifier", "result"), [("-", "fail"), ("~", "softfail"), ("?", "neutral")])
+def test_include_of_mailgates_with_a_non_pass_qualifier_does_not_authorise(qualifier: str, result: str) -> None:
+    checked = check({"contoso.com": [f"v=spf1 {qualifier}include:{MG} -all"], MG: [MG_RECORD]})
+
+    assert checked.codes == [ErrorCode.SPF_INCLUDE_MISSING]
+    assert f"gives MailGates' mail {result}, not pass" in checked.findings[0][1]
+
+
+def test_explicit_pass_qualifier_authorises() -> None:
+    assert check({"contoso.com": [f"v=spf1 +include:{MG} -all"], MG: [MG_RECORD]}).ok
+
+
+def test_non_pass_include_of_a_record_that_reaches_mailgates_does_not_authorise() -> None:
+    zone = {
+        "contoso.com": ["v=spf1 ~include:_spf.contoso.com -all"],
+        "_spf.contoso.com": [f"v=spf1 include:{MG} -all"],
+        MG: [MG_RECORD],
+    }
+
+    assert check(zone).codes == [ErrorCode.SPF_INCLUDE_MISSING]
+
+
+def test_fail_qualified_mailgates_inside_an_include_is_a_non_match_and_evaluation_goes_on() -> None:
+    # The nested record gives MailGates' mail fail, so include:_spf.contoso.com does not
+    # match (RFC 7208 §5.2) and the outer record goes on to its own include of MailGates.
+    zone = {
+        "contoso.com": [f"v=spf1 include:_spf.contoso.com include:{MG} -all"],
+        "_spf.contoso.com": [f"v=spf1 -include:{MG} -all"],
+        MG: [MG_RECORD],
+    }
+
+    assert check(zone).ok
+
+
+def test_first_matching_include_of_mailgates_decides() -> None:
+    fail_first = check({"contoso.com": [f"v=spf1 -include:{MG} include:{MG} -all"], MG: [MG_RECORD]})
+    pass_first = check({"contoso.com": [f"v=spf1 include:{MG} -include:{MG} -all"], MG: [MG_RECORD]})
+
+    assert fail_first.codes == [ErrorCode.SPF_INCLUDE_MISSING]
+    assert pass_first.ok
 
 
 def test_include_with_macros_is_counted_but_not_followed() -> None:
