@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from .errors import ErrorCode, error_dict
 from .notice import GUID_PATTERN, NOTICE_ID_PATTERN, NoticeError
 from .outcome import Status, now_iso
 from .store import ActivationRecord, ActivationStore, InvalidContinuation
 from .worker import RetryRefused, Worker
 
 MAX_TOP = 200
+MAX_EVENTS_SCANNED = 5000
 MAX_BODY_BYTES = 64 * 1024
 
 
@@ -47,19 +49,23 @@ class ActivationApi:
             return _problem(413, "NOTICE_INVALID", f"the body is larger than {MAX_BODY_BYTES} bytes")
         worker = self._worker()
         try:
-            record, enqueued = worker.submit(body)
+            submitted = worker.submit(body)
         except NoticeError as exc:
             rejected = worker.record_rejected(body.decode("utf-8", errors="replace"), exc)
             return ApiResponse(400, {
                 "notice_id": rejected.notice_id,
-                "status": Status.REJECTED.value,
+                "status": rejected.status,  # a valid activation under this id keeps its own status
                 "errors": [e.to_dict() for e in exc.errors],
             })
+        record = submitted.record
         location = f"{base_path}/{record.notice_id}"
-        if record.error and record.error.get("code") == "NOTICE_CONFLICT":
-            return ApiResponse(409, {"notice_id": record.notice_id, "status": record.status, "error": record.error},
+        if submitted.conflict:
+            error = record.error if record.error and record.error.get("code") == "NOTICE_CONFLICT" else \
+                error_dict(ErrorCode.NOTICE_CONFLICT, f"notice_id {record.notice_id} was already used for "
+                                                      "another notice")
+            return ApiResponse(409, {"notice_id": record.notice_id, "status": record.status, "error": error},
                                {"Location": location})
-        code = 202 if enqueued else 200
+        code = 202 if submitted.enqueued else 200
         return ApiResponse(code, {"notice_id": record.notice_id, "status": record.status, "location": location},
                            {"Location": location})
 
@@ -69,8 +75,13 @@ class ActivationApi:
         record = self._store.get(notice_id)
         if record is None:
             return _problem(404, "NOT_FOUND", f"no activation {notice_id}")
-        history = self._store.list_events(notice_id, limit=events)
+        # The newest events tell how the activation ended; a very long history is cut from the
+        # start, and the document says so.
+        history = self._store.list_events(notice_id, limit=MAX_EVENTS_SCANNED)
         doc = status_document(record)
+        doc["events_total"] = len(history)
+        doc["events_truncated"] = len(history) > events
+        history = history[-events:]
         doc["events"] = [{
             "at": now_iso(e.at), "kind": e.kind, "message": e.message, "attempt": e.attempt,
             "series": e.series, "duration_ms": e.duration_ms, "data": e.data or {},

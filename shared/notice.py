@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from .errors import ErrorCode, ProvisioningError
@@ -430,4 +430,5 @@ def _check_issued_at(obj: Mapping[str, Any], errors: list[FieldError]) -> str | 
                            "'issued_at' must be an ISO 8601 timestamp with an offset, like 2026-04-01T09:00:00+09:00.",
                            "'issued_at' は 2026-04-01T09:00:00+09:00 のようなオフセット付き ISO 8601 形式で指定してください。"))
         return None
-    return parsed.isoformat()
+    # One instant, one text: the same notice re-sent with another offset must hash the same.
+    return parsed.astimezone(UTC).isoformat().replace("+00:00", "Z")

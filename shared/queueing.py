@@ -64,9 +64,19 @@ class RetryEnvelope:
     notice_id: str
     series: int
     attempt: int
+    # Which scheduled attempt this message stands for (the activation's next_attempt_at), so
+    # a duplicate of an older message can be told from the one that is due.
+    due: str | None = None
+    # Set on a "look again when the lease ends" message: it is only valid while that same
+    # worker still holds (or has abandoned) the activation.
+    recheck_owner: str | None = None
 
     def __post_init__(self) -> None:
         check_key(self.notice_id)
+        for name in ("due", "recheck_owner"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"retry envelope: {name} must be text")
         for name in ("series", "attempt"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -78,12 +88,19 @@ class RetryEnvelope:
         if data.get("kind") != RETRY_KIND:
             raise ValueError(f"retry envelope: kind must be {RETRY_KIND!r}")
         try:
-            return cls(notice_id=data["notice_id"], series=data["series"], attempt=data["attempt"])
+            return cls(notice_id=data["notice_id"], series=data["series"], attempt=data["attempt"],
+                       due=data.get("due"), recheck_owner=data.get("recheck_owner"))
         except KeyError as exc:
             raise ValueError(f"retry envelope: {exc.args[0]} is missing") from None
 
     def to_dict(self) -> dict[str, object]:
-        return {"kind": RETRY_KIND, "notice_id": self.notice_id, "series": self.series, "attempt": self.attempt}
+        out: dict[str, object] = {"kind": RETRY_KIND, "notice_id": self.notice_id, "series": self.series,
+                                  "attempt": self.attempt}
+        if self.due is not None:
+            out["due"] = self.due
+        if self.recheck_owner is not None:
+            out["recheck_owner"] = self.recheck_owner
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
@@ -97,7 +114,7 @@ def parse_retry_envelope(body: str | bytes) -> RetryEnvelope | None:
     """
     try:
         data = json.loads(body)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return None
     if not isinstance(data, dict) or data.get("kind") != RETRY_KIND:
         return None

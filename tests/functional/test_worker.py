@@ -24,7 +24,7 @@ from shared.provisioning import ProvisioningEngine
 from shared.queueing import ActivationQueue
 from shared.settings import Settings
 from shared.store import ActivationStore
-from shared.worker import Worker
+from shared.worker import OPERATOR_RETRY_DELAY_SECONDS, Worker
 from tests.fixtures.azurite import StorageNames
 
 pytestmark = pytest.mark.functional
@@ -266,7 +266,8 @@ def test_an_operator_retry_starts_a_fresh_series(worker: Worker, activation_queu
     simulator.configure_tenant(TENANT, role_missing=None)  # the customer assigned the role
     record = worker.retry(NOTICE_ID)
     assert (record.status, record.series, record.attempts) == ("queued", 2, 0)
-    assert pump(worker, activation_queue) == ["succeeded"]
+    # the retry message waits a moment so that it arrives after the row's new series
+    assert pump(worker, activation_queue, idle_exit=OPERATOR_RETRY_DELAY_SECONDS + 2) == ["succeeded"]
     record2 = activation_store.get(NOTICE_ID)
     assert record2 is not None and (record2.status, record2.series, record2.attempts) == ("succeeded", 2, 1)
 

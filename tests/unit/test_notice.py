@@ -95,7 +95,7 @@ def test_a_full_notice_parses_into_its_normalised_fields() -> None:
         tenant_domain="contoso.onmicrosoft.com",
         contract_id="C-0001",
         customer_name="コントソ株式会社",
-        issued_at="2026-04-01T09:00:00+09:00",
+        issued_at="2026-04-01T00:00:00Z",
     )
     assert parsed.journal_domain == "cs-365.cybermail.jp"
 
@@ -485,11 +485,13 @@ def test_a_lone_surrogate_in_a_text_field_is_rejected_or_hashable() -> None:
 # --- issued_at ------------------------------------------------------------------------------
 
 
+# The same instant is the same notice whatever offset the contract system wrote it in, so
+# issued_at is kept in UTC (a re-sent notice must not become a NOTICE_CONFLICT).
 @pytest.mark.parametrize(("value", "expected"), [
-    ("2026-04-01T09:00:00+09:00", "2026-04-01T09:00:00+09:00"),
-    ("2026-04-01T00:00:00Z", "2026-04-01T00:00:00+00:00"),
-    ("2026-04-01T09:00:00.250+09:00", "2026-04-01T09:00:00.250000+09:00"),
-    ("2026-04-01T09:00+0900", "2026-04-01T09:00:00+09:00"),
+    ("2026-04-01T09:00:00+09:00", "2026-04-01T00:00:00Z"),
+    ("2026-04-01T00:00:00Z", "2026-04-01T00:00:00Z"),
+    ("2026-04-01T09:00:00.250+09:00", "2026-04-01T00:00:00.250000Z"),
+    ("2026-04-01T09:00+0900", "2026-04-01T00:00:00Z"),
 ])
 def test_issued_at_is_an_iso_timestamp_with_offset(value: str, expected: str) -> None:
     assert parse_notice(notice(issued_at=value)).issued_at == expected
