@@ -359,7 +359,7 @@ def test_an_operator_finds_fixes_and_retries_activations_on_the_status_page(
     chromium.open(f"{host.api_url}/status?code={host.function_key}&top=2")
     first_page = chromium.wait_for(f"{ROWS}.length === 2 && {ROWS}", what="the first page")
     # then the key is gone from the address bar, the other parameters stay
-    assert chromium.evaluate("location.search") == "?top=2"
+    assert chromium.wait_for("location.search === '?top=2' && location.search", what="the key removed") == "?top=2"
     assert host.function_key not in chromium.evaluate("location.href")
     # and the next page holds the third activation, and First goes back
     chromium.evaluate("document.getElementById('next').click()")
