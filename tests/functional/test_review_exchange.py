@@ -1,7 +1,6 @@
-"""Review findings against the Exchange simulator: each test shows one problem end to end.
+"""Review findings against the Exchange simulator: each test shows one problem end to end, now fixed.
 
-Every test is `xfail(strict=True)`: once the problem is fixed the test passes, strict xfail
-turns that into a failure, and the marker is then removed so the test guards the fix.
+Each test was written failing, for the reason its name gives, and now guards the fix.
 """
 
 from __future__ import annotations

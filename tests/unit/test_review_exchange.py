@@ -1,7 +1,6 @@
-"""Review findings (pure): each test shows one problem and is expected to fail until it is fixed.
+"""Review findings (pure): each test shows one problem found in review, now fixed.
 
-Every test is `xfail(strict=True)`: when the problem is fixed the test passes, strict xfail
-turns that into a failure, and the marker is then removed so the test guards the fix.
+Each test was written failing, for the reason its name gives, and now guards the fix.
 """
 
 from __future__ import annotations
