@@ -178,10 +178,7 @@ class Worker:
         record = _new_record(notice_id, _guess_tenant(raw), now, status=Status.REJECTED.value)
         record = replace(record, raw_message=raw[:RAW_KEEP], error=exc.to_dict(), finished_at=now)
         try:
-            if existing is None:
-                record = self.store.create(record)
-            else:
-                record = self.store.replace(replace(record, etag=existing.etag, created_at=existing.created_at))
+            record = self._write_over(existing, record)
         except (RecordExists, ConcurrentUpdate):
             # Someone wrote the row meanwhile (perhaps a valid copy): look again, never clobber it.
             return self.record_rejected(raw, exc)
@@ -203,10 +200,7 @@ class Worker:
                              services=notice.services, customer_name=notice.customer_name or "",
                              contract_id=notice.contract_id or "")
             try:
-                if existing is None:
-                    record = self.store.create(record)
-                else:
-                    record = self.store.replace(replace(record, etag=existing.etag, created_at=existing.created_at))
+                record = self._write_over(existing, record)
             except (RecordExists, ConcurrentUpdate):
                 return self.accept(notice, raw)
             self.event(record, "received", "activation notice accepted", content_hash=notice.content_hash)
@@ -215,6 +209,12 @@ class Worker:
             self._conflict(existing, notice)
             return None
         return existing
+
+    def _write_over(self, existing: ActivationRecord | None, record: ActivationRecord) -> ActivationRecord:
+        """Create the row, or replace the one read as `existing` (guarded by its ETag)."""
+        if existing is None:
+            return self.store.create(record)
+        return self.store.replace(replace(record, etag=existing.etag, created_at=existing.created_at))
 
     def _conflict(self, existing: ActivationRecord, notice: ActivationNotice) -> None:
         """Another notice under a used notice_id: reject it and keep both hashes in history.
