@@ -30,15 +30,10 @@ from shared.settings import Settings
 
 pytestmark = pytest.mark.functional
 
-TLS_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
-
-
 @pytest.fixture
-def sim(simulator: Simulator, monkeypatch: pytest.MonkeyPatch) -> Simulator:
-    for name in TLS_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", simulator.ca_file)
-    return simulator
+def sim(trusted: Simulator) -> Simulator:
+    """The simulator with only its own CA trusted (see tests/fixtures/simulator.py)."""
+    return trusted
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from shared.errors import (
     TransientError,
 )
 from shared.exchange import CallRecord, ExchangeAdminClient, https_session
+from tests.support import forget_ca_bundles
 
 pytestmark = pytest.mark.functional
 
@@ -38,18 +39,6 @@ MAILGATES = ConnectorSpec(service="mailgates", name=MG_NAME, recipient_domains=(
 ENTERPRISE_AUDIT = ConnectorSpec(service="enterprise_audit", name=EA_NAME,
                                  recipient_domains=("*.cs-365.cybermail.jp",), smart_hosts=(),
                                  use_mx_record=True, validation_recipients=("journal@cs-365.cybermail.jp",))
-TLS_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
-
-
-@pytest.fixture
-def trusted(simulator: Simulator, monkeypatch: pytest.MonkeyPatch) -> Simulator:
-    """The simulator, with its CA trusted the standard way (REQUESTS_CA_BUNDLE) and nothing else."""
-    for name in TLS_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", simulator.ca_file)
-    return simulator
-
-
 @pytest.fixture
 def tokens(trusted: Simulator) -> Iterator[MsalTokenProvider]:
     provider = MsalTokenProvider(client_id=trusted.client_id, credential=trusted.client_secret,
@@ -350,8 +339,7 @@ def _fresh_client(simulator: Simulator, tenant: str) -> ExchangeAdminClient:
 @pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"])
 def test_the_ca_bundle_named_by_the_standard_variable_is_trusted(
         simulator: Simulator, exo_tenant: str, monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
-    for name in TLS_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
+    forget_ca_bundles(monkeypatch)
     monkeypatch.setenv(variable, simulator.ca_file)
     with _fresh_client(simulator, exo_tenant) as exchange:
         assert exchange.list_outbound_connectors() == []
@@ -359,8 +347,7 @@ def test_the_ca_bundle_named_by_the_standard_variable_is_trusted(
 
 def test_without_a_trusted_ca_the_call_fails_as_a_network_error_not_silently(
         simulator: Simulator, exo_tenant: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in TLS_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
+    forget_ca_bundles(monkeypatch)
     tokens = MsalTokenProvider(client_id=simulator.client_id, credential=simulator.client_secret,
                                authority_host=simulator.url, timeout=10)
     with pytest.raises(TransientError) as info:

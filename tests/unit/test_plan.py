@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import pytest
 
-from shared.connectors import ConnectorSpec, desired_connectors
+from shared.connectors import desired_connectors
 from shared.notice import parse_notice
 from shared.plan import Action, covers, make_plan, operations, overlaps
+from tests.support import FakeConnector, as_deployed
 
 NOTICE = parse_notice({
     "notice_id": "n-1",
@@ -19,37 +20,6 @@ NOTICE = parse_notice({
     "validation_recipient": "adm@example.com",
 })
 EA, MG = desired_connectors(NOTICE)
-
-
-@dataclass(frozen=True)
-class FakeConnector:
-    name: str
-    recipient_domains: tuple[str, ...]
-    smart_hosts: tuple[str, ...] = ()
-    use_mx_record: bool = True
-    connector_type: str = "Partner"
-    tls_settings: str | None = "CertificateValidation"
-    enabled: bool = True
-    is_transport_rule_scoped: bool = False
-    test_mode: bool = False
-    is_validated: bool = False
-    validation_recipients: tuple[str, ...] = ()
-    comment: str = ""
-    tls_domain: str | None = None
-
-
-def as_deployed(spec: ConnectorSpec, **overrides: object) -> FakeConnector:
-    """A connector exactly as our own earlier run left it."""
-    connector = FakeConnector(
-        name=spec.name,
-        recipient_domains=spec.recipient_domains,
-        smart_hosts=spec.smart_hosts,
-        use_mx_record=spec.use_mx_record,
-        is_validated=True,
-        validation_recipients=spec.validation_recipients,
-        comment=spec.comment,
-    )
-    return replace(connector, **overrides)  # type: ignore[arg-type]
 
 
 def test_a_tenant_without_connectors_gets_both_created_enterprise_audit_first() -> None:

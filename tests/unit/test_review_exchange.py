@@ -6,13 +6,12 @@ Each test was written failing, for the reason its name gives, and now guards the
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
 
 from shared.auth import error_from_msal_result
-from shared.connectors import OWNERSHIP_MARKER, ConnectorSpec, desired_connectors
+from shared.connectors import OWNERSHIP_MARKER, desired_connectors
 from shared.errors import ErrorCode, RoutingPolicyError
 from shared.exchange import ExchangeAdminClient
 from shared.notice import parse_notice
@@ -20,6 +19,7 @@ from shared.plan import Action, make_plan
 from shared.render import plan_powershell, ps_string
 from shared.settings import Settings
 from shared.spf import DnsLookupFailed, DnsNameNotFound, DnsNoAnswer, SpfResult, check_domain
+from tests.support import FakeConnector, as_deployed
 
 TENANT = "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b"
 NOTICE = parse_notice({
@@ -38,36 +38,6 @@ EA_ONLY = parse_notice({
     "journal_report_address": "jr@cs-365.cybermail.jp",
 })
 OWN_NAMES = (Settings().ea_connector_name, Settings().mg_connector_name)
-
-
-@dataclass(frozen=True)
-class FakeConnector:
-    name: str
-    recipient_domains: tuple[str, ...]
-    smart_hosts: tuple[str, ...] = ()
-    use_mx_record: bool = True
-    connector_type: str = "Partner"
-    tls_settings: str | None = "CertificateValidation"
-    enabled: bool = True
-    is_transport_rule_scoped: bool = False
-    test_mode: bool = False
-    is_validated: bool = False
-    validation_recipients: tuple[str, ...] = ()
-    comment: str = ""
-    tls_domain: str | None = None
-
-
-def as_deployed(spec: ConnectorSpec, **overrides: Any) -> FakeConnector:
-    connector = FakeConnector(
-        name=spec.name,
-        recipient_domains=spec.recipient_domains,
-        smart_hosts=spec.smart_hosts,
-        use_mx_record=spec.use_mx_record,
-        is_validated=True,
-        validation_recipients=spec.validation_recipients,
-        comment=spec.comment,
-    )
-    return replace(connector, **overrides)
 
 
 # -- plan: drift and ownership ------------------------------------------------------------------
