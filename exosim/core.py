@@ -107,6 +107,7 @@ class _Tenant:
     faults: FaultQueue = field(default_factory=FaultQueue)
     rng: random.Random = field(default_factory=random.Random)
     in_flight: int = 0
+    refused_next_links: int = 0
 
     @property
     def options(self) -> TenantOptions:
@@ -242,6 +243,8 @@ class Backend:
                     except CmdletError as exc:
                         raise ValueError(f"connector refused by Exchange rules: {exc.message}") from exc
             tenant.state.options = new_options
+            if "refuse_next_links" in changes:
+                tenant.refused_next_links = 0
             if reseed:
                 _reseed(tenant, tenant.state.tenant_id)
             if domains is not None:
@@ -610,7 +613,8 @@ class Backend:
                     fault_name = spec.kind
                     reply = render_invoke_fault(spec, client_id=client_id)
                 else:
-                    reply = self._run(tenant, key, cmdlet, parameters=parameters or {}, query=query, base_url=base_url)
+                    reply = self._run(tenant, key, cmdlet, parameters=parameters or {}, query=query, base_url=base_url,
+                                      preferred_page_size=_preferred_page_size(headers))
         finally:
             if entered and tenant is not None:
                 with self._lock:
@@ -688,11 +692,18 @@ class Backend:
         parameters: Mapping[str, object],
         query: Mapping[str, str],
         base_url: str,
+        preferred_page_size: int | None = None,
     ) -> HttpReply:
         shape = tenant.options.error_shape
         with self._lock:
             skip = query.get("$skiptoken")
             if skip is not None:
+                if tenant.refused_next_links < tenant.options.refuse_next_links:
+                    # The live behaviour: the cursor is bound to a backend this request did
+                    # not land on, so the page is refused although it has not expired.
+                    tenant.refused_next_links += 1
+                    self._pages.pop(skip, None)
+                    return error_reply(shape, 400, "System.Exception", PAGE_EXPIRED)
                 return self._next_page(key, cmdlet, skip, base_url, shape)
             try:
                 result = tenant.state.invoke(cmdlet, parameters)
@@ -704,6 +715,9 @@ class Backend:
                 entry["time"] = self.clock()
                 self._writes.append(entry)
             page_size = tenant.options.page_size or self.page_size
+            if preferred_page_size is not None:
+                # `Prefer: odata.maxpagesize=N` is honoured up to the server's own page size.
+                page_size = min(page_size, preferred_page_size)
             return self._page_reply(
                 key,
                 _display_cmdlet(cmdlet),
@@ -750,6 +764,19 @@ class Backend:
         return self._page_reply(
             key, page.cmdlet, page.rows, warnings=page.warnings, page_size=page.page_size, base_url=base_url
         )
+
+
+def _preferred_page_size(headers: Mapping[str, str]) -> int | None:
+    """N of a `Prefer: odata.maxpagesize=N` request header (RFC 7240), if there is one."""
+    for preference in headers.get("prefer", "").split(","):
+        name, _, value = preference.strip().partition("=")
+        if name.strip().lower() == "odata.maxpagesize":
+            try:
+                size = int(value.strip().strip('"'))
+            except ValueError:
+                return None
+            return size if size > 0 else None
+    return None
 
 
 def _missing_parameter(name: str) -> AadError:

@@ -10,7 +10,8 @@ docs/exchange-protocol.md, "Errors"), and the product has to find the useful tex
   ``{"Message": ..., "TypeName": ...}``,
 * ``message``: only ``error.message`` (gateways, throttling).
 
-Every fault can be rendered in any shape so that a client's parser is exercised on all of them.
+Every fault can be rendered in any shape so that a client's parser is exercised on all of them;
+``throttle_text`` is the exception, plain text as the front door sends it.
 The catalogue of faults mirrors the transient and permission failures the product must classify
 (DESIGN.md, "Exchange Online facts"): throttling with and without ``Retry-After``, 503, the
 ``TransientException`` 400, the "maximum number of concurrent requests" text, a missing
@@ -152,6 +153,15 @@ FAULT_KINDS: dict[str, FaultKind] = {
         "Fail to create a runspace because you have exceeded the maximum number of concurrent requests "
         "allowed for this tenant. Please try again later.",
     ),
+    # The same limit as the front door words it: a plain-text body, no JSON at all
+    # (GreyCorbel/ExoHelper matches this text), with the Rate-Limit-* headers and
+    # X-ExceptionType that ExoHelper reads; `retry_after` becomes Rate-Limit-Reset here.
+    "throttle_text": FaultKind(
+        429,
+        "message",
+        "System.Management.Automation.Remoting.PSRemotingTransportException",
+        "You have reached the maximum number of concurrent requests per tenant. Please wait and try again.",
+    ),
     "server_busy": FaultKind(
         500,
         "inner",
@@ -281,6 +291,15 @@ def render_invoke_fault(spec: FaultSpec, *, client_id: str = "") -> HttpReply:
     status = spec.status if spec.status is not None else kind.status
     shape = spec.shape or kind.shape
     message = (spec.message or kind.message).replace("{client_id}", client_id)
+    if spec.kind == "throttle_text":
+        text_headers: tuple[tuple[str, str], ...] = (
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("X-ExceptionType", kind.type_name),
+            ("Rate-Limit-Remaining", "0"),
+        )
+        if spec.retry_after is not None:
+            text_headers = (*text_headers, ("Rate-Limit-Reset", str(spec.retry_after)))
+        return HttpReply(status, message.encode("utf-8"), text_headers)
     headers: tuple[tuple[str, str], ...] = ()
     if spec.retry_after is not None:
         headers = (("Retry-After", str(spec.retry_after)),)

@@ -43,8 +43,12 @@ class TenantOptions:
     max_concurrent: int | None = None
     # Body shape of cmdlet errors (not found, already exists, validation).
     error_shape: Shape = "inner"
-    # Rows per response page; None means the simulator-wide default.
+    # Rows per response page; None means the simulator-wide default. A request's
+    # `Prefer: odata.maxpagesize` can lower it.
     page_size: int | None = None
+    # This many `@odata.nextLink` follow-ups are refused with 400 "Expired or Invalid
+    # pagination request", as a live capture saw every one refused (rknightion/graph2otel).
+    refuse_next_links: int = 0
     # Seconds a connector made by New- stays invisible to Get and not found for Set,
     # Validate and Remove.
     replication_lag: float = 0.0
@@ -138,6 +142,7 @@ _CONVERTERS: dict[str, Callable[[str, object], object]] = {
     "max_concurrent": lambda n, v: _opt_int(n, v, minimum=1),
     "error_shape": _shape,
     "page_size": lambda n, v: _opt_int(n, v, minimum=1),
+    "refuse_next_links": _int,
     "replication_lag": _float,
     "unknown_identity_returns_all": _bool,
     "unreachable_hosts": _lower_set,

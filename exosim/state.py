@@ -14,7 +14,14 @@ docs/exchange-protocol.md), reproduced with Exchange's behaviour rather than an 
 * `Get-OutboundConnector -Identity <no match>` returning every connector (the quirk that
   makes the product match by name itself), switchable off;
 * replication lag: a connector just created is invisible to reads for a while;
-* `Validate-OutboundConnector` returning task rows without marking the connector validated.
+* `Validate-OutboundConnector` returning task rows without marking the connector validated;
+* test mode as Get-OutboundConnector.md documents it: listings and Identity lookups return
+  only connectors not in test mode, or with `-IncludeTestModeConnectors $true` only those in
+  it (Set/Validate/Remove find either);
+* rows as the service writes them (rknightion/graph2otel, a live Get-OutboundConnector
+  capture): `X@odata.type` annotations beside multi-valued properties, DateTimeOffset values
+  with seven fractional digits, `LastValidationTimestamp` without a zone, `MtaStsMode` and
+  `SmtpDaneMode`.
 """
 
 from __future__ import annotations
@@ -81,6 +88,28 @@ def iso_utc(timestamp: float) -> str:
     """Exchange's UTC timestamps as ISO 8601 with a Z."""
     moment = dt.datetime.fromtimestamp(timestamp, dt.UTC)
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def wire_time(value: float | str | None, *, zone: bool = True) -> str | None:
+    """A DateTimeOffset as the admin API renders it: seven fractional digits, `Z` or no zone.
+
+    `WhenChangedUTC` comes as `2026-07-24T19:01:54.0000000Z`, `LastValidationTimestamp` as
+    `2026-07-24T18:59:12.0000000` (no zone) in the same live row.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        moment = dt.datetime.fromisoformat(value)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.UTC)
+    else:
+        moment = dt.datetime.fromtimestamp(value, dt.UTC)
+    moment = moment.astimezone(dt.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + "0" + ("Z" if zone else "")
+
+
+# The OData annotation the service writes beside every multi-valued property of a row.
+COLLECTION_ANNOTATION = "#Collection(String)"
 
 
 # --- value conversion -------------------------------------------------------------------------
@@ -461,7 +490,9 @@ class Connector:
             "Comment": props["Comment"],
             "Enabled": props["Enabled"],
             "UseMXRecord": props["UseMXRecord"],
+            "SmartHosts@odata.type": COLLECTION_ANNOTATION,
             "SmartHosts": list(props["SmartHosts"]),
+            "RecipientDomains@odata.type": COLLECTION_ANNOTATION,
             "RecipientDomains": list(props["RecipientDomains"]),
             "TlsSettings": props["TlsSettings"],
             "TlsDomain": props["TlsDomain"],
@@ -470,17 +501,22 @@ class Connector:
             "CloudServicesMailEnabled": props["CloudServicesMailEnabled"],
             "AllAcceptedDomains": props["AllAcceptedDomains"],
             "SenderRewritingEnabled": props["SenderRewritingEnabled"],
+            # Not settable here: the service's defaults, present in every live row.
+            "MtaStsMode": "Opportunistic",
+            "SmtpDaneMode": "Opportunistic",
             "TestMode": props["TestMode"],
-            "IsValidated": props["IsValidated"],
-            "LastValidationTimestamp": props["LastValidationTimestamp"],
+            "ValidationRecipients@odata.type": COLLECTION_ANNOTATION,
             "ValidationRecipients": list(props["ValidationRecipients"]),
+            "IsValidated": props["IsValidated"],
+            "LastValidationTimestamp": wire_time(props["LastValidationTimestamp"], zone=False),
             "LinkForModifiedConnector": props["LinkForModifiedConnector"],
+            "AdminDisplayName": "",
             "IsValid": True,
             "ObjectState": "Unchanged",
-            "WhenCreated": iso_utc(self.created),
-            "WhenChanged": iso_utc(self.changed),
-            "WhenCreatedUTC": iso_utc(self.created),
-            "WhenChangedUTC": iso_utc(self.changed),
+            "WhenCreated": wire_time(self.created),
+            "WhenChanged": wire_time(self.changed),
+            "WhenCreatedUTC": wire_time(self.created),
+            "WhenChangedUTC": wire_time(self.changed),
         }
 
 
@@ -688,8 +724,11 @@ class TenantState:
                 visible = [match]
             elif not self.options.unknown_identity_returns_all:
                 raise not_found(identity)
-        if "IncludeTestModeConnectors" in values:
-            visible = [c for c in visible if c.props["TestMode"] == values["IncludeTestModeConnectors"]]
+        # Documented: $false (the default) returns only connectors not in test mode, $true only
+        # those in test mode; an Identity lookup is filtered the same way (an inference: a
+        # filtered-out match gives an empty answer, not an error).
+        in_test_mode = values.get("IncludeTestModeConnectors", False)
+        visible = [c for c in visible if c.props["TestMode"] == in_test_mode]
         if "IsTransportRuleScoped" in values:
             visible = [c for c in visible if c.props["IsTransportRuleScoped"] == values["IsTransportRuleScoped"]]
         rows = [c.row() for c in visible]

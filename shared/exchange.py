@@ -63,7 +63,9 @@ __all__ = [
     "error_from_response",
     "extract_error_message",
     "https_session",
+    "parse_exchange_time",
     "parse_retry_after",
+    "throttle_wait",
 ]
 
 EXCHANGE_ENDPOINT = "https://outlook.office365.com"
@@ -80,6 +82,7 @@ ALLOWED_CMDLETS = frozenset({
     "Get-AcceptedDomain",
 })
 _ROUTING_CMDLETS = frozenset({"New-OutboundConnector", "Set-OutboundConnector"})
+_LISTING_CMDLETS = frozenset({"Get-OutboundConnector", "Get-AcceptedDomain"})
 # The only parameters the product ever sends to the routing cmdlets. Anything else (an
 # abbreviation such as `SmartHost`, which PowerShell would bind to SmartHosts) is refused,
 # so the allow-list checks below cannot be walked around by spelling.
@@ -112,6 +115,13 @@ _EXISTS_TEXT = re.compile(r"already exists", re.IGNORECASE)
 _PIPED = re.compile(r"^[^|\s]*\|(?P<type>[\w.+`]+)\|(?P<text>.*)$", re.DOTALL)
 
 _MAX_PAGES = 1000
+# Sent on every listing: without it the service picks a page size of its own (unknown, and
+# possibly small); 1000 is what CIPP-API sends (New-ExoRequest.ps1) and the service honours
+# it (rknightion/graph2otel internal/exoclient/exoclient.go, live-verified).
+_PREFER_PAGE_SIZE = "odata.maxpagesize=1000"
+# A follow-up page the service cannot serve: its cursor is bound to one backend server, and a
+# POST to the front door may land on another (graph2otel, live capture).
+_PAGE_EXPIRED_TEXT = re.compile(r"expired or invalid pagination request", re.IGNORECASE)
 _EXCERPT = 300
 
 
@@ -147,6 +157,8 @@ class Connector:
     last_validation_timestamp: str | None
     comment: str
     tls_domain: str | None = None
+    # `AdminUI` for a connector made in the admin center's wizard; informational only.
+    connector_source: str = ""
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @classmethod
@@ -155,17 +167,20 @@ class Connector:
 
         The defaults lean towards caution in conflict detection: a connector whose `Enabled`
         is unknown counts as enabled (Exchange's own default), one whose `TestMode` is unknown
-        as live.
+        as live. Rows carry OData annotations beside multi-valued properties
+        (`RecipientDomains@odata.type`) and properties this product does not manage
+        (`MtaStsMode`, `SmtpDaneMode`); only the named properties are read, so neither can
+        ever count as drift. Enum values are read in any case and given Exchange's spelling.
         """
         name = _as_str(row.get("Name")) or _as_str(row.get("Identity"))
         return cls(
             name=name,
             guid=_as_str(row.get("Guid")),
-            connector_type=_as_str(row.get("ConnectorType")),
+            connector_type=_as_enum(row.get("ConnectorType"), _CONNECTOR_TYPES),
             recipient_domains=_as_strings(row.get("RecipientDomains")),
             smart_hosts=_as_strings(row.get("SmartHosts")),
             use_mx_record=_as_bool(row.get("UseMXRecord"), default=False),
-            tls_settings=_as_str(row.get("TlsSettings")) or None,
+            tls_settings=_as_enum(row.get("TlsSettings"), _TLS_SETTINGS) or None,
             tls_domain=_as_str(row.get("TlsDomain")) or None,
             enabled=_as_bool(row.get("Enabled"), default=True),
             is_transport_rule_scoped=_as_bool(row.get("IsTransportRuleScoped"), default=False),
@@ -174,8 +189,14 @@ class Connector:
             validation_recipients=_as_strings(row.get("ValidationRecipients")),
             last_validation_timestamp=_as_str(row.get("LastValidationTimestamp")) or None,
             comment=_as_str(row.get("Comment")),
+            connector_source=_as_enum(row.get("ConnectorSource"), _CONNECTOR_SOURCES),
             raw=MappingProxyType(dict(row)),
         )
+
+    @property
+    def last_validated_at(self) -> datetime | None:
+        """LastValidationTimestamp as an aware UTC datetime (see `parse_exchange_time`)."""
+        return parse_exchange_time(self.last_validation_timestamp)
 
 
 @dataclass(frozen=True)
@@ -236,6 +257,51 @@ def _as_strings(value: Any) -> tuple[str, ...]:
     if isinstance(value, Sequence):
         return tuple(str(v) for v in value if v is not None and str(v) != "")
     return (str(value),)
+
+
+# Exchange's spellings of the enum properties the product reads (Get-OutboundConnector.md,
+# New-OutboundConnector.md); a row may carry them in another case.
+_CONNECTOR_TYPES = ("Partner", "OnPremises")
+_TLS_SETTINGS = ("EncryptionOnly", "CertificateValidation", "DomainValidation")
+_CONNECTOR_SOURCES = ("Default", "Migrated", "HybridWizard", "AdminUI")
+# DateTimeOffset as the admin API writes it: up to 7 fractional digits, `Z`, an offset, or no
+# zone at all (`2026-07-24T18:59:12.0000000` in a live capture).
+_EXCHANGE_TIME = re.compile(
+    r"^(?P<base>\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2})?)(?:\.(?P<fraction>\d+))?"
+    r"(?P<zone>Z|[+-]\d{2}:?\d{2})?$",
+    re.IGNORECASE,
+)
+
+
+def _as_enum(value: Any, choices: Sequence[str]) -> str:
+    text = _as_str(value).strip()
+    for choice in choices:
+        if choice.casefold() == text.casefold():
+            return choice
+    return text
+
+
+def parse_exchange_time(value: Any) -> datetime | None:
+    """A DateTimeOffset of the admin API as an aware UTC datetime, or None if it is not one.
+
+    Seven fractional digits are cut to Python's six; a value without a zone is taken as UTC,
+    which is how the admin center stores LastValidationTimestamp (an inference: the live
+    capture that lacks a zone sits beside `WhenChangedUTC` values in the same minute).
+    """
+    text = _as_str(value).strip()
+    match = _EXCHANGE_TIME.match(text)
+    if not match:
+        return None
+    fraction = (match.group("fraction") or "")[:6].ljust(6, "0")
+    zone = (match.group("zone") or "Z").upper()
+    if zone != "Z" and ":" not in zone:
+        zone = f"{zone[:3]}:{zone[3:]}"
+    try:
+        moment = datetime.fromisoformat(f"{match.group('base').replace(' ', 'T')}.{fraction}"
+                                        f"{'+00:00' if zone == 'Z' else zone}")
+    except ValueError:
+        return None
+    return moment.astimezone(UTC)
 
 
 def _as_bool(value: Any, *, default: bool) -> bool:
@@ -396,6 +462,37 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
+def throttle_wait(headers: Mapping[str, str], *, now: datetime | None = None) -> float | None:
+    """Seconds to wait before calling again, from the headers of a transient answer, else None.
+
+    `Retry-After` (seconds or an HTTP-date) first. Without it, `Rate-Limit-Reset`, which
+    Exchange sends beside `Rate-Limit-Remaining` (ExoHelper logs both); its format is not
+    documented, so seconds, a Unix time, an HTTP-date and an ISO 8601 time are all read
+    (an inference). None leaves the wait to the caller's exponential back-off.
+    """
+    waited = parse_retry_after(_header(headers, "Retry-After"), now=now)
+    if waited is not None:
+        return waited
+    reset = (_header(headers, "Rate-Limit-Reset") or "").strip()
+    if not reset:
+        return None
+    moment = now or datetime.now(UTC)
+    try:
+        number = float(reset)
+    except ValueError:
+        when = parse_exchange_time(reset)
+        if when is None:
+            return parse_retry_after(reset, now=moment)
+        return max(0.0, (when - moment).total_seconds())
+    if number > _UNIX_TIME_FLOOR:
+        return max(0.0, number - moment.timestamp())
+    return max(0.0, number)
+
+
+# Any Rate-Limit-Reset number above this is a Unix time, not a count of seconds (2001-09-09).
+_UNIX_TIME_FLOOR = 1e9
+
+
 def error_from_response(
     status: int,
     headers: Mapping[str, str],
@@ -411,12 +508,16 @@ def error_from_response(
     """
     parsed = _json_or_none(body)
     message, type_name = extract_error_message(parsed)
+    # A plain-text answer (throttling comes that way too) may name its exception only in this
+    # header (GreyCorbel/ExoHelper Commands/Public/Invoke-ExoCommand.ps1 reads it).
+    header_type = (_header(headers, "X-ExceptionType") or "").strip() or None
+    type_name = type_name or header_type
     if not message:
         message = _describe_unparsed(status, body)
     if secret:
         message = message.replace(secret, "***")
     detail = f"{cmdlet}: {message}"
-    lowered = " ".join((message, type_name or "", _text_or_empty(body))).lower()
+    lowered = " ".join((message, type_name or "", header_type or "", _text_or_empty(body))).lower()
 
     def build(cls: type[ExchangeError], code: ErrorCode, **kwargs: Any) -> ExchangeError:
         err = cls(code, detail, status_code=status, **kwargs)
@@ -430,8 +531,7 @@ def error_from_response(
     if status in TRANSIENT_STATUSES or any(marker in lowered for marker in _TRANSIENT_MARKERS):
         throttled = status == 429 or any(marker in lowered for marker in _THROTTLING_MARKERS)
         code = ErrorCode.THROTTLED if throttled else ErrorCode.EXCHANGE_UNAVAILABLE
-        retry_after = parse_retry_after(_header(headers, "Retry-After"))
-        return build(ExchangeTransientError, code, retry_after=retry_after)
+        return build(ExchangeTransientError, code, retry_after=throttle_wait(headers))
     if type_name and type_name.endswith(_NOT_FOUND_TYPE):
         return build(ConnectorNotFoundError, ErrorCode.EXCHANGE_REJECTED)
     if type_name and type_name.endswith(_EXISTS_TYPE):
@@ -554,12 +654,30 @@ class ExchangeAdminClient:
     # -- the raw call ------------------------------------------------------
 
     def invoke(self, cmdlet: str, parameters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        """Run one cmdlet and return every row, following `@odata.nextLink` pages."""
+        """Run one cmdlet and return every row, following `@odata.nextLink` pages.
+
+        A follow-up page refused as "Expired or Invalid pagination request" restarts the
+        listing once from the first page (a fresh cursor); refused again, it is a transient
+        failure for the caller's back-off, never a partial list.
+        """
         params = dict(parameters or {})
         self._check_allowed(cmdlet, params)
         body = json.dumps(
             {"CmdletInput": {"CmdletName": cmdlet, "Parameters": params}}, ensure_ascii=False
         ).encode("utf-8")
+        try:
+            return self._all_pages(cmdlet, body)
+        except _PageExpired as first:
+            try:
+                return self._all_pages(cmdlet, body)
+            except _PageExpired as again:
+                raise ExchangeTransientError(
+                    ErrorCode.EXCHANGE_UNAVAILABLE,
+                    f"{again.error.detail} (a second listing from the first page was refused too)",
+                    status_code=again.error.status_code,
+                ) from first.error
+
+    def _all_pages(self, cmdlet: str, body: bytes) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         url: str | None = self._url
         seen: set[str] = set()
@@ -570,7 +688,12 @@ class ExchangeAdminClient:
                     f"{cmdlet}: paging did not end (@odata.nextLink repeated or over {_MAX_PAGES} pages)",
                 )
             seen.add(url)
-            page = self._post(cmdlet, url, body)
+            try:
+                page = self._post(cmdlet, url, body)
+            except ExchangeError as err:
+                if url != self._url and err.status_code == 400 and _PAGE_EXPIRED_TEXT.search(err.detail):
+                    raise _PageExpired(err) from err
+                raise
             value = page.get("value", [])
             if not isinstance(value, list):
                 raise ExchangeError(ErrorCode.EXCHANGE_REJECTED, f"{cmdlet}: 'value' is not a list")
@@ -633,6 +756,8 @@ class ExchangeAdminClient:
             "X-AnchorMailbox": _ANCHOR_MAILBOX.format(tenant=self.tenant_id),
             "client-request-id": str(uuid.uuid4()),
         }
+        if cmdlet in _LISTING_CMDLETS:
+            headers["Prefer"] = _PREFER_PAGE_SIZE
         try:
             # stream=True: the body is read raw, so a false Content-Encoding cannot crash
             # decoding before the status has been looked at.
@@ -683,18 +808,26 @@ class ExchangeAdminClient:
 
     # -- typed cmdlets -------------------------------------------------------
 
-    def list_outbound_connectors(self) -> list[Connector]:
-        """Every outbound connector of the tenant."""
-        return [Connector.from_row(row) for row in self.invoke("Get-OutboundConnector")]
+    def list_outbound_connectors(self, *, test_mode: bool = False) -> list[Connector]:
+        """The tenant's outbound connectors that are not in test mode (or, with `test_mode`, only
+        those that are): Exchange's own split (Get-OutboundConnector.md,
+        `-IncludeTestModeConnectors`). The default sends no parameter at all.
+        """
+        parameters = {"IncludeTestModeConnectors": True} if test_mode else None
+        return [Connector.from_row(row) for row in self.invoke("Get-OutboundConnector", parameters)]
 
-    def get_outbound_connector(self, name: str) -> Connector | None:
+    def get_outbound_connector(self, name: str, *, test_mode: bool = False) -> Connector | None:
         """The connector with this name (case-insensitively), or None.
 
         Exchange may answer `Get-OutboundConnector -Identity <unknown>` with every connector,
-        so the rows are matched by name here rather than trusted.
+        so the rows are matched by name here rather than trusted. Like the listing, a lookup
+        finds a connector in test mode only with `test_mode` (and then only one in test mode).
         """
+        parameters: dict[str, Any] = {"Identity": name}
+        if test_mode:
+            parameters["IncludeTestModeConnectors"] = True
         try:
-            rows = self.invoke("Get-OutboundConnector", {"Identity": name})
+            rows = self.invoke("Get-OutboundConnector", parameters)
         except ConnectorNotFoundError:
             return None
         wanted = name.casefold()
@@ -744,6 +877,14 @@ class ExchangeAdminClient:
     def list_accepted_domains(self) -> list[AcceptedDomain]:
         """The tenant's accepted domains."""
         return [AcceptedDomain.from_row(row) for row in self.invoke("Get-AcceptedDomain")]
+
+
+class _PageExpired(Exception):
+    """A follow-up page refused because its cursor is gone; `invoke` lists again from the start."""
+
+    def __init__(self, error: ExchangeError) -> None:
+        super().__init__(error.detail)
+        self.error = error
 
 
 def _token_rejected(headers: Mapping[str, str]) -> bool:

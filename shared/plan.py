@@ -8,7 +8,7 @@ are (diff), so it carries most of the rules and most of the tests.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -147,7 +147,7 @@ def make_plan(desired: Sequence[ConnectorSpec], actual: Sequence[ActualConnector
             action,
             changes=changes,
             current_name=current.name if renamed else None,
-            needs_validation=bool(changes) or not _validated_for(current, spec.validation_recipients),
+            needs_validation=needs_validation(spec, current, changes),
         ))
 
     for index, connector in enumerate(actual):
@@ -301,6 +301,24 @@ def _find_ours(spec: ConnectorSpec, actual: Sequence[ActualConnector], *, exclud
         if index not in exclude and spec.comment in (connector.comment or ""):
             return index
     return None
+
+
+# Set-OutboundConnector parameters that name or describe a connector without changing how it
+# routes mail: writing them leaves an earlier validation standing.
+_LABEL_PARAMETERS = frozenset({"Name", "Comment"})
+
+
+def needs_validation(spec: ConnectorSpec, current: ActualConnector, changes: Mapping[str, Any]) -> bool:
+    """Whether `current`, after `changes`, must be validated again (a test message is sent).
+
+    Not when it is validated for exactly the desired recipients and the changes only name or
+    label it (our ownership Comment, our spelling of the name): that is a connector an admin
+    made with the wizard, which validates before it saves, or one an earlier run finished.
+    Any change to routing, TLS, scope, test mode or Enabled needs a new validation.
+    """
+    if any(key not in _LABEL_PARAMETERS for key in changes):
+        return True
+    return not _validated_for(current, spec.validation_recipients)
 
 
 def _validated_for(current: ActualConnector, recipients: Sequence[str]) -> bool:

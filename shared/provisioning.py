@@ -27,7 +27,7 @@ from .exchange import (
 )
 from .notice import ActivationNotice
 from .outcome import ConnectorOutcome, Event, Outcome, Status, Validation, now_iso
-from .plan import Action, ConnectorPlan, Plan, diff, make_plan, timestamp, validated_parameters
+from .plan import Action, ConnectorPlan, Plan, diff, make_plan, needs_validation, timestamp, validated_parameters
 from .settings import Settings
 from .spf import SpfResolver, check_domains
 
@@ -207,16 +207,17 @@ class _Run:
     def apply(self, item: ConnectorPlan, result: ConnectorOutcome) -> None:
         assert self.client is not None
         spec = item.spec
-        action, changes = item.action, item.changes
+        action, changes, validate = item.action, item.changes, item.needs_validation
         if action is Action.CREATE:
             try:
                 client = self.client
                 self.call(lambda: client.create_outbound_connector(spec))
                 self.emit("connector.created", f"created '{spec.name}'", connector=spec.name)
             except ConnectorExistsError:
-                # Another delivery of the same notice (or an admin) created it a moment ago:
-                # converge on it instead of failing, and never create a second one.
-                action, changes = self.converge_existing(spec)
+                # The name exists although the listing did not show it: ours in test mode (which
+                # the listing leaves out), or made a moment ago by another delivery or an admin.
+                # Converge on it instead of failing, and never create a second one.
+                action, changes, validate = self.converge_existing(spec)
         elif action is Action.UPDATE:
             self.with_replication(lambda: self.client_update(item.identity, changes))
             self.emit("connector.updated", f"updated '{spec.name}': {', '.join(sorted(changes))}",
@@ -225,7 +226,9 @@ class _Run:
             self.emit("connector.unchanged", f"'{spec.name}' already as desired", connector=spec.name)
         result.action = action.value
         result.changed = sorted(changes) if action is Action.UPDATE else []
-        if action is Action.UNCHANGED and not item.needs_validation:
+        if not validate:
+            # Validated already for these recipients, and nothing that routes mail changed
+            # (plan.needs_validation): a wizard-made connector is adopted without a test message.
             result.validation = Validation.ALREADY_VALIDATED
             return
         self.validate(spec, result)
@@ -235,22 +238,31 @@ class _Run:
         client = self.client
         self.call(lambda: client.update_outbound_connector(identity, changes))
 
-    def converge_existing(self, spec: ConnectorSpec) -> tuple[Action, dict[str, Any]]:
+    def converge_existing(self, spec: ConnectorSpec) -> tuple[Action, dict[str, Any], bool]:
         assert self.client is not None
         current = self.with_replication(lambda: self._require(spec.name))
         changes = diff(spec, current)
+        validate = needs_validation(spec, current, changes)
         if changes:
             self.with_replication(lambda: self.client_update(spec.name, changes))
             self.emit("connector.updated", f"'{spec.name}' existed; updated {', '.join(sorted(changes))}",
                       connector=spec.name, changes=sorted(changes))
-            return Action.UPDATE, changes
+            return Action.UPDATE, changes, validate
         self.emit("connector.unchanged", f"'{spec.name}' existed already as desired", connector=spec.name)
-        return Action.UNCHANGED, {}
+        return Action.UNCHANGED, {}, validate
 
     def _require(self, name: str) -> Connector:
+        """The connector New- says exists: first among those in test mode, then the others.
+
+        Get-OutboundConnector leaves out connectors in test mode unless asked for them alone
+        (`-IncludeTestModeConnectors $true`), so a connector of ours in test mode is the usual
+        reason the listing missed a name that exists; one made a moment ago is the other.
+        """
         assert self.client is not None
         client = self.client
-        found = self.call(lambda: client.get_outbound_connector(name))
+        found = self.call(lambda: client.get_outbound_connector(name, test_mode=True))
+        if found is None:
+            found = self.call(lambda: client.get_outbound_connector(name))
         if found is None:
             raise ConnectorNotFoundError(ErrorCode.EXCHANGE_REJECTED, f"outbound connector '{name}' not found")
         return found

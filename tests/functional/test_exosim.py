@@ -615,7 +615,8 @@ def test_set_validation_properties_after_validate(exo: Exo) -> None:
     (row,) = exo.ok("Get-OutboundConnector", {"Identity": MAILGATES["Name"]})
     assert row["IsValidated"] is True
     assert row["ValidationRecipients"] == ["adm@example.com"]
-    assert row["LastValidationTimestamp"] == "2026-04-01T09:30:00Z"
+    # As the service renders it: seven fractional digits and no zone (the time is UTC).
+    assert row["LastValidationTimestamp"] == "2026-04-01T09:30:00.0000000"
 
 
 def test_multivalued_parameters_accept_add_and_remove(exo: Exo) -> None:

@@ -52,7 +52,8 @@ function Invoke-WhenReplicated {
 function Set-ProvisionedConnector {
     param([string]$Name, [string]$Service, [hashtable]$Settings, [hashtable]$UpdateOnly,
           [string[]]$Recipients)
-    $all = @(Get-OutboundConnector)
+    # Get-OutboundConnector leaves out connectors in test mode unless asked for them alone.
+    $all = @(Get-OutboundConnector) + @(Get-OutboundConnector -IncludeTestModeConnectors $true)
     $existing = @($all | Where-Object { $_.Name -eq $Name })
     if ($existing.Count -eq 0) {
         $existing = @($all | Where-Object { "$($_.Comment)".Contains("$Marker $Service") })
