@@ -41,7 +41,9 @@ from shared.exchange import (
     error_from_response,
     extract_error_message,
     https_session,
+    parse_exchange_time,
     parse_retry_after,
+    throttle_wait,
 )
 
 TENANT = "11111111-2222-3333-4444-555555555555"
@@ -665,3 +667,174 @@ def test_an_explicit_verify_choice_is_not_overridden(monkeypatch: pytest.MonkeyP
     bundle.write_text("-")
     assert merged_verify(monkeypatch, {"SSL_CERT_FILE": str(bundle)}, verify="/explicit.pem") == "/explicit.pem"
     assert merged_verify(monkeypatch, {"SSL_CERT_FILE": str(bundle)}, verify=False) is False
+
+
+# --------------------------------------------------------------------------- rows as the service returns them
+
+# A Get-OutboundConnector row as captured live (rknightion/graph2otel
+# internal/collectors/m365/exchangeconnectors/exchangeconnectors_test.go), with the annotations
+# the admin API writes beside multi-valued properties and enum values in another case.
+LIVE_ROW: dict[str, Any] = {
+    "Enabled": True, "UseMXRecord": False, "Comment": "for graph2otel test",
+    "ConnectorType": "onpremises", "ConnectorSource": "adminui",
+    "RecipientDomains@odata.type": "#Collection(String)", "RecipientDomains": [],
+    "SmartHosts@odata.type": "#Collection(String)", "SmartHosts": ["smtp-relay.gmail.com"],
+    "TlsDomain": None, "TlsSettings": "certificatevalidation", "IsTransportRuleScoped": True,
+    "RouteAllMessagesViaOnPremises": False, "CloudServicesMailEnabled": True, "AllAcceptedDomains": False,
+    "SenderRewritingEnabled": False, "MtaStsMode": "Opportunistic", "SmtpDaneMode": "Opportunistic",
+    "TestMode": False, "ValidationRecipients@odata.type": "#Collection(String)",
+    "ValidationRecipients": ["rob@m7kni.io"], "IsValidated": False,
+    "LastValidationTimestamp": "2026-07-24T18:59:12.0000000", "AdminDisplayName": "",
+    "Name": "outbourconnection", "Identity": "outbourconnection",
+    "WhenChangedUTC": "2026-07-24T19:01:54.0000000Z", "WhenCreatedUTC": "2026-07-24T18:58:31.0000000Z",
+    "Guid": "d0d71cb9-6105-410f-8193-3640e12852a5", "IsValid": True,
+}
+
+
+def test_a_live_row_is_read_with_exchanges_enum_spelling_and_a_utc_validation_time() -> None:
+    connector = Connector.from_row(LIVE_ROW)
+    assert (connector.connector_type, connector.tls_settings, connector.connector_source) == (
+        "OnPremises", "CertificateValidation", "AdminUI")
+    assert connector.smart_hosts == ("smtp-relay.gmail.com",)
+    assert connector.recipient_domains == ()
+    assert connector.validation_recipients == ("rob@m7kni.io",)
+    assert connector.last_validated_at == datetime(2026, 7, 24, 18, 59, 12, tzinfo=UTC)
+
+
+def test_annotations_and_unmanaged_properties_never_change_the_connector() -> None:
+    bare = {key: value for key, value in LIVE_ROW.items()
+            if "@" not in key and key not in ("MtaStsMode", "SmtpDaneMode")}
+    assert Connector.from_row(LIVE_ROW) == Connector.from_row(bare)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2026-07-24T18:59:12.0000000", datetime(2026, 7, 24, 18, 59, 12, tzinfo=UTC)),
+    ("2026-07-24T19:01:54.1234567Z", datetime(2026, 7, 24, 19, 1, 54, 123456, tzinfo=UTC)),
+    ("2026-07-25T04:01:54.5+09:00", datetime(2026, 7, 24, 19, 1, 54, 500000, tzinfo=UTC)),
+    ("2026-07-24T19:01:54-0130", datetime(2026, 7, 24, 20, 31, 54, tzinfo=UTC)),
+    ("2026-07-24 19:01", datetime(2026, 7, 24, 19, 1, tzinfo=UTC)),
+    ("", None),
+    (None, None),
+    ("yesterday", None),
+    ("2026-13-40T00:00:00", None),
+])
+def test_exchange_times_are_read_with_or_without_a_zone_and_with_seven_digits(
+        text: str | None, expected: datetime | None) -> None:
+    assert parse_exchange_time(text) == expected
+
+
+# --------------------------------------------------------------------------- paging and throttling
+
+
+def test_listings_ask_for_pages_of_a_thousand_and_writes_do_not() -> None:
+    client, adapter = client_with(Canned(), Canned(), Canned(), Canned(), Canned())
+    client.list_outbound_connectors()
+    client.get_outbound_connector("A")
+    client.list_accepted_domains()
+    client.update_outbound_connector("A", {"Enabled": True})
+    client.validate_outbound_connector("A", ["a@example.com"])
+    assert [r.headers.get("Prefer") for r in adapter.sent] == [
+        "odata.maxpagesize=1000", "odata.maxpagesize=1000", "odata.maxpagesize=1000", None, None]
+
+
+def test_test_mode_listings_and_lookups_send_the_documented_switch() -> None:
+    client, adapter = client_with(Canned(), Canned(body={"value": [{"Name": "A", "TestMode": True}]}))
+    assert client.list_outbound_connectors(test_mode=True) == []
+    found = client.get_outbound_connector("a", test_mode=True)
+    assert found is not None and found.test_mode is True
+    assert [b["CmdletInput"]["Parameters"] for b in adapter.bodies()] == [
+        {"IncludeTestModeConnectors": True}, {"Identity": "a", "IncludeTestModeConnectors": True}]
+
+
+EXPIRED = Canned(status=400, body=error_body(
+    "Error executing cmdlet",
+    internal={"message": "Expired or Invalid pagination request. Default Expiry time is 00:30:00",
+              "type": "System.Exception"}))
+PAGE_2 = f"https://outlook.office365.com/adminapi/beta/{TENANT}/InvokeCommand?$skiptoken=2"
+
+
+def test_a_refused_next_page_lists_once_more_from_the_first_page() -> None:
+    client, adapter = client_with(
+        Canned(body={"value": [{"Name": "A"}], "@odata.nextLink": PAGE_2}),
+        EXPIRED,
+        Canned(body={"value": [{"Name": "A"}], "@odata.nextLink": PAGE_2 + "b"}),
+        Canned(body={"value": [{"Name": "B"}]}),
+    )
+    assert [c.name for c in client.list_outbound_connectors()] == ["A", "B"]
+    assert [r.url for r in adapter.sent] == [client._url, PAGE_2, client._url, PAGE_2 + "b"]
+    assert len({r.body for r in adapter.sent}) == 1
+
+
+def test_a_next_page_refused_twice_is_a_transient_failure_not_a_partial_list() -> None:
+    client, adapter = client_with(
+        Canned(body={"value": [{"Name": "A"}], "@odata.nextLink": PAGE_2}), EXPIRED,
+        Canned(body={"value": [{"Name": "A"}], "@odata.nextLink": PAGE_2}), EXPIRED,
+    )
+    with pytest.raises(TransientError) as info:
+        client.list_outbound_connectors()
+    assert info.value.code is ErrorCode.EXCHANGE_UNAVAILABLE
+    assert "Expired or Invalid pagination request" in info.value.detail
+    assert len(adapter.sent) == 4
+
+
+def test_the_pagination_text_on_a_first_page_is_not_retried_as_paging() -> None:
+    client, adapter = client_with(EXPIRED)
+    with pytest.raises(ExchangeError) as info:
+        client.list_outbound_connectors()
+    assert info.value.code is ErrorCode.EXCHANGE_REJECTED
+    assert len(adapter.sent) == 1
+
+
+PLAIN_THROTTLE = b"You have reached the maximum number of concurrent requests per tenant. Please wait and try again."
+
+
+@pytest.mark.parametrize("status", [400, 429, 503])
+def test_plain_text_concurrency_throttling_is_throttled_whatever_the_status(status: int) -> None:
+    error = raised(status, PLAIN_THROTTLE, {"Content-Type": "text/plain"})
+    assert error.code is ErrorCode.THROTTLED
+    assert error.retryable
+    assert error.retry_after is None
+    assert error.detail == f"Set-OutboundConnector: HTTP {status}: {PLAIN_THROTTLE.decode()}"
+
+
+def test_x_exception_type_names_the_exception_of_a_plain_text_answer() -> None:
+    error = raised(429, PLAIN_THROTTLE, {"X-ExceptionType": "TooManyRequestsException"})
+    assert isinstance(error, ExchangeError)
+    assert error.exception_type == "TooManyRequestsException"
+
+
+def test_x_exception_type_alone_can_mark_a_transient_answer() -> None:
+    error = raised(400, b"", {"X-ExceptionType": "Microsoft.Exchange.Data.Storage.TransientException"})
+    assert error.code is ErrorCode.EXCHANGE_UNAVAILABLE
+    assert error.retryable
+
+
+def test_rate_limit_reset_gives_the_wait_when_retry_after_is_absent() -> None:
+    error = raised(429, PLAIN_THROTTLE, {"Rate-Limit-Remaining": "0", "Rate-Limit-Reset": "12"})
+    assert error.retry_after == 12.0
+
+
+def test_retry_after_wins_over_rate_limit_reset() -> None:
+    assert throttle_wait({"Retry-After": "3", "Rate-Limit-Reset": "40"}) == 3.0
+
+
+NOW = datetime(2026, 12, 1, 9, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("reset", "expected"), [
+    ("7", 7.0),
+    ("0.5", 0.5),
+    (str(NOW.timestamp() + 20), 20.0),
+    (str(NOW.timestamp() - 20), 0.0),
+    ("2026-12-01T09:00:45.0000000Z", 45.0),
+    ("2026-12-01T09:00:45", 45.0),
+    (format_datetime(NOW + timedelta(seconds=30), usegmt=True), 30.0),
+    ("soon", None),
+    ("", None),
+])
+def test_rate_limit_reset_is_read_as_seconds_a_unix_time_or_a_date(reset: str, expected: float | None) -> None:
+    assert throttle_wait({"rate-limit-reset": reset}, now=NOW) == expected
+
+
+def test_no_throttling_header_leaves_the_wait_to_the_back_off() -> None:
+    assert throttle_wait({"Rate-Limit-Remaining": "0"}) is None

@@ -7,8 +7,9 @@ from dataclasses import replace
 import pytest
 
 from shared.connectors import desired_connectors
+from shared.exchange import Connector
 from shared.notice import parse_notice
-from shared.plan import Action, covers, make_plan, operations, overlaps
+from shared.plan import Action, covers, diff, make_plan, needs_validation, operations, overlaps
 from tests.support import FakeConnector, as_deployed
 
 NOTICE = parse_notice({
@@ -179,3 +180,64 @@ def test_a_mailgates_connector_made_by_hand_under_our_name_is_ours_too() -> None
 def test_any_connector_carrying_our_marker_is_never_a_competitor() -> None:
     renamed = as_deployed(MG, name="MailGates (renamed by an admin)")
     assert not make_plan([EA], [renamed]).blocked
+
+
+# -- validation: what a test message is sent for -------------------------------------------------
+
+
+def wizard_made(spec: object, **overrides: object) -> FakeConnector:
+    """Our connector as the admin center's wizard leaves it: validated, no ownership Comment."""
+    return as_deployed(spec, comment="", **overrides)  # type: ignore[arg-type]
+
+
+def test_wizard_made_connectors_are_adopted_with_a_comment_and_no_new_validation() -> None:
+    plan = make_plan([EA, MG], [wizard_made(EA), wizard_made(MG)])
+    assert [(p.action, p.changes, p.needs_validation) for p in plan.connectors] == [
+        (Action.UPDATE, {"Comment": EA.comment}, False), (Action.UPDATE, {"Comment": MG.comment}, False)]
+    assert [op.cmdlet for op in operations(plan)] == ["Set-OutboundConnector", "Set-OutboundConnector"]
+
+
+def test_a_wizard_row_as_exchange_returns_it_needs_only_the_comment() -> None:
+    row = {"Name": MG.name, "ConnectorType": "partner", "ConnectorSource": "AdminUI", "Enabled": True,
+           "UseMXRecord": False, "SmartHosts@odata.type": "#Collection(String)", "SmartHosts": ["mgf.cybermail.jp"],
+           "RecipientDomains@odata.type": "#Collection(String)", "RecipientDomains": ["*"],
+           "TlsSettings": "certificatevalidation", "TlsDomain": None, "IsTransportRuleScoped": False,
+           "TestMode": False, "MtaStsMode": "Opportunistic", "SmtpDaneMode": "Opportunistic", "IsValidated": True,
+           "ValidationRecipients@odata.type": "#Collection(String)", "ValidationRecipients": ["ADM@example.com"],
+           "LastValidationTimestamp": "2026-07-24T18:59:12.0000000", "Comment": None}
+    current = Connector.from_row(row)
+    assert diff(MG, current) == {"Comment": MG.comment}
+    assert needs_validation(MG, current, {"Comment": MG.comment}) is False
+
+
+def test_renaming_our_validated_connector_back_does_not_validate_it_again() -> None:
+    plan = make_plan([MG], [as_deployed(MG, name="MAILGATES Σ 送信コネクタ", comment="")])
+    assert plan.connectors[0].changes == {"Name": MG.name, "Comment": MG.comment}
+    assert plan.connectors[0].needs_validation is False
+
+
+@pytest.mark.parametrize("override", [
+    {"validation_recipients": ("other@example.com",)},
+    {"validation_recipients": ()},
+    {"is_validated": False},
+])
+def test_a_wizard_connector_not_validated_for_our_recipients_is_validated(override: dict[str, object]) -> None:
+    assert make_plan([MG], [wizard_made(MG, **override)]).connectors[0].needs_validation is True
+
+
+@pytest.mark.parametrize("override", [
+    {"smart_hosts": ("mgs.cybermail.jp",)},
+    {"enabled": False},
+    {"test_mode": True},
+    {"tls_settings": "EncryptionOnly"},
+    {"is_transport_rule_scoped": True},
+])
+def test_any_change_to_how_a_validated_connector_routes_needs_a_new_validation(override: dict[str, object]) -> None:
+    item = make_plan([MG], [wizard_made(MG, **override)]).connectors[0]
+    assert item.action is Action.UPDATE
+    assert item.needs_validation is True
+
+
+def test_our_connector_in_test_mode_is_taken_out_of_it_and_validated() -> None:
+    item = make_plan([EA, MG], [as_deployed(EA), as_deployed(MG, test_mode=True)]).connectors[1]
+    assert (item.action, item.changes, item.needs_validation) == (Action.UPDATE, {"TestMode": False}, True)
