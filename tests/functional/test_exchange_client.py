@@ -106,6 +106,60 @@ def test_all_pages_are_read_and_concatenated(client: ExchangeAdminClient, truste
     assert [entry.page for entry in invokes(trusted, exo_tenant)] == [False, True, True]
 
 
+def test_a_refused_next_page_is_read_again_from_the_first_page(client: ExchangeAdminClient, trusted: Simulator,
+                                                               exo_tenant: str) -> None:
+    trusted.configure_tenant(exo_tenant, page_size=2, refuse_next_links=1)
+    for index in range(5):
+        trusted.seed_connector(exo_tenant, Name=f"Partner {index}", ConnectorType="Partner",
+                               RecipientDomains=[f"*.bank{index}.example"], UseMXRecord=True)
+    names = [connector.name for connector in client.list_outbound_connectors()]
+    assert names == [f"Partner {index}" for index in range(5)]
+    assert [(entry.page, entry.status) for entry in invokes(trusted, exo_tenant)] == [
+        (False, 200), (True, 400), (False, 200), (True, 200), (True, 200)]
+
+
+def test_a_next_page_refused_twice_ends_in_a_transient_error(client: ExchangeAdminClient, trusted: Simulator,
+                                                             exo_tenant: str) -> None:
+    trusted.configure_tenant(exo_tenant, page_size=1, refuse_next_links=2)
+    for index in range(2):
+        trusted.seed_connector(exo_tenant, Name=f"Partner {index}", ConnectorType="Partner",
+                               RecipientDomains=[f"*.bank{index}.example"], UseMXRecord=True)
+    with pytest.raises(TransientError) as info:
+        client.list_outbound_connectors()
+    assert info.value.code is ErrorCode.EXCHANGE_UNAVAILABLE
+    assert len(invokes(trusted, exo_tenant)) == 4
+
+
+def test_connectors_in_test_mode_are_listed_and_found_only_when_asked_for(
+        client: ExchangeAdminClient, trusted: Simulator, exo_tenant: str) -> None:
+    trusted.seed_connector(exo_tenant, Name=MG_NAME, ConnectorType="Partner", RecipientDomains=["*"],
+                           UseMXRecord=False, SmartHosts=["mgf.cybermail.jp"], TestMode=True)
+    assert client.list_outbound_connectors() == []
+    assert client.get_outbound_connector(MG_NAME) is None
+    assert [c.name for c in client.list_outbound_connectors(test_mode=True)] == [MG_NAME]
+    found = client.get_outbound_connector(MG_NAME, test_mode=True)
+    assert found is not None and found.test_mode is True
+
+
+def test_plain_text_throttling_waits_for_rate_limit_reset(client: ExchangeAdminClient, trusted: Simulator,
+                                                          exo_tenant: str) -> None:
+    trusted.fail_next(exo_tenant, 1, "throttle_text", retry_after=9)
+    with pytest.raises(TransientError) as info:
+        client.list_outbound_connectors()
+    assert info.value.code is ErrorCode.THROTTLED and info.value.retry_after == 9.0
+    assert isinstance(info.value, ExchangeError)
+    assert info.value.exception_type == "System.Management.Automation.Remoting.PSRemotingTransportException"
+    assert "maximum number of concurrent requests per tenant" in info.value.detail
+
+
+def test_plain_text_throttling_with_another_status_is_still_throttling(
+        client: ExchangeAdminClient, trusted: Simulator, exo_tenant: str) -> None:
+    trusted.fail_next(exo_tenant, 1, "throttle_text", status=400)
+    with pytest.raises(TransientError) as info:
+        client.list_outbound_connectors()
+    assert info.value.code is ErrorCode.THROTTLED and info.value.retry_after is None
+
+
 def test_get_by_name_ignores_the_every_connector_answer_for_an_unknown_identity(
         client: ExchangeAdminClient, trusted: Simulator, exo_tenant: str) -> None:
     trusted.seed_connector(exo_tenant, Name="Customer relay", ConnectorType="Partner", RecipientDomains=["*"],

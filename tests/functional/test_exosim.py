@@ -13,6 +13,7 @@ import base64
 import datetime as dt
 import gzip
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -1121,3 +1122,85 @@ def test_one_command_starts_an_https_simulator_that_prints_a_ready_line(tmp_path
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
+
+
+# --- test mode, rows as the service writes them, Prefer, refused pages, plain-text throttling -----
+
+
+def test_listings_and_lookups_split_connectors_by_test_mode_as_documented(exo: Exo) -> None:
+    exo.ok("New-OutboundConnector", MAILGATES)
+    exo.ok("New-OutboundConnector", {**ENTERPRISE_AUDIT, "TestMode": True})
+    names = [row["Name"] for row in exo.ok("Get-OutboundConnector")]
+    assert names == [MAILGATES["Name"]]
+    assert [row["Name"] for row in exo.ok("Get-OutboundConnector", {"IncludeTestModeConnectors": False})] == names
+    assert [row["Name"] for row in exo.ok("Get-OutboundConnector", {"IncludeTestModeConnectors": True})] == [
+        ENTERPRISE_AUDIT["Name"]]
+    assert exo.ok("Get-OutboundConnector", {"Identity": ENTERPRISE_AUDIT["Name"]}) == []
+    (found,) = exo.ok("Get-OutboundConnector",
+                      {"Identity": ENTERPRISE_AUDIT["Name"], "IncludeTestModeConnectors": True})
+    assert found["TestMode"] is True
+    # Set, Validate and Remove find a connector in test mode by Identity like any other.
+    exo.ok("Set-OutboundConnector", {"Identity": ENTERPRISE_AUDIT["Name"], "TestMode": False})
+    assert {row["Name"] for row in exo.ok("Get-OutboundConnector")} == {MAILGATES["Name"], ENTERPRISE_AUDIT["Name"]}
+
+
+def test_rows_carry_annotations_seven_digit_times_and_the_unmanaged_modes(exo: Exo) -> None:
+    exo.ok("New-OutboundConnector", MAILGATES)
+    exo.ok("Set-OutboundConnector", {"Identity": MAILGATES["Name"], "IsValidated": True,
+                                     "ValidationRecipients": ["adm@example.com"],
+                                     "LastValidationTimestamp": "2026-07-24T18:59:12Z"})
+    (row,) = exo.ok("Get-OutboundConnector")
+    for prop in ("SmartHosts", "RecipientDomains", "ValidationRecipients"):
+        assert row[f"{prop}@odata.type"] == "#Collection(String)"
+        assert isinstance(row[prop], list)
+    assert (row["MtaStsMode"], row["SmtpDaneMode"]) == ("Opportunistic", "Opportunistic")
+    assert row["LastValidationTimestamp"] == "2026-07-24T18:59:12.0000000"
+    for prop in ("WhenCreated", "WhenChanged", "WhenCreatedUTC", "WhenChangedUTC"):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z", row[prop]), row[prop]
+
+
+def test_a_wizard_made_connector_can_be_seeded_as_the_admin_center_leaves_it(exo: Exo) -> None:
+    exo.sim.seed_connector(exo.tenant, **MAILGATES, ConnectorSource="AdminUI", IsValidated=True,
+                           ValidationRecipients=["adm@example.com"],
+                           LastValidationTimestamp="2026-07-24T18:59:12.0000000")
+    (row,) = exo.ok("Get-OutboundConnector")
+    assert (row["ConnectorSource"], row["IsValidated"], row["LastValidationTimestamp"]) == (
+        "AdminUI", True, "2026-07-24T18:59:12.0000000")
+
+
+def test_prefer_maxpagesize_lowers_the_page_size(exo: Exo) -> None:
+    for index in range(3):
+        exo.ok("New-OutboundConnector", {"Name": f"c{index}", "RecipientDomains": [f"d{index}.example.com"]})
+    assert "@odata.nextLink" not in exo.invoke("Get-OutboundConnector").json()
+    page = exo.invoke("Get-OutboundConnector", headers={"Prefer": "odata.maxpagesize=2"}).json()
+    assert [row["Name"] for row in page["value"]] == ["c0", "c1"]
+    assert "@odata.nextLink" in page
+    exo.sim.configure_tenant(exo.tenant, page_size=1)
+    page = exo.invoke("Get-OutboundConnector", headers={"Prefer": "odata.maxpagesize=1000"}).json()
+    assert len(page["value"]) == 1  # never more than the server's own page size
+
+
+def test_next_links_can_be_refused_as_expired_as_a_live_capture_saw(exo: Exo) -> None:
+    exo.sim.configure_tenant(exo.tenant, page_size=1, refuse_next_links=1)
+    for index in range(2):
+        exo.ok("New-OutboundConnector", {"Name": f"c{index}", "RecipientDomains": [f"d{index}.example.com"]})
+    first = exo.invoke("Get-OutboundConnector").json()["@odata.nextLink"]
+    refused = exo.invoke("Get-OutboundConnector", url=first)
+    assert refused.status_code == 400
+    assert inner(refused)["message"] == "Expired or Invalid pagination request. Default Expiry time is 00:30:00"
+    assert exo.invoke("Get-OutboundConnector", url=first).status_code == 400  # that cursor is gone for good
+    second = exo.invoke("Get-OutboundConnector").json()["@odata.nextLink"]
+    assert [row["Name"] for row in exo.invoke("Get-OutboundConnector", url=second).json()["value"]] == ["c1"]
+
+
+def test_plain_text_throttling_comes_with_rate_limit_headers_and_no_json(exo: Exo) -> None:
+    exo.sim.fail_next(exo.tenant, 1, "throttle_text", retry_after=9)
+    response = exo.invoke("Get-OutboundConnector")
+    assert response.status_code == 429
+    assert response.headers["Content-Type"].startswith("text/plain")
+    assert response.text == ("You have reached the maximum number of concurrent requests per tenant. "
+                             "Please wait and try again.")
+    assert response.headers["Rate-Limit-Remaining"] == "0"
+    assert response.headers["Rate-Limit-Reset"] == "9"
+    assert "Retry-After" not in response.headers
+    assert response.headers["X-ExceptionType"].endswith("PSRemotingTransportException")

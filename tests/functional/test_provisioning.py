@@ -88,9 +88,13 @@ def test_a_replay_reads_twice_and_writes_nothing(simulator: Simulator, engine: P
     simulator.reset_log()
     outcome = engine.run(NOTICE)
     assert outcome.status is Status.SUCCEEDED
-    assert total_calls(simulator) <= 2
+    assert simulator.calls(TENANT) == {"Get-OutboundConnector": 1, "Get-AcceptedDomain": 1}
     assert simulator.writes(TENANT) == []
     assert simulator.token_requests(TENANT) == 0  # the cached token is reused
+    # The rows read carried the service's annotations and zone-less times; none counted as drift.
+    row = by_name(simulator)[MG_NAME]
+    assert row["SmartHosts@odata.type"] == "#Collection(String)"
+    assert row["LastValidationTimestamp"].endswith("0000000")
     assert [c.validation for c in outcome.connectors] == [Validation.ALREADY_VALIDATED] * 2
 
 
@@ -294,3 +298,111 @@ def test_an_enterprise_audit_notice_for_a_tenant_with_mailgates_changes_nothing(
     outcome = engine.run(make_notice(notice_id="ACT-T-2", services=["enterprise_audit"]))
     assert outcome.status is Status.SUCCEEDED, outcome.error
     assert simulator.writes(TENANT) == []
+
+
+# -- Exchange as it really behaves: test mode, wizard-made tenants, plain-text throttling ---------
+
+WIZARD_TIME = "2026-07-24T18:59:12.0000000"  # as the admin center stores it: no zone
+
+
+def seed_mailgates(simulator: Simulator, **overrides: Any) -> None:
+    fields: dict[str, Any] = {
+        "Name": MG_NAME, "ConnectorType": "Partner", "RecipientDomains": ["*"], "UseMXRecord": False,
+        "SmartHosts": ["mgf.cybermail.jp"], "TlsSettings": "CertificateValidation", "Enabled": True,
+        "IsTransportRuleScoped": False, "ConnectorSource": "AdminUI", "IsValidated": True,
+        "ValidationRecipients": ["adm@example.com"], "LastValidationTimestamp": WIZARD_TIME,
+    }
+    fields.update(overrides)
+    simulator.seed_connector(TENANT, **fields)
+
+
+def seed_enterprise_audit(simulator: Simulator, **overrides: Any) -> None:
+    fields: dict[str, Any] = {
+        "Name": EA_NAME, "ConnectorType": "Partner", "RecipientDomains": ["*.cs-365.cybermail.jp"],
+        "UseMXRecord": True, "TlsSettings": "CertificateValidation", "Enabled": True,
+        "IsTransportRuleScoped": False, "ConnectorSource": "AdminUI", "IsValidated": True,
+        "ValidationRecipients": ["jr-1@cs-365.cybermail.jp"], "LastValidationTimestamp": WIZARD_TIME,
+    }
+    fields.update(overrides)
+    simulator.seed_connector(TENANT, **fields)
+
+
+def test_our_mailgates_connector_in_test_mode_is_converged_without_a_duplicate(
+        simulator: Simulator, engine: ProvisioningEngine) -> None:
+    seed_mailgates(simulator, TestMode=True)
+    outcome = engine.run(make_notice(services=["mailgates"]))
+    assert outcome.status is Status.SUCCEEDED, outcome.error
+    # The listing leaves test-mode connectors out; New- finds the name taken; one test-mode lookup.
+    assert simulator.calls(TENANT) == {
+        "Get-OutboundConnector": 2, "Get-AcceptedDomain": 1, "New-OutboundConnector": 1,
+        "Set-OutboundConnector": 2, "Validate-OutboundConnector": 1,
+    }
+    lookup = [e.parameters for e in simulator.log_for(TENANT) if e.cmdlet == "Get-OutboundConnector"]
+    assert lookup == [{}, {"Identity": MG_NAME, "IncludeTestModeConnectors": True}]
+    connectors = simulator.connectors(TENANT)
+    assert [c["Name"] for c in connectors] == [MG_NAME]
+    assert connectors[0]["TestMode"] is False
+    assert connectors[0]["IsValidated"] is True
+    assert [(c.action, c.changed, c.validation) for c in outcome.connectors] == [
+        ("update", ["Comment", "TestMode"], Validation.PASSED)]
+
+
+def test_after_leaving_test_mode_a_replay_reads_twice_and_writes_nothing(
+        simulator: Simulator, engine: ProvisioningEngine) -> None:
+    seed_mailgates(simulator, TestMode=True)
+    engine.run(NOTICE)
+    simulator.reset_log()
+    outcome = engine.run(NOTICE)
+    assert outcome.status is Status.SUCCEEDED, outcome.error
+    assert simulator.calls(TENANT) == {"Get-OutboundConnector": 1, "Get-AcceptedDomain": 1}
+    assert sorted(c["Name"] for c in simulator.connectors(TENANT)) == sorted([EA_NAME, MG_NAME])
+
+
+def test_a_foreign_star_connector_in_test_mode_is_no_competitor(simulator: Simulator,
+                                                                engine: ProvisioningEngine) -> None:
+    simulator.seed_connector(TENANT, Name="Trial relay", ConnectorType="Partner", RecipientDomains=["*"],
+                             UseMXRecord=False, SmartHosts=["relay.trial.example"], TestMode=True)
+    outcome = engine.run(NOTICE)
+    assert outcome.status is Status.SUCCEEDED, outcome.error
+    assert total_calls(simulator) == 8
+    assert by_name(simulator)["Trial relay"]["TestMode"] is True
+    assert [w for w in simulator.writes(TENANT) if w["identity"] == "Trial relay"] == []
+
+
+def test_a_wizard_made_tenant_is_adopted_without_a_new_validation(simulator: Simulator,
+                                                                  engine: ProvisioningEngine) -> None:
+    seed_enterprise_audit(simulator)
+    seed_mailgates(simulator)
+    outcome = engine.run(NOTICE)
+    assert outcome.status is Status.SUCCEEDED, outcome.error
+    assert simulator.calls(TENANT) == {
+        "Get-OutboundConnector": 1, "Get-AcceptedDomain": 1, "Set-OutboundConnector": 2}
+    assert [w["parameters"] for w in simulator.writes(TENANT)] == [
+        {"Identity": EA_NAME, "Comment": desired_connectors(NOTICE)[0].comment},
+        {"Identity": MG_NAME, "Comment": desired_connectors(NOTICE)[1].comment},
+    ]
+    assert [(c.action, c.changed, c.validation) for c in outcome.connectors] == [
+        ("update", ["Comment"], Validation.ALREADY_VALIDATED), ("update", ["Comment"], Validation.ALREADY_VALIDATED)]
+    for row in simulator.connectors(TENANT):
+        assert row["LastValidationTimestamp"] == WIZARD_TIME  # the admin's validation stands
+
+
+def test_a_wizard_connector_validated_for_another_recipient_is_validated_once(
+        simulator: Simulator, engine: ProvisioningEngine) -> None:
+    seed_enterprise_audit(simulator)
+    seed_mailgates(simulator, ValidationRecipients=["someone@else.example"])
+    outcome = engine.run(NOTICE)
+    assert outcome.status is Status.SUCCEEDED, outcome.error
+    assert simulator.calls(TENANT)["Validate-OutboundConnector"] == 1
+    assert [c.validation for c in outcome.connectors] == [Validation.ALREADY_VALIDATED, Validation.PASSED]
+    assert by_name(simulator)[MG_NAME]["ValidationRecipients"] == ["adm@example.com"]
+
+
+def test_plain_text_throttling_is_waited_out_for_rate_limit_reset(
+        simulator: Simulator, engine: ProvisioningEngine, sleeps: Sleeps) -> None:
+    simulator.fail_next(TENANT, 1, "throttle_text", retry_after=4)
+    outcome = engine.run(NOTICE)
+    assert outcome.status is Status.SUCCEEDED, outcome.error
+    assert sleeps.calls == [4.0]
+    assert [e.data["code"] for e in outcome.events if e.kind == "exchange.retry"] == ["THROTTLED"]
+    assert total_calls(simulator) == 9
