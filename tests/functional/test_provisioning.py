@@ -13,7 +13,7 @@ import pytest
 from exosim import Simulator
 from exosim.dnsserver import DnsServer
 from shared.applying import apply_with_retries
-from shared.connectors import desired_connectors
+from shared.connectors import OWNERSHIP_MARKER, desired_connectors
 from shared.notice import ActivationNotice, parse_notice
 from shared.outcome import Status, Validation
 from shared.provisioning import ProvisioningEngine
@@ -406,3 +406,79 @@ def test_plain_text_throttling_is_waited_out_for_rate_limit_reset(
     assert sleeps.calls == [4.0]
     assert [e.data["code"] for e in outcome.events if e.kind == "exchange.retry"] == ["THROTTLED"]
     assert total_calls(simulator) == 9
+
+
+# -- drift on connectors that are ours, found in review ---------------------------------------
+
+JOURNAL = "jr-1@cs-365.cybermail.jp"
+RECIPIENT = "adm@example.com"
+
+
+def notice(*services: str) -> ActivationNotice:
+    return make_notice(services=list(services))
+
+
+def seed_ours_ea(sim: Simulator, **overrides: Any) -> None:
+    fields: dict[str, Any] = {
+        "Name": EA_NAME, "ConnectorType": "Partner", "RecipientDomains": ["*.cs-365.cybermail.jp"],
+        "UseMXRecord": True, "TlsSettings": "CertificateValidation", "Enabled": True,
+        "IsTransportRuleScoped": False, "Comment": f"{OWNERSHIP_MARKER} enterprise_audit",
+        "IsValidated": True, "ValidationRecipients": [JOURNAL],
+        "LastValidationTimestamp": "2026-01-01T00:00:00Z",
+    }
+    fields.update(overrides)
+    sim.seed_connector(TENANT, **fields)
+
+
+def seed_ours_mg(sim: Simulator, **overrides: Any) -> None:
+    fields: dict[str, Any] = {
+        "Name": MG_NAME, "ConnectorType": "Partner", "RecipientDomains": ["*"],
+        "UseMXRecord": False, "SmartHosts": ["mgf.cybermail.jp"], "TlsSettings": "CertificateValidation",
+        "Enabled": True, "IsTransportRuleScoped": False, "Comment": f"{OWNERSHIP_MARKER} mailgates",
+        "IsValidated": True, "ValidationRecipients": [RECIPIENT],
+        "LastValidationTimestamp": "2026-01-01T00:00:00Z",
+    }
+    fields.update(overrides)
+    sim.seed_connector(TENANT, **fields)
+
+
+def test_an_enterprise_audit_connector_moved_to_a_smart_host_is_set_back_to_mx(
+        simulator: Simulator, engine: ProvisioningEngine) -> None:
+    seed_ours_ea(simulator, UseMXRecord=False, SmartHosts=["mgf.cybermail.jp"])
+    outcome = engine.run(notice("enterprise_audit"))
+    assert outcome.status is Status.SUCCEEDED, outcome.error
+    ea = by_name(simulator)[EA_NAME]
+    assert ea["UseMXRecord"] is True
+    assert ea["SmartHosts"] == []
+
+
+def test_a_mailgates_connector_hardened_to_domain_validation_is_set_back(
+        simulator: Simulator, engine: ProvisioningEngine) -> None:
+    seed_ours_mg(simulator, TlsSettings="DomainValidation", TlsDomain="mgf.cybermail.jp")
+    outcome = engine.run(notice("mailgates"))
+    assert outcome.status is Status.SUCCEEDED, outcome.error
+    mg = by_name(simulator)[MG_NAME]
+    assert mg["TlsSettings"] == "CertificateValidation"
+    assert mg["TlsDomain"] is None
+
+
+def test_our_mailgates_connector_in_test_mode_is_taken_out_of_it(
+        simulator: Simulator, engine: ProvisioningEngine) -> None:
+    seed_ours_mg(simulator, TestMode=True)
+    outcome = engine.run(notice("mailgates"))
+    assert outcome.status is Status.SUCCEEDED, outcome.error
+    assert outcome.connectors[0].action == "update"
+    assert outcome.connectors[0].changed == ["TestMode"]
+    assert by_name(simulator)[MG_NAME]["TestMode"] is False
+
+
+def test_a_mailgates_connector_that_fails_validation_is_not_left_routing_all_mail(
+        simulator: Simulator, engine: ProvisioningEngine) -> None:
+    simulator.configure_tenant(TENANT, unreachable_hosts=["mgf.cybermail.jp"])
+    outcome = engine.run(notice("mailgates"))
+    assert outcome.status is Status.NEEDS_ATTENTION
+    assert outcome.error is not None and outcome.error["code"] == "VALIDATION_FAILED"
+    mg = by_name(simulator)[MG_NAME]
+    assert mg["Enabled"] is False
+    assert outcome.connectors[0].disabled is True
+

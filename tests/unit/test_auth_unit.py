@@ -489,3 +489,13 @@ def test_a_key_vault_certificate_secret_is_read_as_pkcs12_or_pem() -> None:
     assert as_pkcs12["thumbprint"] == as_pem["thumbprint"] == thumbprint
     with pytest.raises(ValueError, match="neither PEM nor base64"):
         certificate_credential_from_secret("not base64 ***", "")
+
+
+def test_missing_service_principal_is_missing_consent() -> None:
+    error = error_from_msal_result({
+        "error": "invalid_client",
+        "error_description": "AADSTS7000229: The client application 11111111-1111-1111-1111-111111111111 is "
+                             f"missing service principal in the tenant {TENANT}.",
+        "error_codes": [7000229],
+    })
+    assert error.code is ErrorCode.CONSENT_MISSING

@@ -838,3 +838,10 @@ def test_rate_limit_reset_is_read_as_seconds_a_unix_time_or_a_date(reset: str, e
 
 def test_no_throttling_header_leaves_the_wait_to_the_back_off() -> None:
     assert throttle_wait({"Rate-Limit-Remaining": "0"}) is None
+
+
+def test_the_guard_refuses_parameters_it_does_not_know_on_routing_cmdlets() -> None:
+    client, adapter = client_with()
+    with pytest.raises(RoutingPolicyError):
+        client.invoke("Set-OutboundConnector", {"Identity": mailgates().name, "SmartHost": ["relay.attacker.example"]})
+    assert adapter.sent == []

@@ -835,3 +835,14 @@ def test_invalid_sample_reports_what_its_name_says(name: str) -> None:
 def test_every_valid_sample_parses(path: Path) -> None:
     parsed = parse_notice(path.read_bytes())
     assert parse_notice(parsed.to_dict()) == parsed
+
+
+def test_a_mailgates_validation_recipient_in_a_journal_domain_is_refused() -> None:
+    assert errors_of({
+        "notice_id": "n-review-2",
+        "tenant_id": TENANT_ID,
+        "services": ["mailgates", "enterprise_audit"],
+        "journal_report_address": "jr@cs-365.cybermail.jp",
+        "mx_host": "mgf.cybermail.jp",
+        "validation_recipient": "adm@cs-365.cybermail.jp",
+    }) == [("validation_recipient", "recipient_in_journal_domain")]

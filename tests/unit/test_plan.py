@@ -10,6 +10,7 @@ from shared.connectors import desired_connectors
 from shared.exchange import Connector
 from shared.notice import parse_notice
 from shared.plan import Action, covers, diff, make_plan, needs_validation, operations, overlaps
+from shared.settings import Settings
 from tests.support import FakeConnector, as_deployed
 
 NOTICE = parse_notice({
@@ -238,6 +239,38 @@ def test_any_change_to_how_a_validated_connector_routes_needs_a_new_validation(o
     assert item.needs_validation is True
 
 
-def test_our_connector_in_test_mode_is_taken_out_of_it_and_validated() -> None:
-    item = make_plan([EA, MG], [as_deployed(EA), as_deployed(MG, test_mode=True)]).connectors[1]
-    assert (item.action, item.changes, item.needs_validation) == (Action.UPDATE, {"TestMode": False}, True)
+# -- drift and ownership found in review -------------------------------------------------------
+
+OWN_NAMES = (Settings().ea_connector_name, Settings().mg_connector_name)
+
+
+def test_our_connector_left_in_test_mode_is_taken_out_of_it() -> None:
+    plan = make_plan([EA, MG], [as_deployed(EA), as_deployed(MG, test_mode=True)])
+    item = plan.connectors[1]
+    assert item.action is Action.UPDATE
+    assert item.changes == {"TestMode": False}
+    assert item.needs_validation is True
+
+
+def test_switching_back_to_mx_routing_clears_the_smart_hosts() -> None:
+    plan = make_plan([EA], [as_deployed(EA, use_mx_record=False, smart_hosts=("mgf.cybermail.jp",))])
+    changes = plan.connectors[0].changes
+    assert changes == {"UseMXRecord": True, "SmartHosts": None}
+
+
+def test_the_manual_procedures_spelling_of_the_mailgates_name_is_recognised() -> None:
+    manual = as_deployed(MG, name="MAILGATES Σ 送信コネクタ", comment="", is_validated=False)
+    plan = make_plan([EA, MG], [manual], own_names=OWN_NAMES)
+    assert not plan.blocked
+    assert plan.connectors[1].action is Action.UPDATE
+    assert plan.connectors[1].changes == {"Name": MG.name, "Comment": MG.comment}
+    assert plan.connectors[1].current_name == "MAILGATES Σ 送信コネクタ"
+
+
+def test_a_transport_rule_scoped_foreign_connector_only_warns() -> None:
+    scoped = FakeConnector(name="Encryption via rule", recipient_domains=("*",), use_mx_record=False,
+                           smart_hosts=("encrypt.example",), is_transport_rule_scoped=True)
+    plan = make_plan([EA, MG], [scoped], own_names=OWN_NAMES)
+    assert not plan.blocked
+    assert [(w.code, w.data) for w in plan.warnings] == [
+        ("RULE_SCOPED_CONNECTOR", {"connector": "Encryption via rule", "domains": ["*"]})]

@@ -564,3 +564,26 @@ def test_ok_result_stores_no_findings() -> None:
     assert stored["ok"] is True
     assert stored["findings"] == []
     assert stored["record"] == f"v=spf1 include:{MG} -all"
+
+
+# -- include placement and qualifiers found in review -------------------------------------------
+
+
+def spf(record: str, **extra: list[str]) -> SpfResult:
+    return check({"contoso.com": [record], MG: [MG_RECORD], **extra})
+
+
+def test_an_include_after_all_does_not_authorise_mailgates() -> None:
+    result = spf(f"v=spf1 -all include:{MG}")
+    assert result.codes == [ErrorCode.SPF_INCLUDE_MISSING]
+
+
+def test_a_fail_qualified_include_does_not_authorise_mailgates() -> None:
+    result = spf(f"v=spf1 -include:{MG} ~all")
+    assert result.codes == [ErrorCode.SPF_INCLUDE_MISSING]
+
+
+def test_a_broken_include_before_mailgates_is_a_finding() -> None:
+    result = spf(f"v=spf1 include:gone.example include:{MG} -all")
+    assert not result.ok
+    assert result.codes == [ErrorCode.SPF_BROKEN_INCLUDE]
