@@ -109,7 +109,7 @@ def _banner(out: TextIO, stack: LocalStack, log_path: Path) -> None:
         f"  Log        {log_path}",
         "  Function key (new each start; send it as the x-functions-key header or ?code=):",
         f"    export FUNCTION_KEY='{host.function_key}'",
-        "  Status page (open in a browser; the page then drops the key from the address bar):",
+        "  Status page (open in a browser; it keeps the key for the tab, so reload works, and drops it from the URL):",
         f"    {api}/status?code={host.function_key}",
         "Try:",
         "  .venv/bin/python -m shared list",
