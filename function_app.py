@@ -2,7 +2,8 @@
 
 Queue messages are plain UTF-8 JSON (host.json sets `"messageEncoding": "none"`), so the
 contract system, `python -m shared submit` and the retry scheduler all send the same text.
-Every HTTP route needs a function key except `GET /api/health`.
+Every HTTP route needs a function key except `GET /api/health` and the status page's shell
+(`GET /api/status`, static HTML with no data in it).
 """
 
 from __future__ import annotations
@@ -51,12 +52,16 @@ def retry_activation(req: func.HttpRequest) -> func.HttpResponse:
     return _http(runtime.api().retry(req.route_params["notice_id"]))
 
 
-@app.route(route="status", methods=["GET"])
+@app.route(route="status", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def status_page(req: func.HttpRequest) -> func.HttpResponse:
-    """The operators' status page: static HTML whose script calls the routes above with the same key.
+    """The operators' status page: static HTML whose script calls the routes above with the key.
 
-    Function-level like the API, so the page is as private as the data it shows; the CSP and
-    the other security headers come with the page from `shared.page`.
+    Anonymous, because the page is only a shell: the same bytes for everyone, no activation,
+    tenant or setting in it. Every piece of data comes from the function-level routes above,
+    which refuse a request without the key. A key-protected shell would give 401 on every
+    reload and bookmark once the page has (rightly) dropped `?code=` from the address bar;
+    anonymous, it loads, takes the key the operator gave this tab, or asks for one. The CSP
+    and the other security headers come with the page from `shared.page`.
     """
     from shared.page import load_status_page
 

@@ -10,7 +10,8 @@ simulator and a DNS server for SPF (or uses the Exchange endpoint in EXO_ADMIN_A
 ENTRA_AUTHORITY_HOST when both are set, with the EXO_* credentials given), submits the four
 notices in samples/ (three on the queue as the contract system sends them, one POSTed as an
 operator would), shows their status live until each is final, then keeps serving the API
-until Ctrl-C.
+until Ctrl-C. While it runs, `.run/local.env` holds the stack's settings, so `python -m shared
+list` in another terminal (from the same directory) works with nothing configured.
 
     python -m localrun                      # serve on 127.0.0.1:7071 (LOCAL_PORT) until Ctrl-C
     python -m localrun --once               # exit when the samples are final: 0 iff all succeeded
@@ -104,12 +105,14 @@ def _banner(out: TextIO, stack: LocalStack, log_path: Path) -> None:
         lines.append(f"  Storage    Azurite in memory: queues :{stack.azurite.queue_port}, "
                      f"tables :{stack.azurite.table_port}")
     lines += [
+        f"  Settings   {stack.local_env_path} (read by `python -m shared ...`; removed on stop)",
         f"  Log        {log_path}",
         "  Function key (new each start; send it as the x-functions-key header or ?code=):",
         f"    export FUNCTION_KEY='{host.function_key}'",
-        "  Status page (open in a browser; the page then drops the key from the address bar):",
+        "  Status page (open in a browser; it keeps the key for the tab, so reload works, and drops it from the URL):",
         f"    {api}/status?code={host.function_key}",
         "Try:",
+        "  .venv/bin/python -m shared list",
         f"  curl -s {api}/health",
         f"  curl -s {header} '{api}/activations?top=20'",
         f"  curl -s {header} '{api}/activations?status=succeeded'",

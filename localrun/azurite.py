@@ -7,6 +7,7 @@ developer's shell start it the same way:
 
     python -m localrun.azurite start      # writes .run/azurite.pid and .run/azurite.env
     set -a; . .run/azurite.env; set +a    # AZURITE_CONNECTION_STRING=...
+    python -m localrun.azurite env        # the running one's string (start's, or make run's)
     python -m localrun.azurite stop
 
 Ports default to free ones picked at start, so a CI run never collides with an Azurite a
@@ -400,11 +401,67 @@ def _cmd_env(args: argparse.Namespace) -> int:
             return 1
         sys.stdout.write(args.envfile.read_text())
         return 0
-    value = connection_string(
-        host=args.host, blob_port=args.blob_port, queue_port=args.queue_port, table_port=args.table_port
-    )
+    if any(port is not None for port in (args.blob_port, args.queue_port, args.table_port)):
+        # Ports given: the connection string for them, running or not (for a config file).
+        value = connection_string(
+            host=args.host, blob_port=args.blob_port or STANDARD_BLOB_PORT,
+            queue_port=args.queue_port or STANDARD_QUEUE_PORT, table_port=args.table_port or STANDARD_TABLE_PORT,
+        )
+    else:
+        value, source = running_connection_string(args.run_dir, host=args.host)
+        print(f"Azurite from {source}.", file=sys.stderr)
     print(value if args.value else f"{ENV_VAR}={shlex.quote(value)}")
     return 0
+
+
+def running_connection_string(run_dir: Path, *, host: str = DEFAULT_HOST) -> tuple[str, str]:
+    """The connection string of the Azurite that is actually running, and where it was found.
+
+    `make run` and `start` pick free ports, so the standard ones are only a last guess: first
+    the env file of a detached `start` (`<run_dir>/azurite.env`), then the local stack's
+    (`<run_dir>/local.env`, its AzureWebJobsStorage), then Azurite on the standard ports. A file
+    whose queue and table ports nobody listens on is stale and is said to be, never printed.
+    Raises AzuriteError saying what was looked at when no Azurite answers.
+    """
+    from shared.settings import SettingsError, read_env_file
+
+    stale: list[str] = []
+    for path, name in ((run_dir / "azurite.env", ENV_VAR), (run_dir / "local.env", "AzureWebJobsStorage")):
+        try:
+            value = read_env_file(path).get(name, "")
+        except SettingsError as exc:
+            raise AzuriteError(str(exc)) from exc
+        if not value:
+            continue
+        ports = _service_ports(value)
+        if ports and all(_accepts(h, p) for h, p in ports):
+            return value, str(path)
+        stale.append(f"{path} names {', '.join(f'{h}:{p}' for h, p in ports) or 'no queue or table endpoint'}")
+    standard = connection_string(host=host)
+    if all(_accepts(host, port) for port in (STANDARD_QUEUE_PORT, STANDARD_TABLE_PORT)):
+        return standard, f"the standard ports on {host}"
+    hint = ("start one with `make run` or `python -m localrun.azurite start`, or give its ports "
+            "(--queue-port, --table-port, --blob-port)")
+    if stale:
+        raise AzuriteError(f"no running Azurite: {'; '.join(stale)}, where nothing listens (stale); {hint}")
+    raise AzuriteError(f"no running Azurite found in {run_dir} or on the standard ports; {hint}")
+
+
+def _service_ports(value: str) -> list[tuple[str, int]]:
+    """(host, port) of the queue and table endpoints of a connection string."""
+    from urllib.parse import urlsplit
+
+    parts = dict(item.split("=", 1) for item in value.split(";") if "=" in item)
+    found: list[tuple[str, int]] = []
+    for key in ("QueueEndpoint", "TableEndpoint"):
+        url = urlsplit(parts.get(key, ""))
+        try:
+            port = url.port
+        except ValueError:
+            port = None
+        if url.hostname and port:
+            found.append((url.hostname, port))
+    return found
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -428,12 +485,15 @@ def _parser() -> argparse.ArgumentParser:
     stop.add_argument("--timeout", type=float, default=10.0)
     stop.set_defaults(func=_cmd_stop)
 
-    env = sub.add_parser("env", help="print AZURITE_CONNECTION_STRING=... for an env file or given ports")
+    env = sub.add_parser("env", help="print AZURITE_CONNECTION_STRING=... of the running Azurite (make run's "
+                                     "or start's, found in --run-dir), or for given ports")
     env.add_argument("--envfile", type=Path, default=None, help="print this file written by start")
+    env.add_argument("--run-dir", type=Path, default=Path(".run"),
+                     help="where make run and start write their env files (default .run)")
     env.add_argument("--host", default=DEFAULT_HOST)
-    env.add_argument("--blob-port", type=int, default=STANDARD_BLOB_PORT)
-    env.add_argument("--queue-port", type=int, default=STANDARD_QUEUE_PORT)
-    env.add_argument("--table-port", type=int, default=STANDARD_TABLE_PORT)
+    for name, port in (("blob", STANDARD_BLOB_PORT), ("queue", STANDARD_QUEUE_PORT), ("table", STANDARD_TABLE_PORT)):
+        env.add_argument(f"--{name}-port", type=int, default=None,
+                         help=f"print the string for this port instead (others default to the standard, {port})")
     env.add_argument("--value", action="store_true", help="print only the connection string")
     env.set_defaults(func=_cmd_env)
     return parser

@@ -2,9 +2,18 @@
 
 Operators, the status page and `curl` talk to the API over HTTP, so the local stack serves it
 over HTTP too, with what the Functions host adds around a function: the route prefix, the
-function-key check (`x-functions-key` header or `?code=`, 401 without it), 404 for an
-unknown path, 405 for a known path with another method, and a 500 that tells the caller
-nothing about the failure while the log keeps the traceback.
+function-key check (`x-functions-key` header, else the `code` query parameter in any letter
+case; 401 without a key), 404 when no route takes the path with the request's method (see
+`routes`), and a 500 that tells the caller nothing about the failure while the log keeps
+the traceback.
+
+The key look-up follows the host's `AuthenticationLevelHandler.GetAuthorizationKeyInfoAsync`
+(Azure/azure-functions-host `src/WebJobs.Script.WebHost/Security/Authentication/Keys/`):
+the header first, else `request.Query["code"]`. ASP.NET Core's query collection compares
+names with `StringComparer.OrdinalIgnoreCase` (dotnet/aspnetcore
+`src/Http/Http/src/QueryCollection.cs`; `QueryHelpers.ParseQuery` is documented to return
+"a case-insensitive (OrdinalIgnoreCase) key comparer"), so `?Code=` and `?CODE=` carry the key
+in Azure too; of repeated names the first value counts (`values.First()`).
 
 Core Tools' `func start` does not check keys at all; this runner does, as Azure does, so a
 script that forgets its key fails here first rather than in production.
@@ -116,16 +125,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         match = self.server.routes.match(self.command, path)
         if match.function is None:
-            if match.allowed is None:
-                self._reply(404, b"")
-            else:
-                self._reply(405, b"", {"Allow": ", ".join(sorted(match.allowed))})
+            self._reply(404, b"")
             return
         function = match.function
         params = _query(split.query)
         headers = _headers(self.headers.items())
         if function.auth_level != "anonymous":
-            supplied = headers.get(KEY_HEADER) or params.get(KEY_PARAM)
+            supplied = headers.get(KEY_HEADER) if KEY_HEADER in headers else key_parameter(split.query)
             if not self.server.key_matches(supplied):
                 self._reply(401, b"")
                 return
@@ -219,6 +225,14 @@ def _query(query: str) -> dict[str, str]:
     for name, value in parse_qsl(query, keep_blank_values=True):
         params.setdefault(name, value)  # the first value of a repeated name, as the host passes it
     return params
+
+
+def key_parameter(query: str) -> str | None:
+    """The function key from the query string: the first `code` parameter, whatever its letter case."""
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name.casefold() == KEY_PARAM:
+            return value
+    return None
 
 
 def _headers(items: Any) -> dict[str, str]:

@@ -3,8 +3,14 @@
 Operators and scripts call the API by URL, so a route must resolve locally exactly as it
 will in Azure: `{name}` segments become `route_params`, literal segments win over
 parameters (`activations/stats` before `activations/{notice_id}`), matching ignores case
-and a trailing slash, and a known path called with the wrong method is told which methods
-it takes instead of looking like a missing page.
+and a trailing slash, and a path no route takes with the request's method is not found (404),
+even when another method would be served there.
+
+The host maps each function's `methods` as a route constraint (`HttpMethodRouteConstraint`
+in Azure/azure-functions-host `src/WebJobs.Script.WebHost/WebScriptHostHttpRoutesManager.cs`),
+so a method that fails the constraint leaves the request unrouted: 404, not 405 (observed
+and reported in Azure/azure-functions-host#10098, still open). Scripts written against this
+runner therefore see what Azure answers.
 """
 
 from __future__ import annotations
@@ -121,11 +127,10 @@ def compile_template(template: str) -> tuple[re.Pattern[str], tuple[int, ...], t
 
 @dataclass(frozen=True)
 class RouteMatch:
-    """The outcome of routing one request: a function, or why none applies."""
+    """The outcome of routing one request: a function and its route parameters, or none (404)."""
 
     function: HttpFunction | None
     route_params: dict[str, str]
-    allowed: frozenset[str] | None  # no function: the methods the path takes (405), or None (404)
 
 
 class RouteTable:
@@ -137,16 +142,15 @@ class RouteTable:
     def match(self, method: str, path: str) -> RouteMatch:
         """Route `path` (raw, percent-encoded, with leading slash, no query) for `method`."""
         normalized = "/" + path.strip("/") if path.strip("/") else ""
-        allowed: set[str] = set()
-        path_matched = False
         for function in self.functions:
+            # The method is part of the route, as in the host: a route that does not take it
+            # is skipped, and a later (less specific) route may still serve the request.
+            if not function.allows(method):
+                continue
             found = function.pattern.fullmatch(normalized)
             if found is None:
                 continue
-            path_matched = True
-            if function.allows(method):
-                params = dict(function.defaults)
-                params.update({k: unquote(v) for k, v in found.groupdict().items() if v is not None})
-                return RouteMatch(function, params, None)
-            allowed.update(function.methods or ())
-        return RouteMatch(None, {}, frozenset(allowed) if path_matched else None)
+            params = dict(function.defaults)
+            params.update({k: unquote(v) for k, v in found.groupdict().items() if v is not None})
+            return RouteMatch(function, params)
+        return RouteMatch(None, {})

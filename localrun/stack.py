@@ -7,6 +7,11 @@ and a DNS server for the SPF check (unless the developer points the product at a
 Exchange endpoint), wires the app settings exactly as the Function App in Azure gets them,
 and runs `function_app.py` in a `LocalFunctionsHost`.
 
+While it runs, `<run_dir>/local.env` holds the app settings it set (storage, the simulator's
+EXO_* settings and CA bundle, DNS, local pacing), so `python -m shared list` in another
+terminal finds this stack with nothing configured, and a shell can `set -a; . .run/local.env`.
+The file is removed when the stack stops.
+
 Local use only: nothing here is deployed, and in Azure the app settings come from Bicep.
 """
 
@@ -15,7 +20,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import MutableMapping
+import shlex
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from types import TracebackType
 
@@ -42,6 +48,26 @@ LOCAL_DEFAULTS = {
 }
 # Point requests at the simulator's throw-away CA only; a CA left over in the shell would win.
 _TLS_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
+LOCAL_ENV_NAME = "local.env"
+_LOCAL_ENV_HEADER = """\
+# Settings of the local stack `make run` (python -m localrun) started; removed when it stops.
+# FOR LOCAL USE ONLY. `python -m shared ...` reads it when the environment does not configure
+# storage / Exchange itself; a shell can `set -a; . .run/local.env; set +a`. The storage key is
+# Azurite's published development key and the client secret the simulator's throw-away one.
+"""
+
+
+def write_local_env(path: Path, settings: Mapping[str, str]) -> None:
+    """Write `settings` as a shell-sourceable env file readable by its owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = _LOCAL_ENV_HEADER + "".join(f"{name}={shlex.quote(value)}\n" for name, value in sorted(settings.items()))
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.unlink(missing_ok=True)
+    # Created 0600 (not chmod-ed after), and renamed into place so a reader never sees half a file.
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(temporary, path)
 
 
 def external_exchange(environ: MutableMapping[str, str]) -> bool:
@@ -69,6 +95,8 @@ class LocalStack:
         self.simulator: Simulator | None = None
         self.dns: DnsServer | None = None
         self.host: LocalFunctionsHost | None = None
+        self.app_settings: dict[str, str] = {}
+        self.local_env_path = run_dir / LOCAL_ENV_NAME
 
     def start(self) -> LocalStack:
         """Start every service, set the app settings, create tables and queues, start the host."""
@@ -98,6 +126,13 @@ class LocalStack:
 
             self.host = LocalFunctionsHost(function_app.app, host_json=self.host_json, environ=self.environ,
                                            port=self.port).start()
+            # What the app runs with: the settings set here, and the queue and table names (and
+            # pacing) the developer's environment chose, so a command finds the same queue.
+            self.app_settings = {**{name: self.environ[name] for name in LOCAL_DEFAULTS}, **settings}
+            if self.app_settings.get("REQUESTS_CA_BUNDLE"):
+                # Absolute, so the file means the same from any directory that sources it.
+                self.app_settings["REQUESTS_CA_BUNDLE"] = str(Path(self.app_settings["REQUESTS_CA_BUNDLE"]).resolve())
+            write_local_env(self.local_env_path, self.app_settings)
         except BaseException:
             self.stop()
             raise
@@ -107,6 +142,10 @@ class LocalStack:
         """Stop the host first (running notices finish), then the services it was using."""
         from shared import runtime
 
+        # First, so that no command is pointed at services that are about to go.
+        if self.app_settings:
+            self.local_env_path.unlink(missing_ok=True)
+            self.app_settings = {}
         host, self.host = self.host, None
         if host is not None:
             host.stop()

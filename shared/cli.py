@@ -1,24 +1,32 @@
 """`python -m shared …`: the operator's command line.
 
-Exit codes are part of the interface (scripts branch on them): 0 success, 2 invalid notice or
-usage, 3 needs attention, 4 failed.
+Exit codes are part of the interface (scripts branch on them): 0 success, 2 invalid notice,
+usage or a missing or bad setting, 3 needs attention, 4 failed (or storage unreachable).
+
+Settings come from the environment and, for what it leaves unset, from `.run/local.env`, the
+file `make run` writes for the stack it started (`Settings.from_env(local_env=...)` has the
+rules). Whatever goes wrong outside the product's own outcomes, a setting or an unreachable
+storage account, is one line on stderr, never a traceback; and a reader that stops reading
+(`python -m shared list | head -1`) ends the output quietly, not the command.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import IO, TYPE_CHECKING, Any, TextIO, cast
 
 from .connectors import desired_connectors
-from .notice import ActivationNotice, NoticeError, parse_notice
+from .notice import GUID_PATTERN, ActivationNotice, NoticeError, parse_notice
 from .plan import make_plan, operations
 from .render import plan_json, plan_powershell, plan_text
-from .settings import Settings, SettingsError
+from .settings import LOCAL_ENV_FILE, Settings, SettingsError, local_env_values, trust_local_env_ca
 
 if TYPE_CHECKING:
     from .outcome import Event, Outcome
@@ -30,19 +38,130 @@ EXIT_FAILED = 4
 
 
 def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
-         stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+         stdout: TextIO | None = None, stderr: TextIO | None = None,
+         local_env: Path | None = LOCAL_ENV_FILE) -> int:
+    """Run one command. `local_env`: the local stack's settings file to fall back on (None: none)."""
+    own_streams = stdout is None
     stdin = stdin or sys.stdin
-    stdout = stdout or sys.stdout
-    stderr = stderr or sys.stderr
-    parser = _parser()
-    args = parser.parse_args(argv)
+    stdout = stdout or cast(TextIO, _ClosedPipeQuiet(sys.stdout))
+    stderr = stderr or cast(TextIO, _ClosedPipeQuiet(sys.stderr))
     try:
-        settings = Settings.from_env()
+        return _run(_parser().parse_args(argv), stdin, stdout, stderr, local_env)
+    finally:
+        if own_streams:
+            # argparse writes --help and usage errors to sys.stdout/sys.stderr directly.
+            for stream in (stdout, stderr, sys.stdout, sys.stderr):
+                _flush_quietly(stream)
+
+
+def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO, local_env: Path | None) -> int:
+    try:
+        settings = Settings.from_env(local_env=local_env)
+        if local_env is not None:
+            trust_local_env_ca(local_env)  # `apply` against the simulator the file points at
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=stderr)
         return EXIT_INVALID
-    handler = args.handler
-    return int(handler(args, settings, stdin, stdout, stderr))
+    try:
+        return int(args.handler(args, settings, stdin, stdout, stderr))
+    except SettingsError as exc:
+        print(f"configuration error: {exc}{_local_stack_hint(local_env)}", file=stderr)
+        return EXIT_INVALID
+    except Exception as exc:
+        from azure.core.exceptions import AzureError
+
+        if not isinstance(exc, AzureError):
+            raise
+        # Storage refused or could not be reached: the operator needs the endpoint and why.
+        source = _settings_source(local_env, exc)
+        print(f"storage error: {one_line(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)}{source}",
+              file=stderr)
+        return EXIT_FAILED
+
+
+def _local_stack_hint(local_env: Path | None) -> str:
+    if local_env is None or local_env.exists():
+        return ""
+    return f" (or start the local stack with `make run` in this directory: its {local_env} is read here)"
+
+
+def _settings_source(local_env: Path | None, exc: Exception) -> str:
+    if local_env is None:
+        return ""
+    try:
+        taken = local_env_values(local_env)
+    except SettingsError:
+        return ""
+    if any(name.startswith("AzureWebJobsStorage") for name in taken):
+        return f" (storage settings from {local_env}: is `make run` still running?)"
+    return ""
+
+
+class _ClosedPipeQuiet:
+    """A text stream that falls silent once its reader has gone (`| head`), instead of raising.
+
+    Every command finishes what it started (an `apply` halfway through a tenant must not stop
+    because nobody reads its progress any more); only the output is dropped. The descriptor is
+    pointed at /dev/null, so the interpreter's own flush at exit has nothing to fail on either.
+    """
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._gone = False
+
+    def write(self, text: str) -> int:
+        if not self._gone:
+            try:
+                self._stream.write(text)
+            except BrokenPipeError:
+                self._silence()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._silence()
+
+    def _silence(self) -> None:
+        self._gone = True
+        _redirect_to_devnull(self._stream)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _flush_quietly(stream: Any) -> None:
+    try:
+        stream.flush()
+    except BrokenPipeError:
+        _redirect_to_devnull(stream)
+    except (OSError, ValueError):
+        pass
+
+
+def _redirect_to_devnull(stream: Any) -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.dup2(devnull, stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass  # not a real descriptor (a test's StringIO): nothing will flush to it later
+    finally:
+        os.close(devnull)
+
+
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators: stored text (Exchange's
+# words, a customer's name) must not move the cursor, recolour the terminal or break a line.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(value: object) -> str:
+    """`value` as text that stays on one terminal line and cannot send escape sequences."""
+    return _CONTROL.sub(" ", "" if value is None else str(value))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -91,7 +210,8 @@ def _parser() -> argparse.ArgumentParser:
     retry.set_defaults(handler=_cmd_retry)
 
     consent = sub.add_parser("consent-url", help="print the admin-consent URL a customer's admin opens")
-    consent.add_argument("tenant_id")
+    consent.add_argument("tenant", metavar="TENANT",
+                         help="the customer's tenant ID (GUID), or one of its domains (contoso.onmicrosoft.com)")
     consent.set_defaults(handler=_cmd_consent_url)
     return parser
 
@@ -232,19 +352,36 @@ def _cmd_status(args: argparse.Namespace, settings: Settings, stdin: TextIO, std
     if args.json:
         print(json.dumps(doc, ensure_ascii=False, indent=2), file=stdout)
         return EXIT_OK
-    print(f"{doc['notice_id']}  {doc['status']}  tenant {doc['tenant_id']}  attempts {doc['attempts']}", file=stdout)
-    for connector in doc["connectors"]:
-        print(f"  {connector['name']}: {connector['action']}, validation {connector['validation']}", file=stdout)
-    if doc["error"]:
-        error = doc["error"]
-        print(f"  error {error['code']}: {error['message']}", file=stdout)
-        print(f"  hint: {error.get('hint_en', '')}", file=stdout)
-        print(f"  対処: {error.get('hint_ja', '')}", file=stdout)
-    if doc["next_attempt_at"]:
-        print(f"  next attempt at {doc['next_attempt_at']}", file=stdout)
-    for event in doc["events"]:
-        print(f"  {event['at']}  {event['kind']:<20} {event['message']}", file=stdout)
+    _print_status(doc, stdout)
     return EXIT_OK
+
+
+def _print_status(doc: dict[str, Any], stdout: TextIO) -> None:
+    """One activation as text: stored values are shown as they are, each on its own line."""
+    t = one_line
+    print(f"{t(doc.get('notice_id'))}  {t(doc.get('status'))}  tenant {t(doc.get('tenant_id'))}  "
+          f"attempts {t(doc.get('attempts'))}", file=stdout)
+    for connector in _dicts(doc.get("connectors")):
+        print(f"  {t(connector.get('name'))}: {t(connector.get('action'))}, "
+              f"validation {t(connector.get('validation'))}", file=stdout)
+    # Warnings (SPF findings under SPF_POLICY=warn) do not fail an activation, so they are easy
+    # to miss; the customer still has something to fix.
+    for warning in _dicts(doc.get("warnings")):
+        domain = f" [{t(warning['domain'])}]" if warning.get("domain") else ""
+        print(f"  warning {t(warning.get('code'))}{domain}: {t(warning.get('message'))}", file=stdout)
+    error = doc.get("error")
+    if isinstance(error, dict) and error:
+        print(f"  error {t(error.get('code'))}: {t(error.get('message'))}", file=stdout)
+        print(f"  hint: {t(error.get('hint_en', ''))}", file=stdout)
+        print(f"  対処: {t(error.get('hint_ja', ''))}", file=stdout)
+    if doc.get("next_attempt_at"):
+        print(f"  next attempt at {t(doc['next_attempt_at'])}", file=stdout)
+    for event in _dicts(doc.get("events")):
+        print(f"  {t(event.get('at'))}  {t(event.get('kind')):<20} {t(event.get('message'))}", file=stdout)
+
+
+def _dicts(value: object) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
 def _cmd_list(args: argparse.Namespace, settings: Settings, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
@@ -261,13 +398,35 @@ def _cmd_list(args: argparse.Namespace, settings: Settings, stdin: TextIO, stdou
     if args.json:
         print(json.dumps(response.body, ensure_ascii=False, indent=2), file=stdout)
         return EXIT_OK
-    for item in response.body["items"]:
-        code = (item["error"] or {}).get("code", "")
-        print(f"{item['notice_id']:<24} {item['status']:<16} {item['attempts']:>3}  {item['tenant_id']}  {code}",
+    items = _dicts(response.body.get("items"))
+    continuation = response.body.get("continuation")
+    if items:
+        print(_list_row("NOTICE_ID", "STATUS", "ATTEMPTS", "TENANT_ID", "ERROR"), file=stdout)
+    for item in items:
+        error = item.get("error")
+        code = error.get("code", "") if isinstance(error, dict) else ""
+        print(_list_row(item.get("notice_id"), item.get("status"), item.get("attempts"), item.get("tenant_id"), code),
               file=stdout)
-    if response.body["continuation"]:
-        print(f"more: --continuation {response.body['continuation']}", file=stdout)
+    if not items:
+        print(_nothing_matched(args, more=bool(continuation)), file=stdout)
+    if continuation:
+        print(f"more: --continuation {one_line(continuation)}", file=stdout)
     return EXIT_OK
+
+
+def _list_row(notice_id: object, status: object, attempts: object, tenant_id: object, error: object) -> str:
+    t = one_line
+    return f"{t(notice_id):<24} {t(status):<16} {t(attempts):>8}  {t(tenant_id):<36}  {t(error)}".rstrip()
+
+
+def _nothing_matched(args: argparse.Namespace, *, more: bool) -> str:
+    filters = [f"{name}={value}" for name, value in (("status", args.status), ("tenant_id", args.tenant_id)) if value]
+    where = f" with {', '.join(filters)}" if filters else ""
+    if more:
+        return f"No activations{where} on this page; the next page may have some."
+    if args.continuation:
+        return f"No more activations{where}."
+    return f"No activations match{where}." if filters else "No activations yet."
 
 
 def _cmd_retry(args: argparse.Namespace, settings: Settings, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
@@ -294,11 +453,15 @@ def _cmd_consent_url(args: argparse.Namespace, settings: Settings, stdin: TextIO
         print("EXO_CLIENT_ID is not set: the consent URL names the provisioning app", file=stderr)
         return EXIT_INVALID
     try:
-        url = admin_consent_url(args.tenant_id, settings.exo_client_id, authority_host=settings.entra_authority_host)
+        url = admin_consent_url(args.tenant, settings.exo_client_id, authority_host=settings.entra_authority_host,
+                                allow_domain=True)
     except ValueError as exc:
         print(str(exc), file=stderr)
         return EXIT_INVALID
     print(url, file=stdout)
+    if not GUID_PATTERN.fullmatch(args.tenant.strip()):
+        print("note: a domain works only if it is verified in the customer's tenant; the tenant ID is the form "
+              "Microsoft recommends", file=stderr)
     return EXIT_OK
 
 

@@ -2,7 +2,10 @@
 
 The Function App serves the page itself (`GET /api/status`) so that it shares the API's
 origin: its script calls `/api/activations…` with the function key and needs no CORS, no
-second deployment and no storage account website. The page shows notice fields, customer
+second deployment and no storage account website. The page is served without a key (an
+anonymous route) so that a reload or a bookmark works after the key has left the address
+bar; that is safe because it is a shell, the same bytes for every request with no data in
+them, while every activation comes from the key-protected API. The page shows notice fields, customer
 names and Exchange's own messages, all untrusted, so the response carries a strict Content
 Security Policy on top of the page never writing data as HTML:
 
@@ -14,8 +17,10 @@ Security Policy on top of the page never writing data as HTML:
 * `connect-src 'self'` lets the page talk to its own API and nowhere else, `img-src data:`
   allows nothing from the network, and `frame-ancestors 'none'` stops another site framing
   the page to trick an operator into pressing Retry;
-* `Cache-Control: no-store` because the URL carried the function key (`?code=`), and
-  `Referrer-Policy: no-referrer` so that key never leaves in a Referer header.
+* `Cache-Control: no-store` because the URL may carry the function key (`?code=`), and
+  `Referrer-Policy: no-referrer` so that key never leaves in a Referer header. The script
+  keeps the key in `sessionStorage` (this tab only, gone when it closes), never in
+  `localStorage` or a cookie, and sends it only as the `x-functions-key` header.
 """
 
 from __future__ import annotations

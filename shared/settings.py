@@ -4,6 +4,10 @@ Operators configure the product through environment variables (app settings in A
 `local.settings.json` or the shell locally). Reading them here, and nowhere else, means a
 typo in a variable's value is reported once, at start-up, naming the variable, rather than
 surfacing as a strange failure halfway through provisioning a customer's tenant.
+
+The command line may also read `.run/local.env`, the file `make run` writes with the settings
+of the local stack it started (Azurite's connection string, the simulator's EXO_* settings):
+see `local_env_values` for which of its values count. The Function App never reads it.
 """
 
 from __future__ import annotations
@@ -11,12 +15,18 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping
+import shlex
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Literal
 
 DEFAULT_SMART_HOSTS = frozenset({"mgf.cybermail.jp", "mgs.cybermail.jp", "mgp.cybermail.jp"})
 DEFAULT_JOURNAL_DOMAINS = frozenset({"cs-365.cybermail.jp", "cs-365-02.cybermail.jp"})
+
+# Written by `python -m localrun` (make run) in its run directory, read by `python -m shared`
+# from the current directory: both default to `.run` under the project root.
+LOCAL_ENV_FILE = Path(".run") / "local.env"
 
 AuthMode = Literal["certificate", "secret", "federated"]
 SpfPolicy = Literal["warn", "block", "off"]
@@ -73,9 +83,15 @@ class Settings:
     storage_client_id: str = ""
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read settings from the environment; an unusable value raises naming the variable."""
-        env = os.environ if environ is None else environ
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, local_env: Path | None = None) -> Settings:
+        """Read settings from the environment; an unusable value raises naming the variable.
+
+        With `local_env` (the command line passes LOCAL_ENV_FILE), the values that file
+        contributes under `local_env_values`' rules fill in what the environment leaves unset.
+        """
+        env: Mapping[str, str] = os.environ if environ is None else environ
+        if local_env is not None:
+            env = {**env, **local_env_values(local_env, env)}
         values: dict[str, object] = {}
         for spec in SETTINGS:
             raw = env.get(spec.env)
@@ -188,6 +204,99 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AzureWebJobsStorage__queueServiceUri", "storage_queue_service_uri", "Queue service URI, when not derived from the account name."),
     Setting("AzureWebJobsStorage__clientId", "storage_client_id", "Client ID of the identity used for storage (defaults to MANAGED_IDENTITY_CLIENT_ID)."),
 )
+
+
+# Settings that only make sense together. The local stack's file gives a whole group or none
+# of it: an operator who set any of a group (say AzureWebJobsStorage__accountName for the
+# real account) must never have the file's Azurite connection string, which would win, or the
+# simulator's secret sent to a real Entra ID, quietly mixed into their configuration.
+_STORAGE_GROUP = frozenset({"AzureWebJobsStorage", "AzureWebJobsStorage__accountName",
+                            "AzureWebJobsStorage__tableServiceUri", "AzureWebJobsStorage__queueServiceUri",
+                            "AzureWebJobsStorage__clientId"})
+_EXCHANGE_GROUP = frozenset({"EXO_ADMIN_API_URL", "ENTRA_AUTHORITY_HOST", "EXO_AUTH_MODE", "EXO_CLIENT_ID",
+                             "EXO_CERTIFICATE_PATH", "EXO_CLIENT_SECRET", "KEY_VAULT_URL", "EXO_CERTIFICATE_NAME",
+                             "MANAGED_IDENTITY_CLIENT_ID"})
+_DNS_GROUP = frozenset({"DNS_NAMESERVER", "DNS_PORT"})
+_GROUPS = (_STORAGE_GROUP, _EXCHANGE_GROUP, _DNS_GROUP)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """`NAME=value` lines of a shell-style env file (`#` comments, `export`, shell quoting).
+
+    Missing file: empty. A line that is not an assignment raises SettingsError naming the
+    file and line, so a damaged file is reported rather than half read.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{path}: cannot read it ({exc}); delete it or run `make run` again") from exc
+    values: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        stripped = stripped.removeprefix("export ").lstrip()
+        name, equals, raw = stripped.partition("=")
+        try:
+            words = shlex.split(raw, comments=True)
+        except ValueError:
+            words = None
+        if not equals or not _ENV_NAME.fullmatch(name) or words is None or len(words) > 1:
+            raise SettingsError(f"{path}:{number}: not a NAME=value line; delete the file or run `make run` again")
+        values[name] = words[0] if words else ""
+    return values
+
+
+def local_env_values(path: Path, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The product settings the local stack's env file adds to `environ` (default: the process's).
+
+    The explicit environment always wins: a variable set there (non-empty) is never replaced,
+    and the file's storage, Exchange and DNS settings each count only as a whole group, when
+    the environment sets none of that group. Names that are not product settings (the CA
+    bundle line, for a shell that sources the file) are left out: TLS trust is the process's.
+    """
+    env = os.environ if environ is None else environ
+    known = {spec.env for spec in SETTINGS}
+
+    def is_set(name: str) -> bool:
+        return bool((env.get(name) or "").strip())
+
+    added: dict[str, str] = {}
+    for name, value in read_env_file(path).items():
+        if name not in known or is_set(name):
+            continue
+        group = next((g for g in _GROUPS if name in g), None)
+        if group is not None and any(is_set(other) for other in group):
+            continue
+        added[name] = value
+    return added
+
+
+_TLS_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
+
+
+def trust_local_env_ca(path: Path, environ: MutableMapping[str, str] | None = None) -> str | None:
+    """Make this process trust the local simulator's CA when the file's Exchange settings are in use.
+
+    TLS trust is the process's (REQUESTS_CA_BUNDLE, read by the HTTP clients), not a product
+    setting; but a command that talks to the simulator because the file said so must trust the
+    simulator's throw-away CA, or `apply` fails on a certificate error. So, for the command line
+    only: when `local_env_values` took the file's Exchange endpoint, no CA variable is set and
+    the file's REQUESTS_CA_BUNDLE exists, it is set here. Returns the bundle set, or None.
+    """
+    env = os.environ if environ is None else environ
+    if any((env.get(name) or "").strip() for name in _TLS_VARIABLES):
+        return None
+    if "EXO_ADMIN_API_URL" not in local_env_values(path, env):
+        return None
+    bundle = read_env_file(path).get("REQUESTS_CA_BUNDLE", "")
+    if not bundle or not Path(bundle).is_file():
+        return None
+    env["REQUESTS_CA_BUNDLE"] = bundle
+    return bundle
 
 
 def _convert(spec: Setting, raw: str) -> object:

@@ -86,16 +86,36 @@ def test_the_key_is_taken_from_the_header_or_the_code_parameter(functions_api: F
     assert functions_api.get("/api/activations/E2E-none", key="code").status_code == 404
 
 
+@pytest.mark.parametrize("name", ["Code", "CODE", "cOdE"])
+def test_the_code_parameter_is_read_in_any_letter_case_as_azure_does(functions_api: FunctionsApi, name: str) -> None:
+    # ASP.NET Core's query collection ignores case, so the host finds `?CODE=` as `?code=`.
+    key = functions_api.host.function_key
+    assert functions_api.get("/api/activations", key=None, params={name: key}).status_code == 200
+    assert functions_api.get("/api/activations", key=None, params={name: key[:-1]}).status_code == 401
+
+
+def test_the_header_wins_over_the_code_parameter(functions_api: FunctionsApi) -> None:
+    # The host reads the header when it is there and looks at the query only when it is not.
+    key = functions_api.host.function_key
+    assert functions_api.get("/api/activations", key="not-the-key", params={"code": key}).status_code == 401
+    assert functions_api.get("/api/activations", key=None, params={"code": key},
+                             headers={"x-functions-key": ""}).status_code == 401
+
+
 # -- routing ----------------------------------------------------------------------------------------
-def test_unknown_paths_are_404_and_wrong_methods_405(functions_api: FunctionsApi) -> None:
+def test_unknown_paths_and_methods_no_route_takes_are_404(functions_api: FunctionsApi) -> None:
     missing = functions_api.get("/api/activations/E2E-never-submitted")
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "NOT_FOUND"
     assert functions_api.get("/api/no-such-route").status_code == 404
     assert functions_api.get("/activations").status_code == 404  # the route prefix is required
-    wrong = functions_api.call("DELETE", "/api/activations")
-    assert wrong.status_code == 405
-    assert wrong.headers["Allow"] == "GET, POST"
+    # The host matches the method as part of the route: a path served for GET and POST is
+    # not found for DELETE (404 with no body, not 405), as Azure answers.
+    for method, path in (("DELETE", "/api/activations"), ("PUT", "/api/activations/E2E-1"),
+                         ("GET", "/api/activations/E2E-1/retry"), ("POST", "/api/health")):
+        wrong = functions_api.call(method, path)
+        assert (wrong.status_code, wrong.content) == (404, b""), (method, path)
+        assert "Allow" not in wrong.headers
 
 
 # -- submit and provision -----------------------------------------------------------------------------

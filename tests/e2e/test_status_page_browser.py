@@ -445,13 +445,75 @@ def test_an_operator_finds_fixes_and_retries_activations_on_the_status_page(
     print(f"seeding {seeded - started:.1f}s, browser {time.monotonic() - seeded:.1f}s")
 
 
-def test_the_status_page_needs_the_function_key(function_host: LocalFunctionsHost) -> None:
+def test_the_page_survives_a_reload_and_asks_for_the_key_in_a_new_tab(
+        chromium: Chromium, function_host: LocalFunctionsHost, activation_store: ActivationStore,
+        simulator: Simulator) -> None:
+    host = function_host
+    notice_id = "PAGE-RELOAD-1"
+    assert _post(host, "activations", _notice(notice_id, str(uuid.uuid4()))) == 202
+    assert _wait_final(activation_store, [notice_id]) == {notice_id: "succeeded"}
+    api_calls: list[str] = []
+    chromium.handlers["Network.requestWillBeSent"] = lambda p: api_calls.append(p["request"]["url"])
+    chromium.call("Network.enable")
+
+    # given the operator opened the link with the key (here as ?CODE=: the host ignores its case)
+    chromium.open(f"{host.api_url}/status?CODE={host.function_key}&status=succeeded")
+    assert chromium.wait_for(f"{ROWS}.length === 1 && {ROWS}", what="the list") == [notice_id]
+    assert chromium.wait_for("location.search === '?status=succeeded' && location.search") == "?status=succeeded"
+    # when they reload the page, whose address no longer has the key
+    chromium.call("Page.reload")
+    chromium.wait_for("document.readyState === 'complete'")
+    # then it still lists the activation, without asking for the key
+    assert chromium.wait_for(f"{ROWS}.length === 1 && {ROWS}", what="the list after reload") == [notice_id]
+    assert chromium.evaluate("document.getElementById('keyform').hidden") is True
+    assert host.function_key not in chromium.evaluate("location.href")
+    # and a bookmark of the bare page opened in the same tab works too
+    chromium.open(f"{host.api_url}/status")
+    chromium.wait_for(f"{ROWS}.length === 1", what="the bookmarked page")
+
+    # when the bare URL is opened in a new tab (a new tab starts with an empty sessionStorage)
+    chromium.evaluate("sessionStorage.clear()")
+    api_calls.clear()
+    chromium.open(f"{host.api_url}/status")
+    # then the page loads, asks for the key, shows no activation and has called no API route
+    asked = chromium.wait_for(f"!document.getElementById('keyform').hidden && {_text('#msg')}", what="the key form")
+    assert "関数キーを入力してください" in asked and "Enter the function key" in asked
+    assert chromium.evaluate(f"{ROWS}.length") == 0
+    time.sleep(0.5)  # a refresh tick or a stray call would show up here
+    assert [u for u in api_calls if "/api/activations" in u] == []
+    # and with the key typed in, the list comes back and survives the next reload
+    chromium.evaluate(f"document.getElementById('key').value = {json.dumps(host.function_key)};"
+                      "document.getElementById('keyform').requestSubmit()")
+    chromium.wait_for(f"{ROWS}.length === 1 && document.getElementById('msg').hidden", what="the list after the key")
+    chromium.call("Page.reload")
+    chromium.wait_for("document.readyState === 'complete'")
+    chromium.wait_for(f"{ROWS}.length === 1 && document.getElementById('keyform').hidden", what="reload after typing")
+
+    # when the API refuses the stored key (rotated), a reload asks again instead of repeating it
+    chromium.evaluate(f"sessionStorage.setItem('functions-key', {json.dumps(host.function_key[:-1])})")
+    chromium.call("Page.reload")
+    chromium.wait_for("document.readyState === 'complete'")
+    chromium.wait_for(f"!document.getElementById('keyform').hidden && {_text('#msg')}.includes('401')")
+    chromium.call("Page.reload")
+    chromium.wait_for("document.readyState === 'complete'")
+    asked = chromium.wait_for(f"!document.getElementById('keyform').hidden && {_text('#msg')}")
+    assert "Enter the function key" in asked
+    assert chromium.problems() == []
+
+
+def test_the_page_shell_needs_no_key_but_every_data_route_does(function_host: LocalFunctionsHost) -> None:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        opener.open(f"{function_host.api_url}/status", timeout=10)
-    assert refused.value.code == 401
-    with opener.open(f"{function_host.api_url}/status?code={function_host.function_key}", timeout=10) as page:
-        assert page.status == 200
-        assert page.headers["Content-Type"].startswith("text/html")
-        assert "script-src 'sha256-" in page.headers["Content-Security-Policy"]
-        assert page.headers["Cache-Control"] == "no-store"
+    for url in (f"{function_host.api_url}/status", f"{function_host.api_url}/status?code=not-the-key"):
+        with opener.open(url, timeout=10) as page:
+            assert page.status == 200
+            assert page.headers["Content-Type"].startswith("text/html")
+            assert "script-src 'sha256-" in page.headers["Content-Security-Policy"]
+            assert page.headers["Cache-Control"] == "no-store"
+            assert page.read() == (PROJECT / "shared" / "static" / "status.html").read_bytes()
+    for method, path in (("GET", "activations"), ("GET", "activations/PAGE-OK-1"),
+                         ("POST", "activations/PAGE-OK-1/retry"), ("POST", "activations")):
+        request = urllib.request.Request(f"{function_host.api_url}/{path}", data=b"{}" if method == "POST" else None,
+                                         method=method)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            opener.open(request, timeout=10)
+        assert refused.value.code == 401, (method, path)

@@ -102,3 +102,24 @@ def test_bad_authority_host_names_the_field(host: str) -> None:
 def test_bad_redirect_uri_names_the_field(redirect: str) -> None:
     with pytest.raises(ValueError, match=r"^redirect_uri: "):
         admin_consent_url(TENANT, CLIENT, redirect_uri=redirect)
+
+
+@pytest.mark.parametrize(("given", "in_link"), [
+    ("contoso.onmicrosoft.com", "contoso.onmicrosoft.com"),
+    ("  Contoso.OnMicrosoft.com. ", "contoso.onmicrosoft.com"),
+    ("mail.example.co.jp", "mail.example.co.jp"),
+    (TENANT.upper(), TENANT),
+])
+def test_an_operator_may_name_the_tenant_by_one_of_its_domains(given: str, in_link: str) -> None:
+    # Entra ID takes the tenant "in GUID or friendly name format" on the admin consent endpoint.
+    url = admin_consent_url(given, CLIENT, allow_domain=True)
+    assert url == f"https://login.microsoftonline.com/{in_link}/adminconsent?client_id={CLIENT}"
+
+
+@pytest.mark.parametrize("tenant", [
+    "", "common", "Organizations", "consumers", "contoso", "contoso.onmicrosoft.com/../common", "-a.example.com",
+    "a..example.com", "contoso.onmicrosoft.com?x=1", "00000000-0000-0000-0000-000000000000", "user@contoso.com",
+])
+def test_a_tenant_that_is_neither_a_guid_nor_a_domain_is_refused_plainly(tenant: str) -> None:
+    with pytest.raises(ValueError, match=r"^tenant: .*(GUID|all-zero)"):
+        admin_consent_url(tenant, CLIENT, allow_domain=True)

@@ -130,7 +130,57 @@ def test_every_status_has_a_japanese_label_and_a_badge_colour(status: Status) ->
 
 def test_the_key_is_sent_as_a_header_and_taken_out_of_the_address_bar() -> None:
     assert '"x-functions-key": key' in SCRIPT
-    assert 'searchParams.delete("code")' in SCRIPT and "history.replaceState" in SCRIPT
+    assert "searchParams.delete(name)" in SCRIPT and "history.replaceState" in SCRIPT
+    # `?Code=` carries the key in Azure too (the host's query look-up ignores case).
+    assert 'n.toLowerCase() === "code"' in SCRIPT
+
+
+def test_the_key_is_kept_for_this_tab_only() -> None:
+    # sessionStorage survives a reload and dies with the tab; nothing longer-lived holds the key.
+    assert "sessionStorage.setItem(KEY_ITEM, value)" in SCRIPT
+    assert "localStorage" not in SCRIPT and "document.cookie" not in SCRIPT and "indexedDB" not in SCRIPT
+    # a key the API refused is forgotten, so a reload asks again instead of repeating it
+    assert re.search(r"status !== 401\) return false;\s*keepKey\(\"\"\)", SCRIPT)
+
+
+def test_without_a_key_the_page_asks_for_one_and_calls_no_api() -> None:
+    assert "if (key) refresh(); else askForKey();" in SCRIPT
+    assert re.search(r"setInterval\(\(\) => \{ if \(key && ", SCRIPT)
+
+
+def _http_route_levels() -> dict[str, str]:
+    from localrun.host import app_functions  # indexes the app once per process, as the worker does
+
+    levels = {}
+    for function in app_functions(function_app.app):
+        found = function.get_trigger()
+        trigger = found.get_dict_repr() if found is not None else {}
+        if trigger.get("type") == "httpTrigger":
+            levels[str(trigger.get("route"))] = str(trigger.get("authLevel")).lower()
+    return levels
+
+
+def test_only_health_and_the_page_shell_are_anonymous() -> None:
+    levels = _http_route_levels()
+    assert {route for route, level in levels.items() if level != "function"} == {"health", "status"}
+    assert levels["status"] == levels["health"] == "anonymous"
+    assert {levels[r] for r in ("activations", "activations/{notice_id}", "activations/{notice_id}/retry")} == {
+        "function"}
+
+
+@pytest.mark.parametrize("url", [
+    "http://localhost/api/status",
+    "http://localhost/api/status?code=some-key&status=failed&tenant_id=6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b",
+    "http://localhost/api/status?id=ACT-2026-0001&top=2",
+])
+def test_the_anonymous_shell_is_the_same_bytes_whoever_asks(url: str) -> None:
+    # No request value reaches the page: with or without a key, it is the file and nothing else.
+    request = func.HttpRequest("GET", url, headers={"x-functions-key": "k"} if "code" in url else {}, body=b"",
+                               params=dict(p.split("=", 1) for p in url.partition("?")[2].split("&") if p))
+    response = function_app.status_page(request)
+    assert response.status_code == 200
+    assert response.get_body() == HTML.encode("utf-8")
+    assert dict(response.headers) == dict(load_status_page().headers)
 
 
 def test_a_page_with_another_inline_block_or_an_external_script_is_refused() -> None:

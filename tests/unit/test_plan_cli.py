@@ -24,7 +24,7 @@ EXTENSIONS = {"json": "json", "text": "txt", "powershell": "ps1"}
 
 def run(*argv: str, stdin: str = "") -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = main(list(argv), stdin=io.StringIO(stdin), stdout=out, stderr=err)
+    code = main(list(argv), stdin=io.StringIO(stdin), stdout=out, stderr=err, local_env=None)
     return code, out.getvalue(), err.getvalue()
 
 

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
 from shared.settings import (
     DEFAULT_JOURNAL_DOMAINS,
     DEFAULT_SMART_HOSTS,
+    LOCAL_ENV_FILE,
     SETTINGS,
     Settings,
     SettingsError,
+    local_env_values,
+    read_env_file,
+    trust_local_env_ca,
 )
 
 ENV_NAMES = [spec.env for spec in SETTINGS]
@@ -279,3 +284,109 @@ def test_public_dict_has_every_setting_and_is_json_ready() -> None:
 def test_settings_are_immutable() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         Settings().max_attempts = 1  # type: ignore[misc]
+
+
+# --- the local stack's env file (.run/local.env) ----------------------------------------------
+
+LOCAL_STORAGE = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
+                 "QueueEndpoint=http://127.0.0.1:41001/devstoreaccount1;TableEndpoint=http://127.0.0.1:41002/devstoreaccount1;")
+
+
+def _local_env(tmp_path: Path, **values: str) -> Path:
+    from localrun.stack import write_local_env  # the writer `make run` uses, so both sides agree
+
+    defaults = {"AzureWebJobsStorage": LOCAL_STORAGE, "EXO_ADMIN_API_URL": "https://127.0.0.1:41003",
+                "ENTRA_AUTHORITY_HOST": "https://127.0.0.1:41003", "EXO_AUTH_MODE": "secret",
+                "EXO_CLIENT_ID": "00000000-0000-0000-0000-0000000000a1", "EXO_CLIENT_SECRET": "throw-away",
+                "DNS_NAMESERVER": "127.0.0.1", "DNS_PORT": "41004", "ACTIVATION_QUEUE": "activation-notices",
+                "REQUESTS_CA_BUNDLE": str(tmp_path / "ca.pem")}
+    path = tmp_path / ".run" / "local.env"
+    write_local_env(path, {**defaults, **values})
+    return path
+
+
+def test_the_file_make_run_writes_is_read_back_as_written(tmp_path: Path) -> None:
+    path = _local_env(tmp_path, EXO_CLIENT_SECRET="it's $HOME; `x` \"q\"")
+    values = read_env_file(path)
+    assert values["AzureWebJobsStorage"] == LOCAL_STORAGE
+    assert values["EXO_CLIENT_SECRET"] == "it's $HOME; `x` \"q\""
+    assert path.stat().st_mode & 0o777 == 0o600  # the client secret is a throw-away, still not world-readable
+
+
+def test_with_nothing_configured_the_command_line_takes_the_local_stack(tmp_path: Path) -> None:
+    settings = Settings.from_env({}, local_env=_local_env(tmp_path))
+    assert settings.storage_connection_string == LOCAL_STORAGE
+    assert (settings.exo_admin_api_url, settings.exo_auth_mode, settings.exo_client_secret) == (
+        "https://127.0.0.1:41003", "secret", "throw-away")
+    assert (settings.dns_nameserver, settings.dns_port) == ("127.0.0.1", 41004)
+
+
+def test_a_variable_set_in_the_environment_wins_over_the_file(tmp_path: Path) -> None:
+    settings = Settings.from_env({"ACTIVATION_QUEUE": "other-queue", "DNS_PORT": "5353", "DNS_NAMESERVER": "::1"},
+                                 local_env=_local_env(tmp_path))
+    assert settings.activation_queue == "other-queue"
+    assert (settings.dns_nameserver, settings.dns_port) == ("::1", 5353)
+    # an empty variable counts as unset, as everywhere else in the settings
+    assert Settings.from_env({"ACTIVATION_QUEUE": " "}, local_env=_local_env(tmp_path)).activation_queue == (
+        "activation-notices")
+
+
+@pytest.mark.parametrize("own", [
+    {"AzureWebJobsStorage__accountName": "prodaccount"},
+    {"AzureWebJobsStorage__tableServiceUri": "https://prodaccount.table.core.windows.net"},
+])
+def test_storage_of_ones_own_never_gets_the_files_connection_string(tmp_path: Path, own: dict[str, str]) -> None:
+    # The connection string would win over the account name: the command would read Azurite.
+    settings = Settings.from_env(own, local_env=_local_env(tmp_path))
+    assert settings.storage_connection_string == ""
+    assert settings.exo_admin_api_url == "https://127.0.0.1:41003"  # other groups still come from the file
+
+
+def test_exchange_of_ones_own_never_gets_the_simulators_credentials(tmp_path: Path) -> None:
+    settings = Settings.from_env({"EXO_ADMIN_API_URL": "https://outlook.office365.com"},
+                                 local_env=_local_env(tmp_path))
+    assert settings.exo_client_secret == "" and settings.exo_client_id == ""
+    assert settings.entra_authority_host == "https://login.microsoftonline.com"
+    assert settings.exo_auth_mode == "certificate"
+    assert settings.storage_connection_string == LOCAL_STORAGE
+
+
+def test_without_the_file_or_the_option_nothing_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings.from_env({}, local_env=tmp_path / "absent.env") == Settings()
+    # The Function App (and every test) reads no file, even with the stack's file right here.
+    _local_env(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert LOCAL_ENV_FILE.exists()
+    assert Settings.from_env({}) == Settings()
+
+
+def test_names_that_are_not_settings_are_not_taken(tmp_path: Path) -> None:
+    taken = local_env_values(_local_env(tmp_path), {})
+    assert "REQUESTS_CA_BUNDLE" not in taken
+    assert set(taken) <= {spec.env for spec in SETTINGS}
+
+
+@pytest.mark.parametrize("line", ["AzureWebJobsStorage", "1BAD=x", "A=b c", "A='unclosed"])
+def test_a_damaged_file_is_reported_with_its_line(tmp_path: Path, line: str) -> None:
+    path = tmp_path / "local.env"
+    path.write_text(f"# header\nexport ACTIVATION_QUEUE=q-one\n{line}\n", encoding="utf-8")
+    with pytest.raises(SettingsError, match=r"local\.env:3: not a NAME=value line"):
+        Settings.from_env({}, local_env=path)
+
+
+def test_comments_blank_lines_and_export_are_understood(tmp_path: Path) -> None:
+    path = tmp_path / "local.env"
+    path.write_text("\n# c\nexport ACTIVATION_QUEUE='q-one'  # trailing\nEVENTS_TABLE=\"evts\"\nSPF_POLICY=\n",
+                    encoding="utf-8")
+    assert read_env_file(path) == {"ACTIVATION_QUEUE": "q-one", "EVENTS_TABLE": "evts", "SPF_POLICY": ""}
+
+
+def test_the_simulators_ca_is_trusted_only_with_the_files_exchange(tmp_path: Path) -> None:
+    path = _local_env(tmp_path)
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n", encoding="utf-8")
+    environ: dict[str, str] = {}
+    assert trust_local_env_ca(path, environ) == str(tmp_path / "ca.pem")
+    assert environ == {"REQUESTS_CA_BUNDLE": str(tmp_path / "ca.pem")}
+    # not when the operator's own Exchange is configured, nor over a CA they chose
+    for own in ({"EXO_ADMIN_API_URL": "https://outlook.office365.com"}, {"SSL_CERT_FILE": "/etc/ssl/mine.pem"}):
+        assert trust_local_env_ca(path, dict(own)) is None
