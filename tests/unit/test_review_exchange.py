@@ -200,14 +200,14 @@ def test_the_guard_refuses_parameters_it_does_not_know_on_routing_cmdlets() -> N
 # -- Entra error mapping ------------------------------------------------------------------------
 
 
-def test_missing_service_principal_is_missing_consent() -> None:
+def test_missing_service_principal_means_the_app_is_not_in_the_tenant() -> None:
     error = error_from_msal_result({
         "error": "invalid_client",
         "error_description": "AADSTS7000229: The client application 11111111-1111-1111-1111-111111111111 is "
                              f"missing service principal in the tenant {TENANT}.",
         "error_codes": [7000229],
     })
-    assert error.code is ErrorCode.CONSENT_MISSING
+    assert error.code is ErrorCode.APP_NOT_IN_TENANT
 
 
 # -- notice ---------------------------------------------------------------------------------------
