@@ -279,3 +279,22 @@ def test_public_dict_has_every_setting_and_is_json_ready() -> None:
 def test_settings_are_immutable() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         Settings().max_attempts = 1  # type: ignore[misc]
+
+
+def test_validate_has_a_timeout_of_minutes_that_a_forty_second_validation_fits_in() -> None:
+    settings = Settings.from_env({})
+    assert settings.exo_validate_timeout_seconds == 240.0
+    assert settings.exo_validate_timeout_seconds > 40 > settings.exo_timeout_seconds
+    assert Settings.from_env({"EXO_VALIDATE_TIMEOUT_SECONDS": "90"}).exo_validate_timeout_seconds == 90.0
+
+
+@pytest.mark.parametrize(("environ", "words"), [
+    ({"EXO_VALIDATE_TIMEOUT_SECONDS": "0"}, "EXO_VALIDATE_TIMEOUT_SECONDS must be more than 0"),
+    ({"EXO_VALIDATE_TIMEOUT_SECONDS": "600"}, "must be less than LEASE_SECONDS"),
+    ({"LEASE_SECONDS": "120"}, "EXO_VALIDATE_TIMEOUT_SECONDS (240) must be less than LEASE_SECONDS (120)"),
+])
+def test_a_validate_timeout_that_could_outlive_the_lease_is_refused(environ: dict[str, str], words: str) -> None:
+    # past the lease another worker could take the activation over and send a second test message
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env(environ)
+    assert words in str(info.value)
