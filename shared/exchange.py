@@ -695,7 +695,7 @@ class ExchangeAdminClient:
             invalidate = getattr(self._credential, "invalidate", None)
             if callable(invalidate):
                 invalidate(self.tenant_id)
-            error.detail += " (the cached token was dropped; the next attempt gets a new one)"
+                error.detail += " (the cached token was dropped; the next attempt gets a new one)"
         if error.code is ErrorCode.CONSENT_MISSING:
             consent_url = getattr(self._credential, "admin_consent_url", None)
             if callable(consent_url):
