@@ -45,7 +45,7 @@ param entraAuthorityHost string = 'https://login.microsoftonline.com'
 @minValue(1)
 param exoTimeoutSeconds int = 30
 
-@description('Timeout in seconds of one Validate-OutboundConnector call, which sends test mail and is never repeated after a timeout; less than leaseSeconds (EXO_VALIDATE_TIMEOUT_SECONDS).')
+@description('Timeout in seconds of one Validate-OutboundConnector call, which sends test mail and is never repeated after a timeout; less than half of leaseSeconds (EXO_VALIDATE_TIMEOUT_SECONDS).')
 @minValue(30)
 param exoValidateTimeoutSeconds int = 240
 

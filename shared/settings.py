@@ -104,12 +104,14 @@ class Settings:
                 raise SettingsError(f"{env} must be more than 0 seconds")
         if not self.exo_validate_timeout_seconds > 0:
             raise SettingsError("EXO_VALIDATE_TIMEOUT_SECONDS must be more than 0 seconds")
-        if self.exo_validate_timeout_seconds >= self.lease_seconds:
-            # A validation outliving the lease would let another worker take the activation over
-            # and validate again: a second test message for the same change.
+        if self.exo_validate_timeout_seconds >= self.lease_seconds / 2:
+            # The worker renews its lease after a call once less than half of it is left, so a
+            # call may start with only half the lease remaining. A validation outliving that
+            # would let another worker take the activation over and validate again: a second
+            # test message for the same change.
             raise SettingsError(
-                f"EXO_VALIDATE_TIMEOUT_SECONDS ({self.exo_validate_timeout_seconds:g}) must be less than "
-                f"LEASE_SECONDS ({self.lease_seconds:g})"
+                f"EXO_VALIDATE_TIMEOUT_SECONDS ({self.exo_validate_timeout_seconds:g}) must be less than half "
+                f"of LEASE_SECONDS ({self.lease_seconds:g})"
             )
         if not 1 <= self.dns_port <= 65535:
             raise SettingsError(f"DNS_PORT={self.dns_port} is not a port (1-65535)")
@@ -185,7 +187,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXO_CERTIFICATE_NAME", "exo_certificate_name", "Name of the app certificate in Key Vault."),
     Setting("MANAGED_IDENTITY_CLIENT_ID", "managed_identity_client_id", "Client ID of the Function App's user-assigned identity."),
     Setting("EXO_TIMEOUT_SECONDS", "exo_timeout_seconds", "Timeout of each Exchange and token call."),
-    Setting("EXO_VALIDATE_TIMEOUT_SECONDS", "exo_validate_timeout_seconds", "Timeout of one Validate-OutboundConnector call (it sends test mail; never repeated after a timeout); less than LEASE_SECONDS."),
+    Setting("EXO_VALIDATE_TIMEOUT_SECONDS", "exo_validate_timeout_seconds", "Timeout of one Validate-OutboundConnector call (it sends test mail; never repeated after a timeout); less than half of LEASE_SECONDS."),
     Setting("EXO_CALL_RETRIES", "exo_call_retries", "Quick in-process retries of one throttled Exchange call before the queue takes over."),
     Setting("MAX_ATTEMPTS", "max_attempts", "Attempts of one activation before it is marked failed."),
     Setting("RETRY_BASE_SECONDS", "retry_base_seconds", "First back-off delay; doubles each attempt, with jitter."),
