@@ -108,6 +108,10 @@ class Exo:
         data = {key: value for key, value in data.items() if value is not None}
         return self.http.post(self.sim.token_endpoint(tenant or self.tenant), data=data, verify=self.sim.ca_file)
 
+    def forget_token(self) -> None:
+        """Ask for a new token on the next call, as a client does after dropping its cache."""
+        self._token = None
+
     def token(self) -> str:
         if self._token is None:
             response = self.request_token()
@@ -980,7 +984,7 @@ def test_role_and_permission_travel_in_the_token_issued_before_the_grant(
     # the token issued before the grant still lacks it...
     assert exo.invoke("Get-OutboundConnector").status_code == status
     # ...a new one has it
-    exo._token = None
+    exo.forget_token()
     assert exo.invoke("Get-OutboundConnector").status_code == 200
     assert exo.sim.token_requests(exo.tenant) == 2
 
@@ -989,7 +993,7 @@ def test_a_role_removed_after_the_token_was_issued_still_works_for_that_token(ex
     assert exo.invoke("Get-OutboundConnector").status_code == 200
     exo.sim.configure_tenant(exo.tenant, role_missing=403, role_missing_gzip=False)
     assert exo.invoke("Get-OutboundConnector").status_code == 200
-    exo._token = None
+    exo.forget_token()
     assert exo.invoke("Get-OutboundConnector").status_code == 403
 
 
