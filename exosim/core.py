@@ -86,9 +86,18 @@ class LogEntry:
 
 @dataclass
 class _Grant:
+    """An issued access token and what it carries.
+
+    `permission` (the app's Exchange.ManageAsApp role) and `role` (a directory role fit for
+    Exchange administration) are fixed when the token is issued: Exchange builds the session's
+    RBAC from the roles in the token, so a grant made later helps only a new token.
+    """
+
     tenant: str
     client_id: str
     expires_at: float
+    permission: bool = True
+    role: bool = True
 
 
 @dataclass
@@ -170,6 +179,7 @@ class Backend:
         self._token_counts: Counter[str] = Counter()
         self._calls: dict[str, Counter[str]] = {}
         self._writes: list[dict[str, Any]] = []
+        self._test_messages: list[dict[str, Any]] = []
         self._reset_clients()
 
     # -- registry --------------------------------------------------------------------------------
@@ -317,6 +327,7 @@ class Backend:
             self._token_counts.clear()
             self._calls.clear()
             self._writes.clear()
+            self._test_messages.clear()
 
     def reset(self, *, revoke_tokens: bool = False) -> None:
         """Back to a fresh simulator: no tenants, no faults, default client, empty log.
@@ -364,6 +375,12 @@ class Backend:
             key = tenant_key(tenant_id)
             return [dict(item) for item in self._writes if item["tenant"] == key]
 
+    def test_messages(self, tenant_id: str | None = None) -> list[dict[str, Any]]:
+        """Test messages Validate-OutboundConnector sent (each one is real mail in Exchange Online)."""
+        with self._lock:
+            key = None if tenant_id is None else tenant_key(tenant_id)
+            return [dict(item) for item in self._test_messages if key is None or item["tenant"] == key]
+
     def connectors(self, tenant_id: str) -> list[dict[str, Any]]:
         """The tenant's true connectors, replicated or not (what Exchange really holds)."""
         with self._lock:
@@ -381,6 +398,7 @@ class Backend:
                 "token_requests": dict(self._token_counts),
                 "calls": {tenant: dict(counter) for tenant, counter in self._calls.items()},
                 "writes": [dict(item) for item in self._writes],
+                "test_messages": [dict(item) for item in self._test_messages],
                 "requests": len(self._log),
                 "tenants": sorted(self._tenants),
             }
@@ -550,7 +568,14 @@ class Backend:
                 "tenant or consented to by any user in the tenant.",
             )
         token = entra.new_access_token()
-        self._tokens[token] = _Grant(key, client.client_id, self.clock() + self.token_lifetime)
+        options = tenant.options
+        self._tokens[token] = _Grant(
+            key,
+            client.client_id,
+            self.clock() + self.token_lifetime,
+            permission=options.permission_granted,
+            role=options.role_missing is None,
+        )
         return HttpReply.json(
             200,
             {
@@ -578,10 +603,12 @@ class Backend:
         cmdlet, parameters = _peek_cmdlet(body)
         fault_name: str | None = None
         tenant: _Tenant | None = None
+        spec: FaultSpec | None = None
         client_id = ""
         entered = False
         try:
-            reply, client_id = self._authorize(key, headers)
+            reply, grant = self._authorize(key, headers)
+            client_id = "" if grant is None else grant.client_id
             if reply is None:
                 reply = _check_anchor(key, headers)
             if reply is None and cmdlet is None:
@@ -592,29 +619,38 @@ class Backend:
                     'The request body must be {"CmdletInput": {"CmdletName": "...", "Parameters": {...}}}.',
                 )
             if reply is None:
-                assert cmdlet is not None
+                assert cmdlet is not None and grant is not None
                 with self._lock:
                     tenant = self._tenant(key)
                     assert tenant is not None  # a valid token implies the tenant
                     self._calls.setdefault(key, Counter())[_display_cmdlet(cmdlet)] += 1
-                    tenant.in_flight += 1
-                    entered = True
                     options = tenant.options
-                    spec = self._pick_fault(tenant, cmdlet)
-                if options.latency_ms:
-                    self.sleep(options.latency_ms / 1000)
-                if options.role_missing == 401:
-                    fault_name = "role_missing_401"
-                    reply = render_invoke_fault(FaultSpec("role_missing_401"), client_id=client_id)
-                elif options.role_missing == 403:
-                    fault_name = "role_missing_403"
-                    reply = role_missing_403_reply(options.role_missing_gzip)
-                elif spec is not None:
-                    fault_name = spec.kind
-                    reply = render_invoke_fault(spec, client_id=client_id)
-                else:
-                    reply = self._run(tenant, key, cmdlet, parameters=parameters or {}, query=query, base_url=base_url,
-                                      preferred_page_size=_preferred_page_size(headers))
+                    # Authorization comes from the token, before any cmdlet runs: a refused call
+                    # is answered at once and never counts against the concurrency limit.
+                    if not grant.permission:
+                        fault_name = "permission_missing"
+                        reply = render_invoke_fault(FaultSpec("permission_missing"), client_id=client_id)
+                    elif not grant.role:
+                        fault_name = "role_missing_403"
+                        reply = role_missing_403_reply(options.role_missing_gzip)
+                    else:
+                        tenant.in_flight += 1
+                        entered = True
+                        spec = self._pick_fault(tenant, cmdlet)
+                if reply is None:
+                    latency = options.cmdlet_latency_ms.get(_display_cmdlet(cmdlet), options.latency_ms)
+                    if latency:
+                        # The cmdlet runs after the wait whether or not the caller is still
+                        # there: a client that timed out cannot know whether it ran.
+                        self.sleep(latency / 1000)
+                    if spec is not None:
+                        fault_name = spec.kind
+                        reply = render_invoke_fault(spec, client_id=client_id)
+                    else:
+                        reply = self._run(
+                            tenant, key, cmdlet, parameters=parameters or {}, query=query, base_url=base_url,
+                            preferred_page_size=_preferred_page_size(headers),
+                        )
         finally:
             if entered and tenant is not None:
                 with self._lock:
@@ -636,7 +672,7 @@ class Backend:
         )
         return reply
 
-    def _authorize(self, key: str, headers: Mapping[str, str]) -> tuple[HttpReply | None, str]:
+    def _authorize(self, key: str, headers: Mapping[str, str]) -> tuple[HttpReply | None, _Grant | None]:
         authorization = headers.get("authorization", "")
         scheme, _, token = authorization.partition(" ")
         with self._lock:
@@ -665,9 +701,9 @@ class Backend:
                         ),
                     ),
                 ),
-                "",
+                None,
             )
-        return None, grant.client_id
+        return None, grant
 
     def _pick_fault(self, tenant: _Tenant, cmdlet: str) -> FaultSpec | None:
         """The failure this call gets, if any; called with the lock held."""
@@ -714,6 +750,10 @@ class Backend:
                 entry["tenant"] = key
                 entry["time"] = self.clock()
                 self._writes.append(entry)
+            for connector, recipient in result.test_messages:
+                self._test_messages.append(
+                    {"tenant": key, "connector": connector, "recipient": recipient, "time": self.clock()}
+                )
             page_size = tenant.options.page_size or self.page_size
             if preferred_page_size is not None:
                 # `Prefer: odata.maxpagesize=N` is honoured up to the server's own page size.

@@ -186,6 +186,16 @@ FAULT_KINDS: dict[str, FaultKind] = {
         "online documentation for assigning correct Directory Roles to Azure AD Application for EXO "
         "App-Only Authentication.",
     ),
+    # The app's Exchange.ManageAsApp permission is not granted (never consented, or revoked):
+    # the token has no such role and the admin API answers 401 (live-measured by graph2otel:
+    # "401 with neither grant"). The body text is the simulator's own; Exchange's is not public.
+    "permission_missing": FaultKind(
+        401,
+        "message",
+        "Microsoft.Exchange.Security.Authorization.AuthorizationException",
+        "The access token of application {client_id} carries no Exchange.ManageAsApp permission for this "
+        "organization.",
+    ),
     # The 403 variant: a body of NUL bytes, not JSON (see `role_missing_403_reply`).
     "role_missing_403": FaultKind(403, "message", "", ""),
     # The connection is dropped without a response.

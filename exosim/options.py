@@ -27,11 +27,22 @@ class TenantOptions:
     exists: bool = True
     consent: bool = True
     consent_error: int = 700016
-    # Exchange role of the app's service principal: None (assigned), 401 or 403 (missing).
+    # The app's `Exchange.ManageAsApp` application permission is granted in the tenant (admin
+    # consent created the service principal AND the app role assignment). Without it Entra still
+    # issues a token (the app is in the directory), but the token carries no such role and the
+    # admin API answers 401.
+    permission_granted: bool = True
+    # Exchange Administrator role of the app's service principal: None (assigned) or 403
+    # (missing: the admin API answers 403 with a NUL body). 401 is accepted as the older
+    # spelling of `permission_granted: false`, which is what a 401 really means.
     role_missing: int | None = None
     role_missing_gzip: bool = True
-    # Every InvokeCommand call waits this long before it is answered.
+    # Both of the above are read when a token is ISSUED and travel in it, as the directory role
+    # does in a real app-only token: changing them later does not change a token already issued.
+    # Every InvokeCommand call waits this long before it is answered; `cmdlet_latency_ms`
+    # overrides it per cmdlet (e.g. {"Validate-OutboundConnector": 40000}: validation is slow).
     latency_ms: int = 0
+    cmdlet_latency_ms: Mapping[str, int] = field(default_factory=dict)
     # Probability (0..1) that an InvokeCommand call fails with one of `transient_kinds`,
     # drawn from an RNG seeded with `seed`, so a failing run can be replayed exactly.
     transient_rate: float = 0.0
@@ -104,6 +115,21 @@ def _role(name: str, value: object) -> int | None:
     return 401 if value == 401 else 403
 
 
+def _cmdlet_latencies(name: str, value: object) -> dict[str, int]:
+    from exosim.state import CmdletError, canonical_cmdlet
+
+    if not isinstance(value, Mapping):
+        raise ValueError(f"option {name!r} must be an object of cmdlet name: milliseconds")
+    result: dict[str, int] = {}
+    for cmdlet, millis in value.items():
+        try:
+            canonical = canonical_cmdlet(str(cmdlet))
+        except CmdletError:
+            raise ValueError(f"option {name!r}: unknown cmdlet {cmdlet!r}") from None
+        result[canonical] = _int(f"{name}.{canonical}", millis)
+    return result
+
+
 def _consent_error(name: str, value: object) -> int:
     if value not in (700016, 65001):
         raise ValueError(f"option {name!r} must be 700016 or 65001")
@@ -134,7 +160,9 @@ _CONVERTERS: dict[str, Callable[[str, object], object]] = {
     "consent_error": _consent_error,
     "role_missing": _role,
     "role_missing_gzip": _bool,
+    "permission_granted": _bool,
     "latency_ms": _int,
+    "cmdlet_latency_ms": _cmdlet_latencies,
     "transient_rate": lambda n, v: _float(n, v, maximum=1.0),
     "transient_kinds": _kinds,
     "transient_retry_after": _opt_int,
@@ -163,6 +191,10 @@ def apply_options(current: TenantOptions, changes: Mapping[str, object]) -> Tena
     if unknown:
         raise ValueError(f"unknown tenant option(s): {', '.join(sorted(unknown))}")
     converted = {name: _CONVERTERS[name](name, value) for name, value in changes.items()}
+    if converted.get("role_missing") == 401:
+        # A 401 from the admin API means the permission is missing, not the role.
+        converted["role_missing"] = None
+        converted["permission_granted"] = False
     return dataclasses.replace(current, **converted)  # type: ignore[arg-type]
 
 
@@ -175,5 +207,7 @@ def options_dict(options: TenantOptions) -> dict[str, Any]:
             value = sorted(value)
         elif isinstance(value, tuple):
             value = list(value)
+        elif isinstance(value, Mapping):
+            value = dict(value)
         result[item.name] = value
     return result

@@ -293,6 +293,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "token_requests": backend.token_requests(tenant),
                     "calls": backend.calls(tenant),
                     "writes": backend.writes(tenant),
+                    "test_messages": backend.test_messages(tenant),
                 },
             )
         if route == ("GET", "connectors"):

@@ -269,6 +269,10 @@ class Simulator:
         """Successful New-/Set-/Remove-OutboundConnector calls, in order."""
         return self.backend.writes(tenant)
 
+    def test_messages(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        """Test messages sent by Validate-OutboundConnector: {tenant, connector, recipient, time}."""
+        return self.backend.test_messages(tenant)
+
     def connectors(self, tenant: str) -> list[dict[str, Any]]:
         """What Exchange really holds for the tenant, replicated or not."""
         return self.backend.connectors(tenant)

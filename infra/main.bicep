@@ -45,6 +45,10 @@ param entraAuthorityHost string = 'https://login.microsoftonline.com'
 @minValue(1)
 param exoTimeoutSeconds int = 30
 
+@description('Timeout in seconds of one Validate-OutboundConnector call, which sends test mail and is never repeated after a timeout; less than half of leaseSeconds (EXO_VALIDATE_TIMEOUT_SECONDS).')
+@minValue(30)
+param exoValidateTimeoutSeconds int = 240
+
 // ---------------------------------------------------------------- what may be provisioned
 @description('MailGates smart hosts a notice may name (ALLOWED_SMART_HOSTS).')
 param allowedSmartHosts array = [
@@ -257,6 +261,7 @@ var appSettings = {
   EXO_CERTIFICATE_NAME: exoCertificateName
   MANAGED_IDENTITY_CLIENT_ID: identity.properties.clientId
   EXO_TIMEOUT_SECONDS: string(exoTimeoutSeconds)
+  EXO_VALIDATE_TIMEOUT_SECONDS: string(exoValidateTimeoutSeconds)
   MAX_ATTEMPTS: string(maxAttempts)
   RETRY_BASE_SECONDS: string(retryBaseSeconds)
   RETRY_MAX_SECONDS: string(retryMaxSeconds)

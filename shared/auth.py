@@ -70,9 +70,13 @@ _MICROSOFT_HOSTS = frozenset({
     "login.microsoftonline.de",
 })
 
-# 700016: app not found in the directory; 65001: permission not consented; 7000229: no
-# service principal in the tenant (arrives as invalid_client, but it means "never consented").
-_CONSENT_CODES = frozenset({700016, 65001, 7000229})
+# 700016: app not found in the tenant's directory; 7000229: no service principal in the tenant
+# (arrives as invalid_client, but it means the same). Nobody consented, or the enterprise app
+# was deleted: waiting cannot help, a person must act at once. 65001: the app is there but a
+# permission is not consented, which, like a 401 from the admin API, may be a grant still
+# propagating.
+_NOT_IN_TENANT_CODES = frozenset({700016, 7000229})
+_CONSENT_CODES = frozenset({65001})
 _CREDENTIAL_CODES = frozenset({7000215, 7000222, 700027, 700024})
 _TENANT_CODES = frozenset({90002})
 _TRANSIENT_ERRORS = frozenset({"temporarily_unavailable", "server_error"})
@@ -121,6 +125,8 @@ class MsalTokenProvider:
         self._apps_guard = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        # Per tenant, the token the last get_token fetched from Entra (not from MSAL's cache).
+        self._fresh: dict[str, str] = {}
 
     def admin_consent_url(self, tenant_id: str) -> str:
         """Where a customer's Global Administrator grants the app its permissions."""
@@ -147,6 +153,11 @@ class MsalTokenProvider:
                 raise mapped from exc
             token = result.get("access_token") if isinstance(result, Mapping) else None
             if isinstance(token, str) and token:
+                with self._apps_guard:
+                    if isinstance(result, Mapping) and result.get("token_source") == "identity_provider":
+                        self._fresh[key] = token
+                    else:
+                        self._fresh.pop(key, None)
                 return token
             error = error_from_msal_result(
                 result if isinstance(result, Mapping) else {},
@@ -158,6 +169,15 @@ class MsalTokenProvider:
                 # A throttled or failing Entra keeps the client, so MSAL's Retry-After holds.
                 self._forget_app(key)
         raise error
+
+    def token_is_fresh(self, tenant_id: str, token: str) -> bool:
+        """Whether `token` is the one the last get_token for this tenant obtained from Entra.
+
+        Such a token was issued after any grant the customer completed before it, so a 401 on
+        it means the permission is really missing; a token from the cache may predate a grant.
+        """
+        with self._apps_guard:
+            return self._fresh.get(tenant_id.casefold()) == token
 
     def invalidate(self, tenant_id: str) -> None:
         """Forget the tenant's cached token, so the next get_token asks Entra again.
@@ -191,6 +211,7 @@ class MsalTokenProvider:
     def _forget_app(self, key: str) -> None:
         with self._apps_guard:
             self._apps.pop(key, None)
+            self._fresh.pop(key, None)
 
     def _lock_for(self, key: str) -> threading.Lock:
         with self._locks_guard:
@@ -255,8 +276,10 @@ def error_from_msal_result(result: Mapping[str, Any], *, consent_url: str = "") 
     codes.update(int(found) for found in _AADSTS.findall(description))
     detail = description or error or "Entra ID refused the token request without a description"
 
+    hint = f"Admin consent URL / 管理者同意 URL: {consent_url}" if consent_url else ""
+    if codes & _NOT_IN_TENANT_CODES:
+        return AuthError(ErrorCode.APP_NOT_IN_TENANT, detail, needs_attention=True, extra_hint=hint)
     if codes & _CONSENT_CODES:
-        hint = f"Admin consent URL / 管理者同意 URL: {consent_url}" if consent_url else ""
         return AuthError(ErrorCode.CONSENT_MISSING, detail, needs_attention=True, extra_hint=hint)
     if codes & _CREDENTIAL_CODES:
         return AuthError(ErrorCode.CREDENTIAL_INVALID, detail)
@@ -267,8 +290,8 @@ def error_from_msal_result(result: Mapping[str, Any], *, consent_url: str = "") 
     if error == "invalid_client":
         return AuthError(ErrorCode.CREDENTIAL_INVALID, detail)
     if error == "unauthorized_client":
-        hint = f"Admin consent URL / 管理者同意 URL: {consent_url}" if consent_url else ""
-        return AuthError(ErrorCode.CONSENT_MISSING, detail, needs_attention=True, extra_hint=hint)
+        # Entra's error for an app the tenant does not know (700016), when the code is missing.
+        return AuthError(ErrorCode.APP_NOT_IN_TENANT, detail, needs_attention=True, extra_hint=hint)
     # An AADSTS code the product has no rule for: keep Entra's words and ask a human.
     return AuthError(ErrorCode.UNHANDLED, detail, needs_attention=True)
 

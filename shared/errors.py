@@ -18,6 +18,7 @@ class ErrorCode(StrEnum):
     NOTICE_CONFLICT = "NOTICE_CONFLICT"
     CONFIG_INVALID = "CONFIG_INVALID"
     CONSENT_MISSING = "CONSENT_MISSING"
+    APP_NOT_IN_TENANT = "APP_NOT_IN_TENANT"
     CREDENTIAL_INVALID = "CREDENTIAL_INVALID"
     TENANT_NOT_FOUND = "TENANT_NOT_FOUND"
     ROLE_MISSING = "ROLE_MISSING"
@@ -64,10 +65,20 @@ HINTS: dict[ErrorCode, Hint] = {
         "指定されたアプリケーション設定を修正し、Function App を再起動してください。",
     ),
     ErrorCode.CONSENT_MISSING: Hint(
-        "The customer's Global Administrator must grant admin consent to the provisioning app "
-        "(open the admin-consent URL), then retry.",
-        "お客様のグローバル管理者がプロビジョニング用アプリに管理者の同意を付与する必要があります"
-        "（管理者同意 URL を開いてください）。その後、再試行してください。",
+        "The app's Exchange.ManageAsApp permission is not granted in the customer's tenant (not "
+        "consented, or revoked). The customer's Global Administrator grants admin consent (open "
+        "the admin-consent URL); a grant takes a few minutes to apply, then retry.",
+        "お客様テナントでアプリの Exchange.ManageAsApp アクセス許可が付与されていません（未同意または"
+        "取り消し済み）。お客様のグローバル管理者が管理者の同意を付与してください（管理者同意 URL を"
+        "開いてください）。反映まで数分かかります。その後、再試行してください。",
+    ),
+    ErrorCode.APP_NOT_IN_TENANT: Hint(
+        "The provisioning app is not in the customer's tenant (nobody granted admin consent, or "
+        "its enterprise application was deleted). The customer's Global Administrator opens the "
+        "admin-consent URL; wait a few minutes, then retry.",
+        "プロビジョニング用アプリがお客様テナントに存在しません（管理者の同意が未実施か、エンタープライズ"
+        "アプリケーションが削除されています）。お客様のグローバル管理者が管理者同意 URL を開いた後、"
+        "数分待ってから再試行してください。",
     ),
     ErrorCode.CREDENTIAL_INVALID: Hint(
         "The app's certificate or secret is wrong or expired. Renew it in Key Vault / the app "

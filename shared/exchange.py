@@ -66,6 +66,7 @@ __all__ = [
     "parse_exchange_time",
     "parse_retry_after",
     "throttle_wait",
+    "validation_tasks",
 ]
 
 EXCHANGE_ENDPOINT = "https://outlook.office365.com"
@@ -83,6 +84,7 @@ ALLOWED_CMDLETS = frozenset({
 })
 _ROUTING_CMDLETS = frozenset({"New-OutboundConnector", "Set-OutboundConnector"})
 _LISTING_CMDLETS = frozenset({"Get-OutboundConnector", "Get-AcceptedDomain"})
+VALIDATE_CMDLET = "Validate-OutboundConnector"
 # The only parameters the product ever sends to the routing cmdlets. Anything else (an
 # abbreviation such as `SmartHost`, which PowerShell would bind to SmartHosts) is refused,
 # so the allow-list checks below cannot be walked around by spelling.
@@ -128,8 +130,12 @@ _EXCERPT = 300
 class TokenProvider(Protocol):
     """Anything that returns an app-only bearer token for the Exchange scope of a tenant.
 
-    A provider may also offer `invalidate(tenant_id)`, dropping its cached token: the client
-    calls it, and retries once, when Exchange answers 401 `error="invalid_token"`.
+    A provider may also offer `invalidate(tenant_id)`, dropping its cached token, and
+    `token_is_fresh(tenant_id, token)`, whether that token was just issued by Entra rather
+    than served from a cache. The permission and role travel in the token, so after a 401 or
+    403 the client drops the token (the next attempt asks for a new one), and a 401 on a
+    token that was not fresh is retried once with a new one. A provider may also offer
+    `admin_consent_url(tenant_id)`, quoted in the hint of CONSENT_MISSING.
     """
 
     def get_token(self, tenant_id: str) -> str: ...
@@ -218,20 +224,61 @@ class AcceptedDomain:
 
 @dataclass(frozen=True)
 class ValidationTask:
-    """One step of Validate-OutboundConnector (smart-host connectivity or a test message)."""
+    """One leaf step of Validate-OutboundConnector (smart-host connectivity or a test message).
+
+    `path` names the tasks above it when Exchange nested it in `SubTaskResults`.
+    """
 
     task_name: str
     successful: bool
     details: str
+    path: tuple[str, ...] = ()
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> ValidationTask:
+    def from_row(cls, row: Mapping[str, Any], *, path: tuple[str, ...] = ()) -> ValidationTask:
+        detail = row.get("TaskDetail")
         return cls(
             task_name=_as_str(row.get("TaskName")),
-            # A task that does not say it succeeded did not.
+            # A task that does not say it succeeded did not: null is not success.
             successful=_as_bool(row.get("IsTaskSuccessful"), default=False),
-            details=_as_str(row.get("Details")),
+            # `TaskDetail` is the admin API's name ($metadata); `Details` that of older rows.
+            details=_as_str(detail if detail not in (None, "") else row.get("Details")),
+            path=path,
         )
+
+
+_MAX_TASK_DEPTH = 8
+
+
+def validation_tasks(rows: Sequence[Mapping[str, Any]]) -> list[ValidationTask]:
+    """The leaf tasks of Validate-OutboundConnector's answer, flat rows and nested ones alike.
+
+    The admin API declares the result as `OutboundConnectorValidationResult {IsTaskSuccessful,
+    TaskName, TaskDetail, SubTaskResults: [OutboundConnectorValidationResult]}`; older answers
+    are flat rows. A task with sub-tasks is judged by its leaves, but a parent that itself
+    says it failed while every leaf passed is kept as a failed task too (Exchange knows
+    something its leaves do not say), so no failure is ever lost by flattening.
+    """
+    leaves: list[ValidationTask] = []
+
+    def walk(row: Mapping[str, Any], path: tuple[str, ...]) -> None:
+        children = row.get("SubTaskResults")
+        subtasks = [c for c in children if isinstance(c, Mapping)] if isinstance(children, list) else []
+        if not subtasks or len(path) >= _MAX_TASK_DEPTH:
+            leaves.append(ValidationTask.from_row(row, path=path))
+            return
+        before = len(leaves)
+        name = _as_str(row.get("TaskName"))
+        for child in subtasks:
+            walk(child, (*path, name))
+        parent = ValidationTask.from_row(row, path=path)
+        reported = row.get("IsTaskSuccessful")
+        if reported is not None and not parent.successful and all(t.successful for t in leaves[before:]):
+            leaves.append(parent)
+
+    for row in rows:
+        walk(row, ())
+    return leaves
 
 
 @dataclass(frozen=True)
@@ -524,9 +571,14 @@ def error_from_response(
         err.exception_type = type_name
         return err
 
-    # 401, or 403 with any body: the service principal lacks the Exchange Administrator role
-    # (or Exchange.ManageAsApp). Retrying cannot help until someone assigns it.
-    if status in (401, 403):
+    # The app's permission and its directory role travel in the token, and Exchange builds the
+    # session's RBAC from them. 401: the token carries no Exchange.ManageAsApp (consent missing
+    # or revoked). 403, with any body (NUL bytes, a false gzip header): the token is accepted
+    # but the service principal has no Exchange role. Both need a person; both propagate in
+    # minutes after the customer acts, and only a new token sees the change.
+    if status == 401:
+        return build(ExchangeError, ErrorCode.CONSENT_MISSING, needs_attention=True)
+    if status == 403:
         return build(ExchangeError, ErrorCode.ROLE_MISSING, needs_attention=True)
     if status in TRANSIENT_STATUSES or any(marker in lowered for marker in _TRANSIENT_MARKERS):
         throttled = status == 429 or any(marker in lowered for marker in _THROTTLING_MARKERS)
@@ -619,6 +671,7 @@ class ExchangeAdminClient:
         allowed_smart_hosts: frozenset[str] = DEFAULT_SMART_HOSTS,
         allowed_journal_domains: frozenset[str] = DEFAULT_JOURNAL_DOMAINS,
         on_call: Callable[[CallRecord], None] | None = None,
+        validate_timeout: float | None = None,
     ) -> None:
         if not tenant_id or "/" in tenant_id or "?" in tenant_id or "#" in tenant_id:
             raise ValueError(f"tenant_id {tenant_id!r} cannot be part of a URL path")
@@ -629,6 +682,9 @@ class ExchangeAdminClient:
         self._owns_session = session is None
         self._session = session if session is not None else https_session()
         self._timeout = timeout
+        # Validate-OutboundConnector connects to every smart host and sends test mail before it
+        # answers: it gets its own, longer bound (None: the same as every other call).
+        self._validate_timeout = timeout if validate_timeout is None else validate_timeout
         self._allowed_smart_hosts = frozenset(_norm_host(h) for h in allowed_smart_hosts)
         self._allowed_journal_domains = frozenset(_norm_host(d) for d in allowed_journal_domains)
         self._on_call = on_call
@@ -714,23 +770,27 @@ class ExchangeAdminClient:
         return str(link)
 
     def _post(self, cmdlet: str, url: str, body: bytes) -> dict[str, Any]:
-        """POST one page; map any failure; retry once with a fresh token if Exchange rejects it."""
+        """POST one page; map any failure; settle a 401 on a cached token with a fresh one."""
         invalidate = getattr(self._credential, "invalidate", None)
+        is_fresh = getattr(self._credential, "token_is_fresh", None)
+        retried = False
         while True:
             token = self._credential.get_token(self.tenant_id)
             started = time.perf_counter()
             status: int | None = None
             try:
                 status, headers, data = self._send(cmdlet, url, body, token)
-                if status == 401 and callable(invalidate) and _token_rejected(headers):
-                    # Exchange says the token itself is bad (expired early, revoked), not that
-                    # the app lacks a role: one fresh token settles which it is.
+                if status == 401 and callable(invalidate) and not retried and not (
+                    callable(is_fresh) and is_fresh(self.tenant_id, token)
+                ):
+                    # A token from the cache may predate the customer's consent, or have been
+                    # revoked: one new token settles whether the permission is really missing.
                     self._record(cmdlet, status, started, ok=False, error_code=None)
                     invalidate(self.tenant_id)
-                    invalidate = None
+                    retried = True
                     continue
                 if not 200 <= status < 300:
-                    raise error_from_response(status, headers, data, cmdlet=cmdlet, secret=token)
+                    raise self._error(status, headers, data, cmdlet=cmdlet, token=token)
                 page = _json_or_none(data)
                 if not isinstance(page, dict):
                     # A 2xx that is not an InvokeCommand answer (a proxy page, a cut-off body).
@@ -744,6 +804,26 @@ class ExchangeAdminClient:
                 raise
             self._record(cmdlet, status, started, ok=True, error_code=None)
             return page
+
+    def _error(self, status: int, headers: Mapping[str, str], data: bytes, *, cmdlet: str,
+               token: str) -> ProvisioningError:
+        """The mapped error; after a 401 or 403 the tenant's token is dropped.
+
+        The permission and the role are read from the token when Exchange builds the session,
+        so a token issued before the customer granted them never gains them: whichever attempt
+        comes next (an operator's retry, a scheduled one) must ask Entra for a new token.
+        """
+        error = error_from_response(status, headers, data, cmdlet=cmdlet, secret=token)
+        if error.code in (ErrorCode.CONSENT_MISSING, ErrorCode.ROLE_MISSING):
+            invalidate = getattr(self._credential, "invalidate", None)
+            if callable(invalidate):
+                invalidate(self.tenant_id)
+                error.detail += " (the cached token was dropped; the next attempt gets a new one)"
+        if error.code is ErrorCode.CONSENT_MISSING:
+            consent_url = getattr(self._credential, "admin_consent_url", None)
+            if callable(consent_url):
+                error.extra_hint = f"Admin consent URL / 管理者同意 URL: {consent_url(self.tenant_id)}"
+        return error
 
     def _send(self, cmdlet: str, url: str, body: bytes, token: str) -> tuple[int, Mapping[str, str], bytes]:
         """One HTTP exchange: status, headers and the entity (un-gzipped when that is true)."""
@@ -761,16 +841,18 @@ class ExchangeAdminClient:
         try:
             # stream=True: the body is read raw, so a false Content-Encoding cannot crash
             # decoding before the status has been looked at.
-            response = self._session.post(url, data=body, headers=headers, timeout=self._timeout, stream=True)
+            timeout = self._validate_timeout if cmdlet == VALIDATE_CMDLET else self._timeout
+            response = self._session.post(url, data=body, headers=headers, timeout=timeout, stream=True)
             try:
                 raw = response.raw.read(decode_content=False)
             finally:
                 response.close()
         except (requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError) as exc:
-            raise TransientError(
-                ErrorCode.NETWORK_ERROR,
-                f"{cmdlet}: {type(exc).__name__} talking to {self._endpoint}: {_scrub(str(exc), token)}",
-            ) from exc
+            detail = f"{cmdlet}: {type(exc).__name__} talking to {self._endpoint}: {_scrub(str(exc), token)}"
+            if cmdlet == VALIDATE_CMDLET:
+                # The request may have reached Exchange: the test message may be on its way.
+                detail += " (the validation may have run and sent its test message; it is not repeated now)"
+            raise TransientError(ErrorCode.NETWORK_ERROR, detail) from exc
         data = _decode_entity(raw, response.headers.get("Content-Encoding", ""))
         return response.status_code, response.headers, data
 
@@ -858,9 +940,13 @@ class ExchangeAdminClient:
         self.invoke("Remove-OutboundConnector", {"Identity": name, "Confirm": False})
 
     def validate_outbound_connector(self, name: str, recipients: Sequence[str]) -> list[ValidationTask]:
-        """Validate-OutboundConnector; it does not mark the connector validated (see mark_validated)."""
-        rows = self.invoke("Validate-OutboundConnector", {"Identity": name, "Recipients": list(recipients)})
-        return [ValidationTask.from_row(row) for row in rows]
+        """Validate-OutboundConnector's leaf tasks; it does not mark the connector validated (mark_validated).
+
+        Slow, and every call sends test mail: the call has its own timeout (`validate_timeout`)
+        and is never repeated by this client after a timeout or a dropped connection.
+        """
+        rows = self.invoke(VALIDATE_CMDLET, {"Identity": name, "Recipients": list(recipients)})
+        return validation_tasks(rows)
 
     def mark_validated(self, name: str, recipients: Sequence[str], *, when: datetime) -> None:
         """Stamp a connector validated, as the admin center does after a successful validation."""
@@ -885,11 +971,6 @@ class _PageExpired(Exception):
     def __init__(self, error: ExchangeError) -> None:
         super().__init__(error.detail)
         self.error = error
-
-
-def _token_rejected(headers: Mapping[str, str]) -> bool:
-    """Whether a 401 blames the token (RFC 6750 `error="invalid_token"`), not the app's role."""
-    return 'error="invalid_token"' in (_header(headers, "WWW-Authenticate") or "").replace(" ", "")
 
 
 def _norm_host(value: str) -> str:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from .connectors import ConnectorSpec, desired_connectors
-from .errors import ErrorCode, ProvisioningError, TransientError
+from .errors import ErrorCode, ExchangeError, ProvisioningError, TransientError
 from .exchange import (
     AcceptedDomain,
     CallRecord,
@@ -24,6 +24,7 @@ from .exchange import (
     ConnectorNotFoundError,
     ExchangeAdminClient,
     TokenProvider,
+    ValidationTask,
 )
 from .notice import ActivationNotice
 from .outcome import ConnectorOutcome, Event, Outcome, Status, Validation, now_iso
@@ -272,13 +273,19 @@ class _Run:
         client = self.client
         started = self.engine._clock()
         recipients = list(spec.validation_recipients)
+        # Each Validate sends a test message, so it is repeated in-process only when Exchange
+        # said it did not process the request; a timeout or a dropped connection goes to the
+        # queue's back-off, since the message may already be on its way.
         tasks = self.with_replication(
-            lambda: self.call(lambda: client.validate_outbound_connector(spec.name, recipients)))
-        result.tasks = [{"task": t.task_name, "successful": t.successful, "details": t.details} for t in tasks]
-        failed = [t.task_name for t in tasks if not t.successful]
+            lambda: self.call(lambda: client.validate_outbound_connector(spec.name, recipients),
+                              retry_if=_not_processed))
+        result.tasks = [{"task": t.task_name, "successful": t.successful, "details": t.details,
+                         **({"parent": " > ".join(t.path)} if t.path else {})} for t in tasks]
+        failed = [t for t in tasks if not t.successful]
         if failed or not tasks:
             result.validation = Validation.FAILED
-            self.emit("validation.failed", f"'{spec.name}' validation failed: {', '.join(failed) or 'no tasks'}",
+            names = ", ".join(t.task_name for t in failed)
+            self.emit("validation.failed", f"'{spec.name}' validation failed: {names or 'no tasks'}",
                       duration_ms=_ms(started, self.engine._clock()), connector=spec.name, tasks=result.tasks)
             if result.action in (Action.CREATE.value, Action.UPDATE.value):
                 # The wizard validates before it saves; here the connector already exists. A
@@ -288,12 +295,14 @@ class _Run:
                 self.client_update(spec.name, {"Enabled": False})
                 result.disabled = True
                 self.emit("connector.disabled", f"'{spec.name}' turned off until it validates", connector=spec.name)
-            reasons = "; ".join(f"{t.task_name}: {t.details}" for t in tasks if not t.successful)
+            # Exchange's own words for each failed leaf (e.g. "450 4.4.317 Cannot connect to
+            # remote server …") are what the operator acts on: message and hint both carry them.
+            reasons = "; ".join(_task_text(t) for t in failed)
             raise ProvisioningError(
                 ErrorCode.VALIDATION_FAILED,
                 f"validation of '{spec.name}' failed: {reasons or 'Exchange returned no tasks'}",
                 needs_attention=True,
-                extra_hint=f"Failed task(s): {', '.join(failed)}" if failed else "",
+                extra_hint=f"Failed task(s) / 失敗したタスク: {_short(reasons, 600)}" if failed else "",
             )
         stamp = timestamp(datetime.now(UTC))
         params = validated_parameters(spec, stamp)
@@ -304,12 +313,13 @@ class _Run:
                   duration_ms=_ms(started, self.engine._clock()), connector=spec.name, tasks=result.tasks,
                   last_validation_timestamp=stamp)
 
-    def call(self, step: Callable[[], T]) -> T:
+    def call(self, step: Callable[[], T], *, retry_if: Callable[[TransientError], bool] | None = None) -> T:
         """Retry a throttled or briefly unavailable call a few times, in-process.
 
         Most throttling clears within seconds; going back through the queue for it would cost a
         whole new run (two reads and a token check) per blip. Waits longer than
         CALL_RETRY_MAX_SECONDS, and repeated failures, are left to the queue's back-off.
+        `retry_if` narrows which transient errors are retried here at all.
         """
         attempt = 0
         while True:
@@ -317,7 +327,7 @@ class _Run:
                 return step()
             except TransientError as exc:
                 attempt += 1
-                if attempt > self.settings.exo_call_retries:
+                if attempt > self.settings.exo_call_retries or (retry_if is not None and not retry_if(exc)):
                     raise
                 delay = exc.retry_after if exc.retry_after is not None else 0.5 * 2 ** (attempt - 1)
                 if delay > CALL_RETRY_MAX_SECONDS:
@@ -353,6 +363,28 @@ def _ms(start: float, end: float) -> float:
     return round((end - start) * 1000, 1)
 
 
+# Answers in which Exchange says it did not run the request: throttling (429, the concurrency
+# limit, a busy server) and 503 Service Unavailable. A 500/502/504, a timeout or a dropped
+# connection leave open whether the cmdlet ran.
+_NOT_PROCESSED_STATUSES = frozenset({429, 503})
+
+
+def _not_processed(exc: TransientError) -> bool:
+    """Whether a failed Validate certainly sent no test message, so repeating it is safe."""
+    if not isinstance(exc, ExchangeError):
+        return False  # no answer from Exchange at all (timeout, connection dropped)
+    return exc.status_code in _NOT_PROCESSED_STATUSES or exc.code is ErrorCode.THROTTLED
+
+
+def _task_text(task: ValidationTask) -> str:
+    name = " > ".join((*task.path, task.task_name)) if task.path else task.task_name
+    return f"{name}: {task.details}" if task.details else name
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _default_factory(settings: Settings, token_provider: TokenProvider) -> ClientFactory:
     from .exchange import https_session
 
@@ -367,6 +399,7 @@ def _default_factory(settings: Settings, token_provider: TokenProvider) -> Clien
             endpoint=settings.exo_admin_api_url,
             session=session,
             timeout=settings.exo_timeout_seconds,
+            validate_timeout=settings.exo_validate_timeout_seconds,
             allowed_smart_hosts=settings.allowed_smart_hosts,
             allowed_journal_domains=settings.allowed_journal_domains,
             on_call=on_call,

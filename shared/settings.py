@@ -66,6 +66,10 @@ class Settings:
     exo_certificate_name: str = ""
     managed_identity_client_id: str = ""
     exo_timeout_seconds: float = 30.0
+    # Validate-OutboundConnector connects to each smart host and sends test mail before it
+    # answers; it can take well over a minute, and a timed-out one is never repeated in-process.
+    # Four minutes: two validations still fit host.json's 10-minute functionTimeout.
+    exo_validate_timeout_seconds: float = 240.0
     exo_call_retries: int = 2
     max_attempts: int = 8
     retry_base_seconds: float = 30.0
@@ -114,6 +118,17 @@ class Settings:
                            ("LEASE_SECONDS", self.lease_seconds), ("RETRY_MAX_SECONDS", self.retry_max_seconds)):
             if not value > 0:
                 raise SettingsError(f"{env} must be more than 0 seconds")
+        if not self.exo_validate_timeout_seconds > 0:
+            raise SettingsError("EXO_VALIDATE_TIMEOUT_SECONDS must be more than 0 seconds")
+        if self.exo_validate_timeout_seconds >= self.lease_seconds / 2:
+            # The worker renews its lease after a call once less than half of it is left, so a
+            # call may start with only half the lease remaining. A validation outliving that
+            # would let another worker take the activation over and validate again: a second
+            # test message for the same change.
+            raise SettingsError(
+                f"EXO_VALIDATE_TIMEOUT_SECONDS ({self.exo_validate_timeout_seconds:g}) must be less than half "
+                f"of LEASE_SECONDS ({self.lease_seconds:g})"
+            )
         if not 1 <= self.dns_port <= 65535:
             raise SettingsError(f"DNS_PORT={self.dns_port} is not a port (1-65535)")
         # The poison queue is `<name>-poison`, so the queue name leaves room for that suffix.
@@ -188,6 +203,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXO_CERTIFICATE_NAME", "exo_certificate_name", "Name of the app certificate in Key Vault."),
     Setting("MANAGED_IDENTITY_CLIENT_ID", "managed_identity_client_id", "Client ID of the Function App's user-assigned identity."),
     Setting("EXO_TIMEOUT_SECONDS", "exo_timeout_seconds", "Timeout of each Exchange and token call."),
+    Setting("EXO_VALIDATE_TIMEOUT_SECONDS", "exo_validate_timeout_seconds", "Timeout of one Validate-OutboundConnector call (it sends test mail; never repeated after a timeout); less than half of LEASE_SECONDS."),
     Setting("EXO_CALL_RETRIES", "exo_call_retries", "Quick in-process retries of one throttled Exchange call before the queue takes over."),
     Setting("MAX_ATTEMPTS", "max_attempts", "Attempts of one activation before it is marked failed."),
     Setting("RETRY_BASE_SECONDS", "retry_base_seconds", "First back-off delay; doubles each attempt, with jitter."),

@@ -188,7 +188,9 @@ def test_missing_consent_needs_an_admin_and_names_the_consent_url(
     with pytest.raises(AuthError) as info:
         tokens.get_token(exo_tenant)
     err = info.value
-    assert err.code is ErrorCode.CONSENT_MISSING and err.needs_attention and not err.retryable
+    # 700016: the app is not in the tenant at all; 65001: a permission is not consented
+    expected = ErrorCode.APP_NOT_IN_TENANT if consent_error == 700016 else ErrorCode.CONSENT_MISSING
+    assert err.code is expected and err.needs_attention and not err.retryable
     assert f"{sim.url}/{exo_tenant}/adminconsent?client_id={sim.client_id}" in err.hint.en
     assert f"AADSTS{consent_error}" in err.detail and "Trace ID" not in err.detail
 
@@ -202,12 +204,12 @@ def test_once_consent_is_granted_the_next_attempt_gets_a_token(
     assert tokens.get_token(exo_tenant)
 
 
-def test_an_app_unknown_to_entra_is_consent_missing(sim: Simulator, exo_tenant: str) -> None:
+def test_an_app_unknown_to_entra_is_not_in_the_tenant(sim: Simulator, exo_tenant: str) -> None:
     provider = MsalTokenProvider(client_id=str(uuid.uuid4()), credential="whatever", authority_host=sim.url,
                                  timeout=10)
     with pytest.raises(AuthError) as info:
         provider.get_token(exo_tenant)
-    assert info.value.code is ErrorCode.CONSENT_MISSING and "AADSTS700016" in info.value.detail
+    assert info.value.code is ErrorCode.APP_NOT_IN_TENANT and "AADSTS700016" in info.value.detail
 
 
 def test_a_wrong_secret_is_credential_invalid_and_never_echoed(sim: Simulator, exo_tenant: str) -> None:

@@ -65,7 +65,7 @@ def test_apply_prints_each_step_and_exits_0_when_it_succeeds(product_env: dict[s
 
 
 def test_apply_json_exits_3_when_a_human_must_act(product_env: dict[str, str], simulator: Simulator) -> None:
-    simulator.configure_tenant(TENANT, consent=False)
+    simulator.configure_tenant(TENANT, permission_granted=False)
     code, out, _ = run("apply", str(SAMPLE), "--json")
     assert code == EXIT_NEEDS_ATTENTION
     outcome = json.loads(out)

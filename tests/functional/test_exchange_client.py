@@ -307,14 +307,51 @@ def test_too_many_calls_in_flight_are_throttled(client: ExchangeAdminClient, tru
 # --------------------------------------------------------------------------- missing role
 
 
-def test_401_for_a_missing_role_needs_attention(client: ExchangeAdminClient, trusted: Simulator,
-                                                exo_tenant: str) -> None:
-    trusted.configure_tenant(exo_tenant, role_missing=401)
+def test_401_on_a_fresh_token_is_consent_missing_with_the_consent_url(
+        client: ExchangeAdminClient, trusted: Simulator, exo_tenant: str) -> None:
+    trusted.configure_tenant(exo_tenant, permission_granted=False)
     with pytest.raises(ExchangeError) as info:
         client.list_outbound_connectors()
     err = info.value
-    assert err.code is ErrorCode.ROLE_MISSING and err.needs_attention and not err.retryable
-    assert "isn't supported in this scenario" in err.detail
+    assert err.code is ErrorCode.CONSENT_MISSING and err.needs_attention and not err.retryable
+    assert "Exchange.ManageAsApp" in err.detail
+    assert f"{trusted.url}/{exo_tenant}/adminconsent?client_id={trusted.client_id}" in err.hint.en
+    # the token was just issued, so it was not exchanged for another one
+    assert trusted.token_requests(exo_tenant) == 1 and len(invokes(trusted, exo_tenant)) == 1
+
+
+def test_a_401_on_a_cached_token_issued_before_consent_is_settled_by_one_new_token(
+        client: ExchangeAdminClient, tokens: MsalTokenProvider, trusted: Simulator, exo_tenant: str) -> None:
+    trusted.configure_tenant(exo_tenant, permission_granted=False)
+    tokens.get_token(exo_tenant)  # cached now, without the permission
+    trusted.configure_tenant(exo_tenant, permission_granted=True)
+    assert client.list_outbound_connectors() == []
+    assert trusted.token_requests(exo_tenant) == 2
+    assert [entry.status for entry in invokes(trusted, exo_tenant)] == [401, 200]
+
+
+def test_after_a_401_the_next_call_gets_a_new_token_that_has_the_permission(
+        client: ExchangeAdminClient, trusted: Simulator, exo_tenant: str) -> None:
+    trusted.configure_tenant(exo_tenant, permission_granted=False)
+    with pytest.raises(ExchangeError):
+        client.list_outbound_connectors()
+    trusted.configure_tenant(exo_tenant, permission_granted=True)  # the customer consents
+    # the token was dropped after the 401, so the next call's new token carries the permission
+    assert client.list_outbound_connectors() == []
+    assert trusted.token_requests(exo_tenant) == 2
+    assert [entry.status for entry in invokes(trusted, exo_tenant)] == [401, 200]
+
+
+def test_after_role_missing_the_next_call_gets_a_new_token_that_has_the_role(
+        client: ExchangeAdminClient, trusted: Simulator, exo_tenant: str) -> None:
+    trusted.configure_tenant(exo_tenant, role_missing=403)
+    with pytest.raises(ExchangeError) as info:
+        client.list_outbound_connectors()
+    assert info.value.code is ErrorCode.ROLE_MISSING
+    trusted.configure_tenant(exo_tenant, role_missing=None)  # the customer assigns the role
+    assert client.list_outbound_connectors() == []
+    assert trusted.token_requests(exo_tenant) == 2
+    assert [entry.status for entry in invokes(trusted, exo_tenant)] == [403, 200]
 
 
 @pytest.mark.parametrize("false_gzip", [True, False])
@@ -340,8 +377,8 @@ def test_a_token_exchange_no_longer_accepts_is_replaced_once(client: ExchangeAdm
 def test_the_token_never_appears_in_errors_or_call_records(
         client: ExchangeAdminClient, tokens: MsalTokenProvider, trusted: Simulator, exo_tenant: str,
         records: list[CallRecord]) -> None:
+    trusted.configure_tenant(exo_tenant, permission_granted=False)
     token = tokens.get_token(exo_tenant)
-    trusted.configure_tenant(exo_tenant, role_missing=401)
     with pytest.raises(ExchangeError) as info:
         client.list_outbound_connectors()
     assert token not in str(info.value.to_dict()) and token not in repr(info.value)

@@ -109,6 +109,10 @@ class Exo:
         data = {key: value for key, value in data.items() if value is not None}
         return self.http.post(self.sim.token_endpoint(tenant or self.tenant), data=data, verify=self.sim.ca_file)
 
+    def forget_token(self) -> None:
+        """Ask for a new token on the next call, as a client does after dropping its cache."""
+        self._token = None
+
     def token(self) -> str:
         if self._token is None:
             response = self.request_token()
@@ -668,31 +672,52 @@ def test_remove_deletes_the_connector(exo: Exo) -> None:
     assert exo.ok("Get-OutboundConnector") == []
 
 
-def test_validate_checks_each_smart_host_then_sends_one_email_per_recipient(exo: Exo) -> None:
+def leaves(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The leaf tasks of an OutboundConnectorValidationResult tree."""
+    found: list[dict[str, Any]] = []
+    for result in results:
+        found.extend(leaves(result["SubTaskResults"]) if result["SubTaskResults"] else [result])
+    return found
+
+
+def test_validate_answers_the_nested_result_of_the_admin_api_schema(exo: Exo) -> None:
     exo.ok("New-OutboundConnector", {**MAILGATES, "SmartHosts": ["mgf.cybermail.jp", "mgs.cybermail.jp"]})
-    rows = exo.ok(
+    results = exo.ok(
         "Validate-OutboundConnector",
         {"Identity": MAILGATES["Name"], "Recipients": ["adm@example.com", "b@example.net"]},
     )
-    assert [row["TaskName"] for row in rows] == [
-        "Check connectivity to 'mgf.cybermail.jp'",
-        "Check connectivity to 'mgs.cybermail.jp'",
-        "Send test email",
-        "Send test email",
+
+    def shape(result: dict[str, Any]) -> Any:
+        return (result["TaskName"], [shape(sub) for sub in result["SubTaskResults"]])
+
+    assert [shape(r) for r in results] == [
+        ("Check connectivity to the smart hosts", [("Check connectivity to 'mgf.cybermail.jp'", []),
+                                                   ("Check connectivity to 'mgs.cybermail.jp'", [])]),
+        ("Send test email", [("Send test email to adm@example.com", []), ("Send test email to b@example.net", [])]),
     ]
-    assert all(row["IsTaskSuccessful"] is True for row in rows)
-    assert all({"Details", "TaskDescription"} <= set(row) for row in rows)
+    every = results + leaves(results)
+    assert all(set(r) >= {"TaskName", "IsTaskSuccessful", "TaskDetail", "SubTaskResults"} for r in every)
+    assert all(r["IsTaskSuccessful"] is True for r in every)
     (connector,) = exo.ok("Get-OutboundConnector")
     assert connector["IsValidated"] is False  # Validate- never stamps the connector
 
 
 def test_validate_of_an_mx_connector_only_sends_test_email(exo: Exo) -> None:
     exo.ok("New-OutboundConnector", ENTERPRISE_AUDIT)
-    rows = exo.ok(
+    results = exo.ok(
         "Validate-OutboundConnector",
         {"Identity": ENTERPRISE_AUDIT["Name"], "Recipients": ["journal01@cs-365.cybermail.jp"]},
     )
-    assert [(row["TaskName"], row["IsTaskSuccessful"]) for row in rows] == [("Send test email", True)]
+    assert [(r["TaskName"], r["IsTaskSuccessful"]) for r in leaves(results)] == [
+        ("Send test email to journal01@cs-365.cybermail.jp", True)]
+
+
+def test_each_validate_sends_one_test_message_per_recipient(exo: Exo) -> None:
+    exo.ok("New-OutboundConnector", MAILGATES)
+    for _ in range(2):
+        exo.ok("Validate-OutboundConnector", {"Identity": MAILGATES["Name"], "Recipients": ["adm@example.com"]})
+    sent = exo.sim.test_messages(exo.tenant)
+    assert [(m["connector"], m["recipient"]) for m in sent] == [(MAILGATES["Name"], "adm@example.com")] * 2
 
 
 def test_validate_reports_unreachable_smart_hosts_and_recipients(exo: Exo) -> None:
@@ -700,16 +725,21 @@ def test_validate_reports_unreachable_smart_hosts_and_recipients(exo: Exo) -> No
         exo.tenant, unreachable_hosts=["mgf.cybermail.jp"], unreachable_recipients=["gone@example.com"]
     )
     exo.ok("New-OutboundConnector", {**MAILGATES, "SmartHosts": ["mgf.cybermail.jp", "mgs.cybermail.jp"]})
-    rows = exo.ok(
+    results = exo.ok(
         "Validate-OutboundConnector",
         {"Identity": MAILGATES["Name"], "Recipients": ["adm@example.com", "gone@example.com"]},
     )
+    rows = leaves(results)
     assert [row["IsTaskSuccessful"] for row in rows] == [False, True, True, False]
-    assert "4.4.317" in rows[0]["Details"]
-    assert "gone@example.com" in rows[3]["Details"]
+    assert [r["IsTaskSuccessful"] for r in results] == [False, False]  # a parent fails with any leaf
+    assert rows[0]["TaskDetail"].startswith("450 4.4.317 Cannot connect to remote server")
+    assert "gone@example.com" in rows[3]["TaskDetail"]
     exo.sim.configure_tenant(exo.tenant, unreachable_hosts=["mgf.cybermail.jp", "mgs.cybermail.jp"])
-    rows = exo.ok("Validate-OutboundConnector", {"Identity": MAILGATES["Name"], "Recipients": ["adm@example.com"]})
+    rows = leaves(exo.ok("Validate-OutboundConnector",
+                         {"Identity": MAILGATES["Name"], "Recipients": ["adm@example.com"]}))
     assert [row["IsTaskSuccessful"] for row in rows] == [False, False, False]
+    # with no smart host reachable, no test message could leave
+    assert len(exo.sim.test_messages(exo.tenant)) == 2
 
 
 def test_validate_fails_while_a_foreign_star_connector_is_enabled(exo: Exo) -> None:
@@ -717,11 +747,13 @@ def test_validate_fails_while_a_foreign_star_connector_is_enabled(exo: Exo) -> N
         exo.tenant, Name="Existing relay", RecipientDomains=["*"], UseMXRecord=False, SmartHosts=["relay.example.com"]
     )
     exo.ok("New-OutboundConnector", MAILGATES)
-    rows = exo.ok("Validate-OutboundConnector", {"Identity": MAILGATES["Name"], "Recipients": ["adm@example.com"]})
+    rows = leaves(exo.ok("Validate-OutboundConnector",
+                         {"Identity": MAILGATES["Name"], "Recipients": ["adm@example.com"]}))
     assert rows[-1]["IsTaskSuccessful"] is False
-    assert "Existing relay" in rows[-1]["Details"]
+    assert "Existing relay" in rows[-1]["TaskDetail"]
     exo.ok("Set-OutboundConnector", {"Identity": "Existing relay", "Enabled": False})
-    rows = exo.ok("Validate-OutboundConnector", {"Identity": MAILGATES["Name"], "Recipients": ["adm@example.com"]})
+    rows = leaves(exo.ok("Validate-OutboundConnector",
+                         {"Identity": MAILGATES["Name"], "Recipients": ["adm@example.com"]}))
     assert rows[-1]["IsTaskSuccessful"] is True
 
 
@@ -729,11 +761,23 @@ def test_the_more_specific_connector_wins_the_journal_domain(exo: Exo) -> None:
     exo.ok("New-OutboundConnector", ENTERPRISE_AUDIT)
     exo.ok("New-OutboundConnector", MAILGATES)
     journal = {"Recipients": ["journal01@cs-365.cybermail.jp"]}
-    audit = exo.ok("Validate-OutboundConnector", {"Identity": ENTERPRISE_AUDIT["Name"], **journal})
+    audit = leaves(exo.ok("Validate-OutboundConnector", {"Identity": ENTERPRISE_AUDIT["Name"], **journal}))
     assert audit[-1]["IsTaskSuccessful"] is True
-    star = exo.ok("Validate-OutboundConnector", {"Identity": MAILGATES["Name"], **journal})
+    star = leaves(exo.ok("Validate-OutboundConnector", {"Identity": MAILGATES["Name"], **journal}))
     assert star[-1]["IsTaskSuccessful"] is False
-    assert ENTERPRISE_AUDIT["Name"] in star[-1]["Details"]
+    assert ENTERPRISE_AUDIT["Name"] in star[-1]["TaskDetail"]
+
+
+def test_latency_can_be_set_per_cmdlet(exo: Exo, monkeypatch: pytest.MonkeyPatch) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(exo.sim.backend, "sleep", waits.append)  # record the waits instead of waiting
+    exo.sim.configure_tenant(exo.tenant, latency_ms=20, cmdlet_latency_ms={"validate-outboundconnector": 40_000})
+    exo.ok("New-OutboundConnector", MAILGATES)
+    exo.ok("Validate-OutboundConnector", {"Identity": MAILGATES["Name"], "Recipients": ["adm@example.com"]})
+    assert waits == [0.02, 40.0]
+    assert exo.sim.tenant_info(exo.tenant)["options"]["cmdlet_latency_ms"] == {"Validate-OutboundConnector": 40_000}
+    with pytest.raises(ValueError, match="unknown cmdlet"):
+        exo.sim.configure_tenant(exo.tenant, cmdlet_latency_ms={"Validate-Connector": 1})
 
 
 def test_validate_needs_recipients(exo: Exo) -> None:
@@ -916,11 +960,51 @@ def test_fail_next_fails_exactly_n_matching_calls(exo: Exo) -> None:
     assert exo.invoke("New-OutboundConnector", MAILGATES).status_code == 200
 
 
-def test_missing_role_as_401_names_the_app(exo: Exo) -> None:
-    exo.sim.configure_tenant(exo.tenant, role_missing=401)
+def test_a_token_without_the_exchange_permission_gets_401_naming_the_app(exo: Exo) -> None:
+    exo.sim.configure_tenant(exo.tenant, permission_granted=False)
     response = exo.invoke("Get-OutboundConnector")
     assert response.status_code == 401
     assert DEFAULT_CLIENT_ID in response.json()["error"]["message"]
+    assert "Exchange.ManageAsApp" in response.json()["error"]["message"]
+
+
+def test_role_missing_401_is_the_older_spelling_of_a_missing_permission(exo: Exo) -> None:
+    options = exo.sim.configure_tenant(exo.tenant, role_missing=401)["options"]
+    assert (options["permission_granted"], options["role_missing"]) == (False, None)
+    assert exo.invoke("Get-OutboundConnector").status_code == 401
+
+
+@pytest.mark.parametrize(("missing", "granted", "status"), [
+    ({"role_missing": 403, "role_missing_gzip": False}, {"role_missing": None}, 403),
+    ({"permission_granted": False}, {"permission_granted": True}, 401),
+])
+def test_role_and_permission_travel_in_the_token_issued_before_the_grant(
+        exo: Exo, missing: dict[str, Any], granted: dict[str, Any], status: int) -> None:
+    exo.sim.configure_tenant(exo.tenant, **missing)
+    assert exo.invoke("Get-OutboundConnector").status_code == status
+    exo.sim.configure_tenant(exo.tenant, **granted)  # the customer grants it now
+    # the token issued before the grant still lacks it...
+    assert exo.invoke("Get-OutboundConnector").status_code == status
+    # ...a new one has it
+    exo.forget_token()
+    assert exo.invoke("Get-OutboundConnector").status_code == 200
+    assert exo.sim.token_requests(exo.tenant) == 2
+
+
+def test_a_role_removed_after_the_token_was_issued_still_works_for_that_token(exo: Exo) -> None:
+    assert exo.invoke("Get-OutboundConnector").status_code == 200
+    exo.sim.configure_tenant(exo.tenant, role_missing=403, role_missing_gzip=False)
+    assert exo.invoke("Get-OutboundConnector").status_code == 200
+    exo.forget_token()
+    assert exo.invoke("Get-OutboundConnector").status_code == 403
+
+
+def test_a_refused_call_is_answered_without_the_cmdlets_latency(exo: Exo, monkeypatch: pytest.MonkeyPatch) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(exo.sim.backend, "sleep", waits.append)
+    exo.sim.configure_tenant(exo.tenant, role_missing=403, role_missing_gzip=False, latency_ms=5_000)
+    assert exo.invoke("Get-OutboundConnector").status_code == 403
+    assert waits == []
 
 
 @pytest.mark.parametrize("false_gzip", [True, False])

@@ -144,22 +144,30 @@ def test_a_failed_validation_needs_attention_and_names_the_task(simulator: Simul
     assert by_name(simulator)[MG_NAME]["IsValidated"] is False
 
 
-@pytest.mark.parametrize("role_missing", [401, 403])
-def test_a_missing_exchange_role_needs_attention(simulator: Simulator, engine: ProvisioningEngine,
-                                                 role_missing: int) -> None:
-    simulator.configure_tenant(TENANT, role_missing=role_missing)
+def test_a_missing_exchange_role_needs_attention(simulator: Simulator, engine: ProvisioningEngine) -> None:
+    simulator.configure_tenant(TENANT, role_missing=403)
     outcome = engine.run(NOTICE)
     assert outcome.status is Status.NEEDS_ATTENTION
     assert outcome.error is not None and outcome.error["code"] == "ROLE_MISSING"
     assert "Exchange" in outcome.error["hint_ja"]
 
 
-def test_missing_consent_needs_attention_with_the_admin_consent_url(simulator: Simulator,
-                                                                    engine: ProvisioningEngine) -> None:
-    simulator.configure_tenant(TENANT, consent=False)
+def test_a_missing_permission_is_consent_missing_with_the_admin_consent_url(simulator: Simulator,
+                                                                            engine: ProvisioningEngine) -> None:
+    simulator.configure_tenant(TENANT, permission_granted=False)
     outcome = engine.run(NOTICE)
     assert outcome.status is Status.NEEDS_ATTENTION
     assert outcome.error is not None and outcome.error["code"] == "CONSENT_MISSING"
+    assert f"/{TENANT}/adminconsent?client_id=" in outcome.error["hint_en"]
+    assert f"/{TENANT}/adminconsent?client_id=" in outcome.error["hint_ja"]
+
+
+def test_an_app_missing_from_the_tenant_needs_attention_with_the_admin_consent_url(
+        simulator: Simulator, engine: ProvisioningEngine) -> None:
+    simulator.configure_tenant(TENANT, consent=False)
+    outcome = engine.run(NOTICE)
+    assert outcome.status is Status.NEEDS_ATTENTION and not outcome.retryable
+    assert outcome.error is not None and outcome.error["code"] == "APP_NOT_IN_TENANT"
     assert f"/{TENANT}/adminconsent?client_id=" in outcome.error["hint_en"]
     assert simulator.calls(TENANT) == {}
 

@@ -261,7 +261,7 @@ def test_the_same_notice_id_with_other_content_is_rejected_as_a_conflict_keeping
 
 def test_an_operator_retry_starts_a_fresh_series(worker: Worker, activation_queue: ActivationQueue,
                                                  activation_store: ActivationStore, simulator: Simulator) -> None:
-    simulator.configure_tenant(TENANT, role_missing=401)
+    simulator.configure_tenant(TENANT, role_missing=403)
     assert worker.handle(sample()) == "needs_attention"
     simulator.configure_tenant(TENANT, role_missing=None)  # the customer assigned the role
     record = worker.retry(NOTICE_ID)

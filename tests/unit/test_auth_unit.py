@@ -41,6 +41,7 @@ from shared.settings import Settings
 
 HOST = "https://login.entra.test"
 TENANT = "11111111-2222-3333-4444-555555555555"
+OTHER_TENANT = "99999999-8888-7777-6666-555555555555"
 CLIENT_ID = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
 SECRET = "s3cr3t-value-never-logged"
 TRACE = " Trace ID: 0b1c Correlation ID: 9f2e Timestamp: 2025-01-01 00:00:00Z"
@@ -129,7 +130,8 @@ def refuse(code: int, error: str, text: str, status: int = 400) -> TokenAnswer:
 
 
 @pytest.mark.parametrize(("code", "error", "expected"), [
-    (700016, "unauthorized_client", ErrorCode.CONSENT_MISSING),
+    (700016, "unauthorized_client", ErrorCode.APP_NOT_IN_TENANT),
+    (7000229, "invalid_client", ErrorCode.APP_NOT_IN_TENANT),
     (65001, "invalid_grant", ErrorCode.CONSENT_MISSING),
     (7000215, "invalid_client", ErrorCode.CREDENTIAL_INVALID),
     (7000222, "invalid_client", ErrorCode.CREDENTIAL_INVALID),
@@ -232,15 +234,28 @@ def test_the_token_request_uses_client_credentials_for_the_exchange_scope() -> N
     assert form["client_id"] == [CLIENT_ID] and form["client_secret"] == [SECRET]
 
 
-def test_missing_consent_through_msal_is_consent_missing_without_the_secret() -> None:
+def test_an_app_missing_from_the_tenant_needs_a_person_at_once_without_the_secret() -> None:
     entra = FakeEntra(refuse(700016, "unauthorized_client", f"Application with identifier '{CLIENT_ID}' was not "
                                                             f"found in the directory '{TENANT}'."))
     with pytest.raises(AuthError) as info:
         provider(entra).get_token(TENANT)
     err = info.value
-    assert err.code is ErrorCode.CONSENT_MISSING
+    assert err.code is ErrorCode.APP_NOT_IN_TENANT and err.needs_attention and not err.retryable
     assert f"{HOST}/{TENANT}/adminconsent?client_id={CLIENT_ID}" in err.extra_hint
     assert SECRET not in str(err.to_dict()) and "Trace ID" not in err.detail
+
+
+def test_only_a_token_just_fetched_from_entra_counts_as_fresh() -> None:
+    entra = FakeEntra()
+    tokens = provider(entra)
+    first = tokens.get_token(TENANT)
+    assert tokens.token_is_fresh(TENANT, first)
+    # served again from MSAL's cache: no longer "just obtained"
+    assert tokens.get_token(TENANT) == first and not tokens.token_is_fresh(TENANT, first)
+    tokens.invalidate(TENANT)
+    second = tokens.get_token(TENANT)
+    assert len(entra.token_forms) == 2 and tokens.token_is_fresh(TENANT, second)
+    assert not tokens.token_is_fresh(OTHER_TENANT, second)
 
 
 def test_a_retry_after_consent_is_granted_asks_entra_again() -> None:
@@ -491,11 +506,11 @@ def test_a_key_vault_certificate_secret_is_read_as_pkcs12_or_pem() -> None:
         certificate_credential_from_secret("not base64 ***", "")
 
 
-def test_missing_service_principal_is_missing_consent() -> None:
+def test_missing_service_principal_means_the_app_is_not_in_the_tenant() -> None:
     error = error_from_msal_result({
         "error": "invalid_client",
         "error_description": "AADSTS7000229: The client application 11111111-1111-1111-1111-111111111111 is "
                              f"missing service principal in the tenant {TENANT}.",
         "error_codes": [7000229],
     })
-    assert error.code is ErrorCode.CONSENT_MISSING
+    assert error.code is ErrorCode.APP_NOT_IN_TENANT

@@ -44,6 +44,7 @@ from shared.exchange import (
     parse_exchange_time,
     parse_retry_after,
     throttle_wait,
+    validation_tasks,
 )
 
 TENANT = "11111111-2222-3333-4444-555555555555"
@@ -243,10 +244,12 @@ def test_other_transient_exception_names_are_retryable(marker: str) -> None:
     assert err.code is ErrorCode.EXCHANGE_UNAVAILABLE and err.retryable
 
 
-def test_401_is_role_missing_needing_a_human_and_not_retried() -> None:
+def test_401_is_consent_missing_needing_a_human_and_not_retried() -> None:
+    # The token carries no Exchange.ManageAsApp: the permission, not the role (graph2otel's
+    # live measurement: 401 with neither grant, 403 with the permission only).
     err = raised(401, b"")
     assert isinstance(err, ExchangeError)
-    assert err.code is ErrorCode.ROLE_MISSING
+    assert err.code is ErrorCode.CONSENT_MISSING
     assert err.needs_attention and not err.retryable
 
 
@@ -515,6 +518,69 @@ def test_remove_does_not_prompt() -> None:
                                                   "Parameters": {"Identity": "A", "Confirm": False}}
 
 
+def test_validate_reads_the_nested_result_of_the_admin_api_as_its_leaf_tasks() -> None:
+    # OutboundConnectorValidationResult {IsTaskSuccessful, TaskName, TaskDetail, SubTaskResults}
+    unreachable = ("450 4.4.317 Cannot connect to remote server [Message=SocketError: TimedOut "
+                   "SocketErrorCode: TimedOut] [LastAttemptedServerName=mgf.cybermail.jp]")
+    rows = [
+        {"TaskName": "Check connectivity", "IsTaskSuccessful": False, "TaskDetail": "",
+         "SubTaskResults@odata.type": "#Collection(Exchange.OutboundConnectorValidationResult)",
+         "SubTaskResults": [{"TaskName": "Check connectivity to 'mgf.cybermail.jp'", "IsTaskSuccessful": False,
+                             "TaskDetail": unreachable, "SubTaskResults": []}]},
+        {"TaskName": "Send test email", "IsTaskSuccessful": True, "TaskDetail": "",
+         "SubTaskResults": [{"TaskName": "Send test email to v@example.jp", "IsTaskSuccessful": True,
+                             "TaskDetail": "sent", "SubTaskResults": []}]},
+    ]
+    client, _ = client_with(Canned(body={"value": rows}))
+    tasks = client.validate_outbound_connector("MG", ["v@example.jp"])
+    assert tasks == [
+        ValidationTask("Check connectivity to 'mgf.cybermail.jp'", False, unreachable, ("Check connectivity",)),
+        ValidationTask("Send test email to v@example.jp", True, "sent", ("Send test email",)),
+    ]
+
+
+def test_a_leaf_that_does_not_say_it_succeeded_did_not() -> None:
+    rows = [{"TaskName": "Send test email", "IsTaskSuccessful": True, "SubTaskResults": [
+        {"TaskName": "to a@example.jp", "IsTaskSuccessful": None, "TaskDetail": "?"},
+        {"TaskName": "to b@example.jp", "TaskDetail": "no verdict"},
+        {"TaskName": "to c@example.jp", "IsTaskSuccessful": True}]}]
+    assert [(t.task_name, t.successful) for t in validation_tasks(rows)] == [
+        ("to a@example.jp", False), ("to b@example.jp", False), ("to c@example.jp", True)]
+
+
+def test_a_parent_that_failed_is_kept_even_when_its_leaves_passed() -> None:
+    rows = [{"TaskName": "Validate", "IsTaskSuccessful": False, "TaskDetail": "routing loop detected",
+             "SubTaskResults": [{"TaskName": "Send test email", "IsTaskSuccessful": True}]}]
+    tasks = validation_tasks(rows)
+    assert [(t.task_name, t.successful, t.details) for t in tasks] == [
+        ("Send test email", True, ""), ("Validate", False, "routing loop detected")]
+
+
+def test_validation_tasks_of_nothing_is_nothing_and_deep_nesting_stops() -> None:
+    assert validation_tasks([]) == []
+    row: dict[str, Any] = {"TaskName": "leaf", "IsTaskSuccessful": True}
+    for depth in range(50):
+        row = {"TaskName": f"level {depth}", "IsTaskSuccessful": True, "SubTaskResults": [row]}
+    tasks = validation_tasks([row])
+    assert len(tasks) == 1 and tasks[0].successful and len(tasks[0].path) == 8
+
+
+def test_validate_gets_its_own_timeout_and_other_cmdlets_keep_theirs() -> None:
+    client, adapter = client_with(Canned(), Canned(), timeout=30.0, validate_timeout=240.0)
+    client.invoke("Get-OutboundConnector")
+    client.validate_outbound_connector("MG", ["v@example.jp"])
+    assert adapter.timeouts == [30.0, 240.0]
+
+
+def test_a_validate_that_times_out_is_not_repeated_and_says_its_mail_may_have_gone() -> None:
+    client, adapter = client_with(requests.ReadTimeout("read timed out"), Canned(), validate_timeout=1.0)
+    with pytest.raises(ProvisioningError) as info:
+        client.validate_outbound_connector("MG", ["v@example.jp"])
+    assert info.value.code is ErrorCode.NETWORK_ERROR and info.value.retryable
+    assert "may have run and sent its test message" in info.value.detail
+    assert len(adapter.sent) == 1
+
+
 def test_validate_returns_typed_tasks() -> None:
     rows = [{"TaskName": "Check connectivity to 'mgf.cybermail.jp'", "IsTaskSuccessful": True, "Details": "ok"},
             {"TaskName": "Send test email", "IsTaskSuccessful": False, "Details": None}]
@@ -609,22 +675,71 @@ def test_a_token_exchange_calls_invalid_is_replaced_once_and_the_call_repeated()
     assert credential.invalidated == [TENANT] and credential.calls == 2 and len(adapter.sent) == 2
 
 
-def test_a_second_invalid_token_answer_is_role_missing() -> None:
+def test_a_second_401_is_consent_missing_and_drops_the_token_again() -> None:
     client, adapter, credential = invalidating_client(Canned(401, b"", INVALID_TOKEN),
                                                       Canned(401, b"", INVALID_TOKEN))
     with pytest.raises(ExchangeError) as info:
         client.invoke("Get-AcceptedDomain")
-    assert info.value.code is ErrorCode.ROLE_MISSING
-    assert len(adapter.sent) == 2 and credential.invalidated == [TENANT]
+    assert info.value.code is ErrorCode.CONSENT_MISSING
+    # one drop to retry with a new token, one so that the next attempt starts with a new one
+    assert len(adapter.sent) == 2 and credential.invalidated == [TENANT, TENANT]
 
 
-def test_a_401_for_the_role_is_not_retried_with_a_new_token() -> None:
+def test_a_401_on_a_cached_token_is_settled_by_one_new_token_whatever_its_header() -> None:
     role = {"WWW-Authenticate": 'Bearer error="insufficient_privileges"'}
-    client, adapter, credential = invalidating_client(Canned(401, b"", role))
+    client, adapter, credential = invalidating_client(Canned(401, b"", role), Canned(body={"value": []}))
+    assert client.invoke("Get-AcceptedDomain") == []
+    assert credential.invalidated == [TENANT] and credential.calls == 2 and len(adapter.sent) == 2
+
+
+class FreshToken(InvalidatingToken):
+    """A provider that says every token it hands out was just issued by Entra."""
+
+    consent = "https://login.example/tenant/adminconsent?client_id=app"
+
+    def token_is_fresh(self, tenant_id: str, token: str) -> bool:
+        return token == TOKEN
+
+    def admin_consent_url(self, tenant_id: str) -> str:
+        return self.consent
+
+
+def fresh_client(*answers: Canned) -> tuple[ExchangeAdminClient, CannedAdapter, FreshToken]:
+    adapter = CannedAdapter(*answers)
+    session = requests.Session()
+    session.mount("https://", adapter)
+    credential = FreshToken()
+    return ExchangeAdminClient(TENANT, credential=credential, session=session), adapter, credential
+
+
+def test_a_401_on_a_fresh_token_is_consent_missing_at_once_with_the_consent_url() -> None:
+    client, adapter, credential = fresh_client(Canned(401, b"", INVALID_TOKEN))
     with pytest.raises(ExchangeError) as info:
         client.invoke("Get-AcceptedDomain")
-    assert info.value.code is ErrorCode.ROLE_MISSING
-    assert credential.invalidated == [] and len(adapter.sent) == 1
+    err = info.value
+    assert err.code is ErrorCode.CONSENT_MISSING and err.needs_attention and not err.retryable
+    assert FreshToken.consent in err.hint.en and FreshToken.consent in err.hint.ja
+    assert len(adapter.sent) == 1 and credential.calls == 1
+    # the token is dropped all the same, so that the next attempt asks Entra again
+    assert credential.invalidated == [TENANT]
+
+
+@pytest.mark.parametrize("gzip", [True, False])
+def test_a_403_is_role_missing_and_drops_the_cached_token(gzip: bool) -> None:
+    headers = {"Content-Encoding": "gzip"} if gzip else {}
+    client, adapter, credential = fresh_client(Canned(403, b"\x00" * 64, headers))
+    with pytest.raises(ExchangeError) as info:
+        client.invoke("Get-OutboundConnector")
+    assert info.value.code is ErrorCode.ROLE_MISSING and info.value.needs_attention
+    assert credential.invalidated == [TENANT] and len(adapter.sent) == 1
+    assert "the next attempt gets a new one" in info.value.detail
+
+
+def test_other_errors_keep_the_cached_token() -> None:
+    client, _, credential = fresh_client(Canned(400, error_body("|System.ArgumentException|bad")))
+    with pytest.raises(ExchangeError):
+        client.invoke("Get-OutboundConnector")
+    assert credential.invalidated == []
 
 
 # --------------------------------------------------------------------------- TLS trust from the environment

@@ -108,7 +108,7 @@ def test_journal_domains_are_a_comma_separated_case_insensitive_list() -> None:
     ("EXO_TIMEOUT_SECONDS", "10", "exo_timeout_seconds", 10.0),
     ("RETRY_BASE_SECONDS", "0.5", "retry_base_seconds", 0.5),
     ("RETRY_MAX_SECONDS", "7200", "retry_max_seconds", 7200.0),
-    ("LEASE_SECONDS", "300", "lease_seconds", 300.0),
+    ("LEASE_SECONDS", "900", "lease_seconds", 900.0),
     ("REPLICATION_WAIT_SECONDS", "0", "replication_wait_seconds", 0.0),
 ])
 def test_numbers_are_parsed(env: str, raw: str, attr: str, expected: float) -> None:
@@ -390,3 +390,21 @@ def test_the_simulators_ca_is_trusted_only_with_the_files_exchange(tmp_path: Pat
     # not when the operator's own Exchange is configured, nor over a CA they chose
     for own in ({"EXO_ADMIN_API_URL": "https://outlook.office365.com"}, {"SSL_CERT_FILE": "/etc/ssl/mine.pem"}):
         assert trust_local_env_ca(path, dict(own)) is None
+def test_validate_has_a_timeout_of_minutes_that_a_forty_second_validation_fits_in() -> None:
+    settings = Settings.from_env({})
+    assert settings.exo_validate_timeout_seconds == 240.0
+    assert settings.exo_validate_timeout_seconds > 40 > settings.exo_timeout_seconds
+    assert Settings.from_env({"EXO_VALIDATE_TIMEOUT_SECONDS": "90"}).exo_validate_timeout_seconds == 90.0
+
+
+@pytest.mark.parametrize(("environ", "words"), [
+    ({"EXO_VALIDATE_TIMEOUT_SECONDS": "0"}, "EXO_VALIDATE_TIMEOUT_SECONDS must be more than 0"),
+    ({"EXO_VALIDATE_TIMEOUT_SECONDS": "300"}, "must be less than half of LEASE_SECONDS (600)"),
+    ({"LEASE_SECONDS": "480"}, "EXO_VALIDATE_TIMEOUT_SECONDS (240) must be less than half of LEASE_SECONDS (480)"),
+])
+def test_a_validate_timeout_that_could_outlive_the_lease_is_refused(environ: dict[str, str], words: str) -> None:
+    # a call may start with half the lease left (it is renewed below half); past the lease another
+    # worker could take the activation over and send a second test message
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env(environ)
+    assert words in str(info.value)
