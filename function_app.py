@@ -2,17 +2,39 @@
 
 Queue messages are plain UTF-8 JSON (host.json sets `"messageEncoding": "none"`), so the
 contract system, `python -m shared submit` and the retry scheduler all send the same text.
-Every HTTP route needs a function key except `GET /api/health`.
+
+HTTP access (OPERATOR_AUTH): with `key` (local runs, Core Tools) every route but
+`GET /api/health` needs a function key. With `entra` (Azure, set by the Bicep) App Service
+Authentication makes operators sign in with Entra ID before a request reaches the host, so the
+operators' routes and the status page are anonymous to the host and refuse a call without the
+platform's principal headers; automation keeps its function key on
+`POST /api/automation/activations`, which sign-in leaves alone. Easy Auth in front of anonymous
+functions is the pattern the Functions host itself describes (Azure/azure-functions-host#11394).
 """
 
 from __future__ import annotations
 
 import azure.functions as func
 
-from shared import runtime
+from shared import requester, runtime
 from shared.api import ApiResponse
+from shared.settings import SettingsError
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+
+def _operator_auth() -> str:
+    try:
+        return runtime.settings().operator_auth
+    except SettingsError:
+        return "key"  # the stricter host level; the bad setting is reported by the first call
+
+
+# Read while the host indexes the functions: the auth level is part of each function's metadata.
+OPERATOR_LEVEL = func.AuthLevel.ANONYMOUS if _operator_auth() == "entra" else func.AuthLevel.FUNCTION
+SIGN_IN_REQUIRED = ApiResponse(401, {"error": {"code": "SIGN_IN_REQUIRED", "message": (
+    "sign in with Microsoft Entra ID (App Service Authentication), or use a function key on "
+    "/api/automation/activations")}})
 
 
 @app.queue_trigger(arg_name="msg", queue_name="%ACTIVATION_QUEUE%", connection="AzureWebJobsStorage")
@@ -27,31 +49,48 @@ def record_poisoned_activation(msg: func.QueueMessage) -> None:
     runtime.worker().handle_poison(msg.get_body(), dequeue_count=msg.dequeue_count)
 
 
-@app.route(route="activations", methods=["POST"])
+@app.route(route="activations", methods=["POST"], auth_level=OPERATOR_LEVEL)
 def submit_activation(req: func.HttpRequest) -> func.HttpResponse:
     """Validate a notice and queue it: 202 with Location, or 400 naming every bad field."""
-    return _http(runtime.api().submit(req.get_body()))
+    who = _requester(req)
+    if who is None:
+        return _http(SIGN_IN_REQUIRED)
+    return _http(runtime.api().submit(req.get_body(), requested_by=who.name))
 
 
-@app.route(route="activations", methods=["GET"])
+@app.route(route="automation/activations", methods=["POST"])
+def submit_activation_with_key(req: func.HttpRequest) -> func.HttpResponse:
+    """The same submit for automation, always behind a function key (no sign-in in front of it)."""
+    return _http(runtime.api().submit(req.get_body(), base_path="/api/activations",
+                                      requested_by=requester.FUNCTION_KEY))
+
+
+@app.route(route="activations", methods=["GET"], auth_level=OPERATOR_LEVEL)
 def list_activations(req: func.HttpRequest) -> func.HttpResponse:
     """List activations by status and tenant, paged with a continuation token."""
+    if _requester(req) is None:
+        return _http(SIGN_IN_REQUIRED)
     return _http(runtime.api().list(dict(req.params)))
 
 
-@app.route(route="activations/{notice_id}", methods=["GET"])
+@app.route(route="activations/{notice_id}", methods=["GET"], auth_level=OPERATOR_LEVEL)
 def get_activation(req: func.HttpRequest) -> func.HttpResponse:
     """The status of one activation, with its connectors, error and history."""
+    if _requester(req) is None:
+        return _http(SIGN_IN_REQUIRED)
     return _http(runtime.api().get(req.route_params["notice_id"]))
 
 
-@app.route(route="activations/{notice_id}/retry", methods=["POST"])
+@app.route(route="activations/{notice_id}/retry", methods=["POST"], auth_level=OPERATOR_LEVEL)
 def retry_activation(req: func.HttpRequest) -> func.HttpResponse:
     """Start a fresh series of attempts for an activation (409 while it runs)."""
-    return _http(runtime.api().retry(req.route_params["notice_id"]))
+    who = _requester(req)
+    if who is None:
+        return _http(SIGN_IN_REQUIRED)
+    return _http(runtime.api().retry(req.route_params["notice_id"], requested_by=who.name))
 
 
-@app.route(route="status", methods=["GET"])
+@app.route(route="status", methods=["GET"], auth_level=OPERATOR_LEVEL)
 def status_page(req: func.HttpRequest) -> func.HttpResponse:
     """The operators' status page: static HTML whose script calls the routes above with the same key.
 
@@ -60,6 +99,8 @@ def status_page(req: func.HttpRequest) -> func.HttpResponse:
     """
     from shared.page import load_status_page
 
+    if _requester(req) is None:
+        return _http(SIGN_IN_REQUIRED)
     page = load_status_page()
     return func.HttpResponse(page.body, status_code=200, headers=dict(page.headers), mimetype=page.mimetype,
                              charset=page.charset)
@@ -69,6 +110,15 @@ def status_page(req: func.HttpRequest) -> func.HttpResponse:
 def health(req: func.HttpRequest) -> func.HttpResponse:
     """Liveness for load balancers and `make run`; reveals nothing about tenants or settings."""
     return _http(ApiResponse(200, {"status": "ok"}))
+
+
+def _requester(req: func.HttpRequest) -> requester.Requester | None:
+    """Who asked, or None when an operators' route is called without signing in."""
+    mode = _operator_auth()
+    headers = dict(req.headers)
+    if not requester.signed_in(headers, operator_auth=mode):
+        return None
+    return requester.identify(headers, operator_auth=mode)
 
 
 def _http(response: ApiResponse) -> func.HttpResponse:

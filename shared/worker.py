@@ -186,7 +186,8 @@ class Worker:
                    errors=exc.to_dict()["errors"])
         return record
 
-    def accept(self, notice: ActivationNotice, raw: str | None = None) -> ActivationRecord | None:
+    def accept(self, notice: ActivationNotice, raw: str | None = None, *,
+               requested_by: str | None = None) -> ActivationRecord | None:
         """The activation row for a valid notice: new, existing, or None on a content conflict.
 
         A row without content (an invalid notice's, or a poison placeholder that could not
@@ -202,8 +203,9 @@ class Worker:
             try:
                 record = self._write_over(existing, record)
             except (RecordExists, ConcurrentUpdate):
-                return self.accept(notice, raw)
-            self.event(record, "received", "activation notice accepted", content_hash=notice.content_hash)
+                return self.accept(notice, raw, requested_by=requested_by)
+            who = {} if requested_by is None else {"requested_by": requested_by}  # None: from the queue
+            self.event(record, "received", "activation notice accepted", content_hash=notice.content_hash, **who)
             return record
         if existing.content_hash != notice.content_hash:
             self._conflict(existing, notice)
@@ -415,7 +417,7 @@ class Worker:
             log.exception("could not release activation %s after an unexpected error", record.notice_id)
 
     # -- operator actions -----------------------------------------------------------------
-    def retry(self, notice_id: str) -> ActivationRecord:
+    def retry(self, notice_id: str, *, requested_by: str | None = None) -> ActivationRecord:
         """Start a fresh series of attempts (operator action). Raises RetryRefused."""
         record = self.store.get(notice_id)
         if record is None:
@@ -436,10 +438,12 @@ class Worker:
             fresh = self.store.replace(fresh)
         except ConcurrentUpdate as exc:
             raise RetryRefused(409, "the activation changed meanwhile; look again and retry") from exc
-        self._best_effort_event(fresh, "retry.requested", f"operator retry: series {fresh.series}")
+        who = {} if requested_by is None else {"requested_by": requested_by}
+        self._best_effort_event(fresh, "retry.requested", f"operator retry: series {fresh.series}"
+                                + (f" (requested by {requested_by})" if requested_by else ""), **who)
         return fresh
 
-    def submit(self, body: bytes | str) -> Submitted:
+    def submit(self, body: bytes | str, *, requested_by: str | None = None) -> Submitted:
         """Validate and enqueue a notice (HTTP submit). NoticeError propagates to the caller."""
         raw = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
         notice = parse_notice(body, self.settings)
@@ -454,7 +458,7 @@ class Worker:
         # The message goes first, so a failed send leaves no `queued` row with nothing behind
         # it; the worker accepts the notice itself, and accept() below is idempotent.
         self.queue.send_notice(notice.canonical_json())
-        record = self.accept(notice, raw)
+        record = self.accept(notice, raw, requested_by=requested_by)
         if record is None:
             current = self.store.get(notice.notice_id)
             assert current is not None
