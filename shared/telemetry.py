@@ -4,9 +4,9 @@ Three things live here:
 
 * the names of the two log records the alert rules in `infra/modules/alerts.bicep` query
   (`OUTCOME_EVENT`, `POISONED_EVENT`), defined once so the Bicep test can check them;
-* the activation context: inside `activation_scope(...)` every log record of the process
-  carries `notice_id`, `tenant_id`, `attempt`, `step` and `duration_ms` as attributes (they
-  become `customDimensions` in Application Insights), whoever logs it;
+* the activation context: inside `activation_scope(...)` every exported log record carries
+  `notice_id`, `tenant_id`, `attempt`, `step` and `duration_ms` as attributes (they become
+  `customDimensions` in Application Insights), whichever module of the product logs it;
 * `configure(...)`, which starts the Azure Monitor OpenTelemetry distro only when an
   Application Insights connection string is set. The distro (OpenTelemetry SDK, exporter,
   instrumentations) is imported inside it, so importing `function_app` and running locally
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
@@ -37,8 +37,8 @@ STEP_EVENT = "activation.step"
 
 # Records of this logger and its children are exported (configure_azure_monitor's logger_name):
 # the product's own, not every library's debug chatter.
-EXPORTED_LOGGER = "shared"
-log = logging.getLogger("shared.telemetry")
+EXPORTED_LOGGER = "activation"
+log = logging.getLogger("activation.telemetry")
 
 CONTEXT_FIELDS = ("notice_id", "tenant_id", "attempt", "step", "duration_ms")
 
@@ -57,7 +57,7 @@ class ActivationContext:
 
 _current: ContextVar[ActivationContext | None] = ContextVar("activation_context", default=None)
 _install_lock = threading.Lock()
-_state = {"log_context": False, "exporter": False}  # what this process has set up, once each
+_state = {"exporter": False}  # configured at most once per process
 
 
 def current() -> ActivationContext | None:
@@ -75,29 +75,36 @@ def activation_scope(notice_id: str, tenant_id: str, *, attempt: int | None = No
         _current.reset(token)
 
 
-def install_log_context() -> None:
-    """Make every LogRecord carry the activation context (idempotent, no SDK needed).
+class ActivationContextFilter(logging.Filter):
+    """Give each record the fields of the activation being worked on, unless it names its own.
 
-    A record factory rather than a handler filter: it applies to every handler (the
-    Functions host's, the exporter's, a test's), so no log line about an activation can
-    miss its notice_id.
+    A handler filter, not a record factory: it runs after `extra=` was applied (a factory that
+    set these attributes would make `extra={"step": ...}` raise), in the thread and context of
+    the logging call, so it sees that call's activation.
     """
-    with _install_lock:
-        if _state["log_context"]:
-            return
-        previous = logging.getLogRecordFactory()
 
-        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-            record = previous(*args, **kwargs)
-            ctx = _current.get()
-            if ctx is not None:
-                for name, value in ctx.fields().items():
-                    if not hasattr(record, name):
-                        setattr(record, name, value)
-            return record
+    def filter(self, record: logging.LogRecord) -> bool:
+        ctx = _current.get()
+        if ctx is not None:
+            for name, value in ctx.fields().items():
+                record.__dict__.setdefault(name, value)
+        return True
 
-        logging.setLogRecordFactory(factory)
-        _state["log_context"] = True
+
+def install_log_context(handler: logging.Handler) -> None:
+    """Attach the activation context to what `handler` emits (idempotent)."""
+    if not any(isinstance(f, ActivationContextFilter) for f in handler.filters):
+        handler.addFilter(ActivationContextFilter())
+
+
+def steps(then: Callable[[Event], None]) -> Callable[[Event], None]:
+    """An engine `on_event` callback that logs each step, then calls `then` (the lease renewal)."""
+
+    def on_event(event: Event) -> None:
+        record_step(event)
+        then(event)
+
+    return on_event
 
 
 def record_step(event: Event) -> None:
@@ -135,7 +142,6 @@ def configure(connection_string: str, *, managed_identity_client_id: str = "",
 
     Called once, lazily, by `shared.runtime` on the first invocation, never at import.
     """
-    install_log_context()
     if not connection_string:
         return False
     with _install_lock:
@@ -152,11 +158,14 @@ def configure(connection_string: str, *, managed_identity_client_id: str = "",
         exported = logging.getLogger(EXPORTED_LOGGER)
         if exported.level == logging.NOTSET:
             exported.setLevel(logging.INFO)  # outcome and step records are INFO
+        for handler in exported.handlers:  # the exporter's LoggingHandler
+            install_log_context(handler)
         _state["exporter"] = True
     return True
 
 
 __all__ = [
-    "OUTCOME_EVENT", "POISONED_EVENT", "STEP_EVENT", "ActivationContext", "activation_scope", "configure",
-    "current", "install_log_context", "record_outcome", "record_poisoned", "record_step",
+    "OUTCOME_EVENT", "POISONED_EVENT", "STEP_EVENT", "ActivationContext", "ActivationContextFilter",
+    "activation_scope", "configure", "current", "install_log_context", "record_outcome", "record_poisoned",
+    "record_step", "steps",
 ]

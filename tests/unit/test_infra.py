@@ -8,10 +8,12 @@ fail would prove nothing.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import json
 import re
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -787,3 +789,46 @@ def test_outputs_for_operators(infra: Infra) -> None:
         "MANAGED_IDENTITY_CLIENT_ID",
     ):
         assert name in outputs
+
+
+# ---------------------------------------------------------------- what is deployed
+
+SHIPPED = frozenset({"function_app.py", "host.json", "requirements.txt", "shared"})
+
+
+def _ignored(path: str, patterns: list[str]) -> bool:
+    """.funcignore uses .gitignore patterns; these are the forms the file uses (names, dirs/, globs)."""
+    parts = path.split("/")
+    for pattern in patterns:
+        if pattern.endswith("/"):
+            if pattern.rstrip("/") in parts[:-1] or any(fnmatch.fnmatch(p, pattern.rstrip("/")) for p in parts[:-1]):
+                return True
+        elif any(fnmatch.fnmatch(p, pattern) for p in parts) or fnmatch.fnmatch(path, pattern):
+            return True
+    return False
+
+
+def shipped_files(funcignore: str) -> set[str]:
+    patterns = [line.strip() for line in funcignore.splitlines() if line.strip() and not line.startswith("#")]
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return {path for path in tracked.splitlines() if not _ignored(path, patterns)}
+
+
+def test_the_package_ships_only_what_runs() -> None:
+    shipped = shipped_files((ROOT / ".funcignore").read_text(encoding="utf-8"))
+    assert {path.split("/")[0] for path in shipped} == SHIPPED
+    assert "shared/static/status.html" in shipped  # the page is read from the package at run time
+
+
+def test_a_funcignore_that_forgets_a_file_is_noticed() -> None:
+    text = (ROOT / ".funcignore").read_text(encoding="utf-8").replace("README.md\n", "")
+    assert "README.md" in {path.split("/")[0] for path in shipped_files(text)}
+
+
+def test_requirements_pick_the_azure_functions_line_of_the_python_version() -> None:
+    # 2.x is the same programming model built for Python 3.13+; 1.x runs 3.10-3.12.
+    lines = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
+    pins = [line for line in lines if line.startswith("azure-functions")]
+    assert sorted(pins) == ['azure-functions>=1.26,<2; python_version < "3.13"',
+                            'azure-functions>=2.0,<3; python_version >= "3.13"']
+    assert any(line.startswith("azure-monitor-opentelemetry") for line in lines)
