@@ -86,7 +86,7 @@ class ActivationContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         ctx = _current.get()
         if ctx is not None:
-            for name, value in ctx.fields().items():
+            for name, value in _present(ctx.fields()).items():
                 record.__dict__.setdefault(name, value)
         return True
 
@@ -113,27 +113,31 @@ def record_step(event: Event) -> None:
     extra: dict[str, Any] = {"event": STEP_EVENT, "step": event.kind, "duration_ms": event.duration_ms}
     if ctx is not None:
         _current.set(replace(ctx, step=event.kind, duration_ms=event.duration_ms))
-    log.info("%s: %s", event.kind, event.message, extra=extra)
+    log.info("%s: %s", event.kind, event.message, extra=_present(extra))
 
 
 def record_outcome(*, notice_id: str, tenant_id: str, status: str, code: str | None, attempt: int | None,
                    duration_ms: float | None = None) -> None:
     """The one record per finished attempt that the `outcomes` alert counts by (status, code)."""
     level = logging.INFO if status in ("succeeded", "retry_scheduled") else logging.WARNING
-    log.log(level, "activation %s: %s%s", notice_id, status, f" ({code})" if code else "", extra={
+    log.log(level, "activation %s: %s%s", notice_id, status, f" ({code})" if code else "", extra=_present({
         "event": OUTCOME_EVENT, "notice_id": notice_id, "tenant_id": tenant_id, "status": status,
         "code": code or "", "attempt": attempt, "step": "outcome", "duration_ms": duration_ms,
-    })
+    }))
 
 
 def record_poisoned(*, notice_id: str, tenant_id: str, code: str, dequeue_count: int | None) -> None:
     """The record the `poison` alert counts: a message the host gave up on was recorded."""
     log.error("activation %s: message moved to the poison queue after %s deliveries", notice_id,
-              dequeue_count if dequeue_count is not None else "several", extra={
+              dequeue_count if dequeue_count is not None else "several", extra=_present({
                   "event": POISONED_EVENT, "notice_id": notice_id, "tenant_id": tenant_id, "code": code,
-                  "status": "failed", "attempt": None, "step": "poison", "duration_ms": None,
-                  "dequeue_count": dequeue_count,
-              })
+                  "status": "failed", "step": "poison", "dequeue_count": dequeue_count,
+              }))
+
+
+def _present(fields: dict[str, Any]) -> dict[str, Any]:
+    """Only the fields with a value: OpenTelemetry attributes cannot be None."""
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 def configure(connection_string: str, *, managed_identity_client_id: str = "",
