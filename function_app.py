@@ -18,20 +18,21 @@ import azure.functions as func
 
 from shared import requester, runtime
 from shared.api import ApiResponse
-from shared.settings import SettingsError
+from shared.settings import Settings, SettingsError
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 
-def _operator_auth() -> str:
+def _operator_auth(*, cached: bool = True) -> str:
     try:
-        return runtime.settings().operator_auth
+        return (runtime.settings() if cached else Settings.from_env()).operator_auth
     except SettingsError:
         return "key"  # the stricter host level; the bad setting is reported by the first call
 
 
-# Read while the host indexes the functions: the auth level is part of each function's metadata.
-OPERATOR_LEVEL = func.AuthLevel.ANONYMOUS if _operator_auth() == "entra" else func.AuthLevel.FUNCTION
+# Read while the host indexes the functions (the auth level is part of each function's
+# metadata), without building the process-wide settings before the first invocation.
+OPERATOR_LEVEL = func.AuthLevel.ANONYMOUS if _operator_auth(cached=False) == "entra" else func.AuthLevel.FUNCTION
 SIGN_IN_REQUIRED = ApiResponse(401, {"error": {"code": "SIGN_IN_REQUIRED", "message": (
     "sign in with Microsoft Entra ID (App Service Authentication), or use a function key on "
     "/api/automation/activations")}})
