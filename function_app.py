@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared import requester, runtime
+from shared import requester, runtime, telemetry
 from shared.api import ApiResponse
 from shared.settings import Settings, SettingsError
 
@@ -48,6 +48,14 @@ def provision_activation(msg: func.QueueMessage) -> None:
 def record_poisoned_activation(msg: func.QueueMessage) -> None:
     """Record a message the host gave up on as failed, keeping it whole."""
     runtime.worker().handle_poison(msg.get_body(), dequeue_count=msg.dequeue_count)
+
+
+@app.timer_trigger(arg_name="timer", schedule="0 */5 * * * *", run_on_startup=False)
+def measure_poison_queue(timer: func.TimerRequest) -> None:
+    """Log the poison queue's depth every 5 minutes: it stays above 0 only when nobody records it."""
+    runtime.monitoring()
+    poison = runtime.queue().poison
+    telemetry.record_poison_depth(queue=poison.name, depth=poison.approximate_count())
 
 
 @app.route(route="activations", methods=["POST"], auth_level=OPERATOR_LEVEL)

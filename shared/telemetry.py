@@ -2,8 +2,9 @@
 
 Three things live here:
 
-* the names of the two log records the alert rules in `infra/modules/alerts.bicep` query
-  (`OUTCOME_EVENT`, `POISONED_EVENT`), defined once so the Bicep test can check them;
+* the names of the log records the alert rules in `infra/modules/alerts.bicep` query
+  (`OUTCOME_EVENT`, `POISONED_EVENT`, `POISON_DEPTH_EVENT`), defined once so the Bicep test
+  can check them;
 * the activation context: inside `activation_scope(...)` every exported log record carries
   `notice_id`, `tenant_id`, `attempt`, `step` and `duration_ms` as attributes (they become
   `customDimensions` in Application Insights), whichever module of the product logs it;
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 # The `event` attribute of the records the alert rules select (customDimensions["event"]).
 OUTCOME_EVENT = "activation.outcome"
 POISONED_EVENT = "activation.poisoned"
+POISON_DEPTH_EVENT = "queue.poison_depth"
 STEP_EVENT = "activation.step"
 
 # Records of this logger and its children are exported (configure_azure_monitor's logger_name):
@@ -135,6 +137,16 @@ def record_poisoned(*, notice_id: str, tenant_id: str, code: str, dequeue_count:
               }))
 
 
+def record_poison_depth(*, queue: str, depth: int) -> None:
+    """A sample of the poison queue's depth, for the alert on messages nobody records.
+
+    Azure Storage publishes message counts per account, not per queue, so the app measures
+    its own poison queue; the poison trigger empties it within seconds when it works.
+    """
+    log.log(logging.WARNING if depth else logging.INFO, "poison queue %s holds %d message(s)", queue, depth,
+            extra={"event": POISON_DEPTH_EVENT, "queue": queue, "depth": depth})
+
+
 def _present(fields: dict[str, Any]) -> dict[str, Any]:
     """Only the fields with a value: OpenTelemetry attributes cannot be None."""
     return {name: value for name, value in fields.items() if value is not None}
@@ -169,7 +181,8 @@ def configure(connection_string: str, *, managed_identity_client_id: str = "",
 
 
 __all__ = [
-    "OUTCOME_EVENT", "POISONED_EVENT", "STEP_EVENT", "ActivationContext", "ActivationContextFilter",
-    "activation_scope", "configure", "current", "install_log_context", "record_outcome", "record_poisoned",
-    "record_step", "steps",
+    "OUTCOME_EVENT", "POISONED_EVENT", "POISON_DEPTH_EVENT", "STEP_EVENT", "ActivationContext",
+    "ActivationContextFilter",
+    "activation_scope", "configure", "current", "install_log_context", "record_outcome", "record_poison_depth",
+    "record_poisoned", "record_step", "steps",
 ]

@@ -6,11 +6,13 @@
 //                 `activation.outcome` record per finished attempt, with status and code);
 //   * poison    - a message reached the poison queue (the poison trigger logs
 //                 `activation.poisoned` for each one it records);
+//   * poison-depth - the poison queue held messages at every sample of the window (the app
+//                 logs `queue.poison_depth` every 5 minutes): nobody is recording them;
 //   * failures  - a function invocation failed (the host's `requests` with success false),
 //                 which is also how a poison queue that is not being drained shows up.
 // Azure Storage publishes QueueMessageCount per account, not per queue, so the poison queue's
-// own depth is not a platform metric; the poison trigger's records and its failures stand in
-// for it (see docs/operations.md).
+// own depth is not a platform metric: the app samples it (measure_poison_queue in
+// function_app.py) and logs it (see docs/operations.md).
 // Schema: https://learn.microsoft.com/azure/templates/microsoft.insights/scheduledqueryrules
 
 @description('Azure region of the resources.')
@@ -85,6 +87,14 @@ var rules = [
     dimensions: [
       'code'
     ]
+  }
+  {
+    name: 'poison-depth'
+    displayName: 'Messages are waiting in the poison queue'
+    description: 'Every sample of the poison queue in the window (the app measures it every 5 minutes) found messages: the poison trigger is not recording them. Read the failures of record_poisoned_activation; the messages stay in the poison queue until it succeeds.'
+    severity: 1
+    query: 'traces | where customDimensions["event"] == "queue.poison_depth" | extend depth = toint(customDimensions["depth"]) | summarize samples = count(), least = min(depth) | where samples >= 2 and least > 0'
+    dimensions: []
   }
   {
     name: 'failures'

@@ -16,7 +16,14 @@ from shared.provisioning import ProvisioningEngine
 from shared.queueing import ActivationQueue
 from shared.settings import Settings
 from shared.store import ActivationStore
-from shared.telemetry import EXPORTED_LOGGER, OUTCOME_EVENT, POISONED_EVENT, STEP_EVENT, install_log_context
+from shared.telemetry import (
+    EXPORTED_LOGGER,
+    OUTCOME_EVENT,
+    POISON_DEPTH_EVENT,
+    POISONED_EVENT,
+    STEP_EVENT,
+    install_log_context,
+)
 from shared.worker import Worker
 from tests.fixtures.azurite import StorageNames
 
@@ -90,3 +97,27 @@ def test_a_poisoned_message_is_one_poison_record(worker: Worker, exported: Expor
     assert worker.handle_poison(json.dumps(SAMPLE, ensure_ascii=False), dequeue_count=1) == "poisoned"
     [poisoned] = exported.of(POISONED_EVENT)
     assert (poisoned.notice_id, poisoned.code) == (SAMPLE["notice_id"], "UNHANDLED")  # type: ignore[attr-defined]
+
+
+def test_the_poison_queue_is_sampled_for_the_depth_alert(
+        product_env: dict[str, str], storage: StorageNames, activation_queue: ActivationQueue,
+        exported: Exported, monkeypatch: pytest.MonkeyPatch) -> None:
+    from azure.functions.timer import TimerRequest
+
+    import function_app
+    from shared import runtime
+
+    monkeypatch.setenv("AzureWebJobsStorage", storage.connection_string)
+    monkeypatch.setenv("ACTIVATION_QUEUE", storage.queue)
+    runtime.reset()
+    try:
+        timer = TimerRequest(past_due=False)
+        function_app.measure_poison_queue(timer)
+        activation_queue.poison.send_notice("{not json")
+        activation_queue.poison.send_notice("{also not json")
+        function_app.measure_poison_queue(timer)
+    finally:
+        runtime.reset()
+    samples = exported.of(POISON_DEPTH_EVENT)
+    assert [(r.queue, r.depth, r.levelno) for r in samples] == [  # type: ignore[attr-defined]
+        (f"{storage.queue}-poison", 0, logging.INFO), (f"{storage.queue}-poison", 2, logging.WARNING)]

@@ -551,7 +551,7 @@ def _alert_rules(infra: Infra) -> list[dict[str, Any]]:
 
 def check_alerts(infra: Infra) -> list[str]:
     """An action group, and a log alert on each signal an operator must act on."""
-    from shared.telemetry import OUTCOME_EVENT, POISONED_EVENT
+    from shared.telemetry import OUTCOME_EVENT, POISON_DEPTH_EVENT, POISONED_EVENT
 
     problems = []
     groups = list(infra.resources("Microsoft.Insights/actionGroups"))
@@ -573,6 +573,7 @@ def check_alerts(infra: Infra) -> list[str]:
         "activations ending failed or needs_attention": lambda q: OUTCOME_EVENT in q and "needs_attention" in q
         and "failed" in q,
         "messages reaching the poison queue": lambda q: POISONED_EVENT in q,
+        "poison-queue depth": lambda q: POISON_DEPTH_EVENT in q and "least > 0" in q,
         "function failures": lambda q: q.startswith("requests") and "success == false" in q,
     }
     for what, matches in wanted.items():
@@ -667,6 +668,7 @@ MUTATIONS = [
     Mutation("alerts", ALERTS, "customDimensions[\"event\"] == \"activation.outcome\"",
              "customDimensions[\"event\"] == \"outcome\"", "failed or needs_attention"),
     Mutation("alerts", ALERTS, "== \"activation.poisoned\"", "== \"poisoned\"", "poison queue"),
+    Mutation("alerts", ALERTS, "least > 0", "least >= 0", "poison-queue depth"),
     Mutation("alerts", ALERTS, "'requests | where success == false", "'requests | where success == true",
              "function failures"),
     Mutation("alerts", ALERTS, "      actionGroups: [\n        actionGroup.id\n      ]\n",
