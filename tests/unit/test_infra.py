@@ -90,6 +90,7 @@ PLATFORM_SETTINGS = frozenset(
 # Site properties and app settings the Flex Consumption plan does not honour ("Flex Consumption
 # plan deprecations", https://learn.microsoft.com/azure/azure-functions/functions-app-settings
 # #flex-consumption-plan-deprecations): the runtime, scale and package live in functionAppConfig.
+# Compare this list with the page's tables when the page changes, and add any new entry.
 FLEX_DEPRECATED_SITE_CONFIG = frozenset(
     {
         "alwaysOn",
