@@ -3,7 +3,9 @@
 //   user-assigned identity ─┬─► storage (host, activation queue + poison, tables, deployment container)
 //                           ├─► Key Vault (the Exchange app certificate)
 //                           └─► Application Insights ◄─ Log Analytics
-//   Flex Consumption plan ──► Function App (Python 3.11) running as that identity
+//   Flex Consumption plan ──► Function App (Python 3.11-3.13) running as that identity,
+//                            behind App Service Authentication (Entra ID) for operators
+//   action group ◄── alert rules on the activation outcomes, the poison queue and failures
 //
 // Deploy with `azd up` (azure.yaml) or `az deployment group create` (docs/deploy.md).
 // No secret is set anywhere in this template: EXO_CLIENT_SECRET is for local development only.
@@ -15,7 +17,12 @@ targetScope = 'resourceGroup'
 @maxLength(64)
 param environmentName string
 
-@description('Azure region of the resources; it must offer the Flex Consumption plan.')
+@description('Azure region of the resources; it must offer the Flex Consumption plan (az functionapp list-flexconsumption-locations).')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
 param location string = resourceGroup().location
 
 @description('Tags applied to every resource.')
@@ -145,7 +152,38 @@ param operatorPrincipalType string = 'User'
 ])
 param keyVaultPublicNetworkAccess string = 'Enabled'
 
+@description('Application (client) ID of the Entra app registration operators sign in with (App Service Authentication in front of the status page and the API). See docs/deploy.md, step 1b.')
+@minLength(36)
+@maxLength(36)
+param operatorSignInClientId string
+
+@description('Object ID of the operators\' Entra group: only its members may sign in (when set), and it gets the data roles of the operators\' CLI. Empty for none.')
+param operatorsGroupObjectId string = ''
+
+@description('Give the operators\' group Storage Table Data Contributor on the two tables, so `python -m shared retry` works; false keeps it to Reader (status and list) and retries go through the status page or the API.')
+param operatorsCanRetryFromCli bool = true
+
+// ---------------------------------------------------------------- alerts
+@description('E-mail address that receives the alerts (activation needs a person or failed, poison queue, function failures); empty for none.')
+param alertEmailAddress string = ''
+
+@description('Webhook that receives the same alerts (for example a Teams workflow URL); empty for none.')
+@secure()
+param alertWebhookUrl string = ''
+
 // ---------------------------------------------------------------- capacity
+@description('Python version of the Function App (3.13 needs the azure-functions 2.x line; docs/deploy.md).')
+@allowed([
+  '3.11'
+  '3.12'
+  '3.13'
+])
+param pythonVersion string = '3.11'
+
+@description('Appended to the Key Vault name. A deleted vault keeps its name for the soft-delete period and purge protection forbids purging it, so after `azd down` either recover it (docs/deploy.md) or deploy with a new suffix (up to 8 lowercase letters or digits).')
+@maxLength(8)
+param keyVaultNameSuffix string = ''
+
 @description('Upper bound of Function App instances.')
 @minValue(1)
 @maxValue(1000)
@@ -220,7 +258,7 @@ module keyVault 'modules/keyvault.bicep' = {
   params: {
     location: location
     tags: allTags
-    keyVaultName: 'kv-${resourceToken}'
+    keyVaultName: 'kv-${resourceToken}${keyVaultNameSuffix}'
     publicNetworkAccess: keyVaultPublicNetworkAccess
     logAnalyticsId: monitoring.outputs.logAnalyticsId
   }
@@ -232,12 +270,28 @@ module roles 'modules/roles.bicep' = {
     appPrincipalId: identity.properties.principalId
     storageAccountName: storage.outputs.storageAccountName
     activationQueueName: storage.outputs.activationQueueName
+    activationsTableName: activationsTableName
+    eventsTableName: eventsTableName
     keyVaultName: keyVault.outputs.keyVaultName
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     contractSystemPrincipalId: contractSystemPrincipalId
     contractSystemPrincipalType: contractSystemPrincipalType
     operatorPrincipalId: operatorPrincipalId
     operatorPrincipalType: operatorPrincipalType
+    operatorsGroupObjectId: operatorsGroupObjectId
+    operatorsCanRetryFromCli: operatorsCanRetryFromCli
+  }
+}
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  params: {
+    location: location
+    tags: allTags
+    namePrefix: resourceToken
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+    alertEmailAddress: alertEmailAddress
+    alertWebhookUrl: alertWebhookUrl
   }
 }
 
@@ -272,6 +326,8 @@ var appSettings = {
   SPF_REQUIRED_INCLUDE: spfRequiredInclude
   DNS_NAMESERVER: dnsNameserver
   DNS_PORT: string(dnsPort)
+  // App Service Authentication guards the operators' routes (authsettingsV2 in functionapp.bicep).
+  OPERATOR_AUTH: 'entra'
 }
 
 module functionApp 'modules/functionapp.bicep' = {
@@ -292,6 +348,9 @@ module functionApp 'modules/functionapp.bicep' = {
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     zoneRedundant: zoneRedundant
+    pythonVersion: pythonVersion
+    operatorSignInClientId: operatorSignInClientId
+    operatorsGroupObjectId: operatorsGroupObjectId
   }
   // The host starts as soon as the app exists: its identity must already hold its roles.
   dependsOn: [
@@ -312,3 +371,4 @@ output KEY_VAULT_URI string = keyVault.outputs.keyVaultUri
 output MANAGED_IDENTITY_CLIENT_ID string = identity.properties.clientId
 output MANAGED_IDENTITY_PRINCIPAL_ID string = identity.properties.principalId
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
+output ALERT_ACTION_GROUP_ID string = alerts.outputs.actionGroupId

@@ -15,6 +15,7 @@ from typing import Any
 from .errors import ErrorCode, error_dict
 from .notice import GUID_PATTERN, NOTICE_ID_PATTERN, NoticeError
 from .outcome import Status, now_iso
+from .requester import FUNCTION_KEY
 from .store import ActivationRecord, ActivationStore, InvalidContinuation
 from .worker import RetryRefused, Worker
 
@@ -44,12 +45,13 @@ class ActivationApi:
         self._store = store
         self._worker = worker
 
-    def submit(self, body: bytes, *, base_path: str = "/api/activations") -> ApiResponse:
+    def submit(self, body: bytes, *, base_path: str = "/api/activations",
+               requested_by: str = FUNCTION_KEY) -> ApiResponse:
         if len(body) > MAX_BODY_BYTES:
             return _problem(413, "NOTICE_INVALID", f"the body is larger than {MAX_BODY_BYTES} bytes")
         worker = self._worker()
         try:
-            submitted = worker.submit(body)
+            submitted = worker.submit(body, requested_by=requested_by)
         except NoticeError as exc:
             rejected = worker.record_rejected(body.decode("utf-8", errors="replace"), exc)
             return ApiResponse(400, {
@@ -113,11 +115,11 @@ class ActivationApi:
             "continuation": page.continuation,
         })
 
-    def retry(self, notice_id: str) -> ApiResponse:
+    def retry(self, notice_id: str, *, requested_by: str = FUNCTION_KEY) -> ApiResponse:
         if not NOTICE_ID_PATTERN.fullmatch(notice_id):
             return _problem(400, "BAD_REQUEST", "notice_id must be 1-64 characters of A-Z a-z 0-9 . _ -")
         try:
-            record = self._worker().retry(notice_id)
+            record = self._worker().retry(notice_id, requested_by=requested_by)
         except RetryRefused as exc:
             return _problem(exc.status, "NOT_FOUND" if exc.status == 404 else "CONFLICT", exc.message)
         location = f"/api/activations/{record.notice_id}"

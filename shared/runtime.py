@@ -11,6 +11,7 @@ import threading
 from functools import cache
 from typing import TYPE_CHECKING
 
+from . import telemetry
 from .api import ActivationApi
 from .queueing import ActivationQueue
 from .settings import Settings
@@ -47,12 +48,26 @@ def engine() -> ProvisioningEngine:
 
 
 @cache
+def monitoring() -> bool:
+    """Export the product's logs to Application Insights, once, if a connection string is set.
+
+    Done here, on the first invocation, rather than at import: the host imports function_app
+    to index the functions, and the OpenTelemetry distro is heavy. Unset (local runs, tests),
+    only the log context is installed and no telemetry SDK is imported.
+    """
+    return telemetry.configure(settings().applicationinsights_connection_string,
+                               managed_identity_client_id=settings().managed_identity_client_id)
+
+
+@cache
 def worker() -> Worker:
+    monitoring()
     return Worker(settings(), store=store(), queue=queue(), engine_factory=engine)
 
 
 @cache
 def api() -> ActivationApi:
+    monitoring()
     return ActivationApi(store(), worker)
 
 
@@ -64,5 +79,6 @@ def reset() -> None:
             store().close()
         if queue.cache_info().currsize:
             queue().close()
+        # monitoring stays: the exporter is process-wide and configured at most once.
         for built in (settings, store, queue, worker, api):
             built.cache_clear()

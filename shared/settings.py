@@ -30,6 +30,7 @@ LOCAL_ENV_FILE = Path(".run") / "local.env"
 
 AuthMode = Literal["certificate", "secret", "federated"]
 SpfPolicy = Literal["warn", "block", "off"]
+OperatorAuth = Literal["key", "entra"]
 
 
 class SettingsError(ValueError):
@@ -85,6 +86,8 @@ class Settings:
     storage_table_service_uri: str = ""
     storage_queue_service_uri: str = ""
     storage_client_id: str = ""
+    operator_auth: OperatorAuth = "key"
+    applicationinsights_connection_string: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, local_env: Path | None = None) -> Settings:
@@ -112,6 +115,9 @@ class Settings:
             raise SettingsError(
                 f"EXO_AUTH_MODE={self.exo_auth_mode!r}: use certificate, secret or federated"
             )
+        if self.operator_auth not in ("key", "entra"):
+            raise SettingsError(f"OPERATOR_AUTH={self.operator_auth!r}: use key (function keys only) or entra "
+                                "(App Service Authentication in front of the operators' routes)")
         if self.spf_policy not in ("warn", "block", "off"):
             raise SettingsError(f"SPF_POLICY={self.spf_policy!r}: use warn, block or off")
         for env, value in (("EXO_TIMEOUT_SECONDS", self.exo_timeout_seconds),
@@ -219,6 +225,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AzureWebJobsStorage__tableServiceUri", "storage_table_service_uri", "Table service URI, when not derived from the account name."),
     Setting("AzureWebJobsStorage__queueServiceUri", "storage_queue_service_uri", "Queue service URI, when not derived from the account name."),
     Setting("AzureWebJobsStorage__clientId", "storage_client_id", "Client ID of the identity used for storage (defaults to MANAGED_IDENTITY_CLIENT_ID)."),
+    Setting("OPERATOR_AUTH", "operator_auth", "key (function keys; local) or entra (Azure: operators sign in with App Service Authentication, automation keeps its keys)."),
+    Setting("APPLICATIONINSIGHTS_CONNECTION_STRING", "applicationinsights_connection_string", "Application Insights to export logs to (Azure); unset, no telemetry SDK is loaded."),
 )
 
 

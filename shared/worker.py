@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from . import telemetry
 from .errors import ErrorCode, ProvisioningError, error_dict
 from .notice import NOTICE_ID_PATTERN, ActivationNotice, NoticeError, parse_notice
 from .outcome import Event, Outcome, Status, now_iso
@@ -128,6 +129,8 @@ class Worker:
             envelope = None
         notice_id = _guess_notice_id(raw) or f"poison-{_short_hash(raw)}"
         now = self.clock()
+        telemetry.record_poisoned(notice_id=notice_id, tenant_id=_guess_tenant(raw), code=ErrorCode.UNHANDLED.value,
+                                  dequeue_count=dequeue_count)
         error = error_dict(ErrorCode.UNHANDLED,
                            "the Functions host gave up on this message after its maximum number of deliveries "
                            "(host.json maxDequeueCount)")
@@ -186,7 +189,8 @@ class Worker:
                    errors=exc.to_dict()["errors"])
         return record
 
-    def accept(self, notice: ActivationNotice, raw: str | None = None) -> ActivationRecord | None:
+    def accept(self, notice: ActivationNotice, raw: str | None = None, *,
+               requested_by: str | None = None) -> ActivationRecord | None:
         """The activation row for a valid notice: new, existing, or None on a content conflict.
 
         A row without content (an invalid notice's, or a poison placeholder that could not
@@ -202,8 +206,9 @@ class Worker:
             try:
                 record = self._write_over(existing, record)
             except (RecordExists, ConcurrentUpdate):
-                return self.accept(notice, raw)
-            self.event(record, "received", "activation notice accepted", content_hash=notice.content_hash)
+                return self.accept(notice, raw, requested_by=requested_by)
+            who = {} if requested_by is None else {"requested_by": requested_by}  # None: from the queue
+            self.event(record, "received", "activation notice accepted", content_hash=notice.content_hash, **who)
             return record
         if existing.content_hash != notice.content_hash:
             self._conflict(existing, notice)
@@ -296,7 +301,8 @@ class Worker:
             return reason
         lease = _Lease(self, claimed)
         try:
-            outcome = self.engine.run(notice, on_event=lease.renew_if_due)
+            with telemetry.activation_scope(notice.notice_id, notice.tenant_id, attempt=claimed.attempts):
+                outcome = self.engine.run(notice, on_event=telemetry.steps(lease.renew_if_due))
         except LeaseLost:
             self._best_effort_event(lease.record, "lease.lost", "another worker took over during the run; "
                                     "this run's result is not recorded")
@@ -344,6 +350,8 @@ class Worker:
                 except ConcurrentUpdate:
                     continue
                 self._best_effort_event(failed, "failed", "attempts exhausted by lost workers")
+                telemetry.record_outcome(notice_id=failed.notice_id, tenant_id=failed.tenant_id, status=failed.status,
+                                         code=ErrorCode.MAX_ATTEMPTS_EXCEEDED.value, attempt=failed.attempts)
                 return None, "failed"
             attempts = current.attempts + 1
             claimed = replace(current, status=Status.RUNNING.value, attempts=attempts, lease_owner=owner,
@@ -393,6 +401,9 @@ class Worker:
             events.append(Event("lease.lost", "lease expired during the run; result kept in history only"))
             self._best_effort_append(record, events)
             return "lease_lost"
+        telemetry.record_outcome(notice_id=done.notice_id, tenant_id=done.tenant_id, status=done.status,
+                                 code=(error or {}).get("code"), attempt=record.attempts,
+                                 duration_ms=_elapsed_ms(record.started_at, now))
         if delay is not None and next_at is not None:
             events.append(Event("retry.scheduled", f"attempt {record.attempts + 1} in {delay:.0f}s",
                                 data={"delay_s": round(delay, 1), "next_attempt_at": now_iso(next_at)}))
@@ -415,7 +426,7 @@ class Worker:
             log.exception("could not release activation %s after an unexpected error", record.notice_id)
 
     # -- operator actions -----------------------------------------------------------------
-    def retry(self, notice_id: str) -> ActivationRecord:
+    def retry(self, notice_id: str, *, requested_by: str | None = None) -> ActivationRecord:
         """Start a fresh series of attempts (operator action). Raises RetryRefused."""
         record = self.store.get(notice_id)
         if record is None:
@@ -436,10 +447,12 @@ class Worker:
             fresh = self.store.replace(fresh)
         except ConcurrentUpdate as exc:
             raise RetryRefused(409, "the activation changed meanwhile; look again and retry") from exc
-        self._best_effort_event(fresh, "retry.requested", f"operator retry: series {fresh.series}")
+        who = {} if requested_by is None else {"requested_by": requested_by}
+        self._best_effort_event(fresh, "retry.requested", f"operator retry: series {fresh.series}"
+                                + (f" (requested by {requested_by})" if requested_by else ""), **who)
         return fresh
 
-    def submit(self, body: bytes | str) -> Submitted:
+    def submit(self, body: bytes | str, *, requested_by: str | None = None) -> Submitted:
         """Validate and enqueue a notice (HTTP submit). NoticeError propagates to the caller."""
         raw = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
         notice = parse_notice(body, self.settings)
@@ -454,7 +467,7 @@ class Worker:
         # The message goes first, so a failed send leaves no `queued` row with nothing behind
         # it; the worker accepts the notice itself, and accept() below is idempotent.
         self.queue.send_notice(notice.canonical_json())
-        record = self.accept(notice, raw)
+        record = self.accept(notice, raw, requested_by=requested_by)
         if record is None:
             current = self.store.get(notice.notice_id)
             assert current is not None
@@ -572,6 +585,10 @@ def _valid_id(value: str) -> bool:
 
 def _short_hash(raw: str) -> str:
     return hashlib.sha256(raw.encode("utf-8", errors="replace")).hexdigest()[:16]
+
+
+def _elapsed_ms(start: datetime | None, end: datetime) -> float | None:
+    return None if start is None else round((end - start).total_seconds() * 1000, 1)
 
 
 def _new_record(notice_id: str, tenant_id: str, now: datetime, *, status: str) -> ActivationRecord:

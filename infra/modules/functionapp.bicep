@@ -1,4 +1,11 @@
-// The Function App on the Flex Consumption plan (FC1), running Python 3.11.
+// The Function App on the Flex Consumption plan (FC1), running Python (3.11 by default).
+//
+// Only properties Flex Consumption honours are set: the runtime, scale and deployment source
+// live in functionAppConfig, and none of the site properties or app settings listed under
+// "Flex Consumption plan deprecations" appears (siteConfig.ftpsState among them: FTP is
+// switched off by the basicPublishingCredentialsPolicies below instead). Sources:
+// https://learn.microsoft.com/azure/azure-functions/functions-app-settings#flex-consumption-plan-deprecations
+// and the azd Flex quickstart, Azure-Samples/functions-quickstart-python-http-azd infra/app/api.bicep.
 //
 // It runs as a user-assigned managed identity and holds no secret: the Functions host reaches
 // storage with that identity (AzureWebJobsStorage__credential = managedidentity), telemetry is
@@ -58,6 +65,30 @@ param zoneRedundant bool = false
 ])
 param instanceMemoryMB int = 2048
 
+@description('Python version of the Flex Consumption runtime (functionAppConfig.runtime.version). 3.13 needs the azure-functions 2.x line, which requirements.txt selects by python_version; see docs/deploy.md.')
+@allowed([
+  '3.11'
+  '3.12'
+  '3.13'
+])
+param pythonVersion string = '3.11'
+
+@description('Threads of the Python worker (PYTHON_THREADPOOL_THREAD_COUNT). Every trigger is synchronous, so one queue trigger alone may run host.json batchSize + newBatchThreshold (8 + 4 = 12) invocations at once; below that, messages wait for a thread while their visibility timeout runs.')
+@minValue(12)
+param pythonThreadpoolThreadCount int = 16
+
+@description('Application (client) ID of the Entra app registration operators sign in with (App Service Authentication).')
+param operatorSignInClientId string
+
+@description('Object ID of the operators\' Entra group; when set, App Service Authentication admits only its members (the token must carry the groups claim). Empty: every user of the tenant the app registration admits.')
+param operatorsGroupObjectId string = ''
+
+@description('Paths App Service Authentication lets through without sign-in. The Functions host still asks a function key on every one of them but /api/health.')
+param unauthenticatedPaths array = [
+  '/api/health'
+  '/api/automation/activations'
+]
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
@@ -78,6 +109,7 @@ var platformSettings = {
   AzureWebJobsStorage__tableServiceUri: storage.properties.primaryEndpoints.table
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+  PYTHON_THREADPOOL_THREAD_COUNT: string(pythonThreadpoolThreadCount)
 }
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
@@ -97,8 +129,9 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 }
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
-  //checkov:skip=CKV_AZURE_222:The HTTP API (status, retry, submit) is called by operators and the status page from outside Azure; every function but the anonymous liveness probe requires a function key, HTTPS only, and notices from the contract system arrive through the queue, not HTTP.
-  //checkov:skip=CKV_AZURE_17:Callers authenticate with function keys over TLS 1.2+; requiring client certificates would lock out the operator CLI and status page and adds no identity the keys do not already prove.
+  //checkov:skip=CKV_AZURE_222:The HTTP API and the status page are used by operators from outside Azure; App Service Authentication (authsettingsV2 below) makes them sign in with Entra ID, automation's one route needs a function key, HTTPS only; notices from the contract system arrive through the queue, not HTTP.
+  //checkov:skip=CKV_AZURE_78:The Flex Consumption plan does not accept siteConfig.ftpsState (functions-app-settings#flex-consumption-plan-deprecations); FTP and FTPS are switched off by basicPublishingCredentialsPolicies/ftp allow false below, which tests/unit/test_infra.py asserts.
+  //checkov:skip=CKV_AZURE_17:Operators authenticate with Entra ID (App Service Authentication) and automation with a function key, over TLS 1.2+; requiring client certificates would lock out the operator CLI and status page and adds no identity the keys do not already prove.
   //checkov:skip=CKV_AZURE_212:numberOfWorkers does not apply to the Flex Consumption plan: the platform scales instances per trigger (maximumInstanceCount), and queue messages survive an instance loss.
   //checkov:skip=CKV_AZURE_213:App Service health check is not available on the Flex Consumption plan; the platform replaces unhealthy instances and the queue redelivers any message whose processing did not finish.
   name: functionAppName
@@ -119,7 +152,6 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     siteConfig: {
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
-      ftpsState: 'Disabled'
       http20Enabled: true
       remoteDebuggingEnabled: false
       // Set with the site, not as a separate config resource, so the host's first start
@@ -146,7 +178,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       }
       runtime: {
         name: 'python'
-        version: '3.11'
+        version: pythonVersion
       }
     }
   }
@@ -167,6 +199,71 @@ resource scmPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2
   name: 'scm'
   properties: {
     allow: false
+  }
+}
+
+// App Service Authentication (Easy Auth) with Microsoft Entra ID in front of the HTTP API and
+// the status page: an operator signs in with the browser (the page) or presents an Entra token
+// (scripts); nobody needs a function key in a URL. Signed-in requests reach the app with the
+// X-MS-CLIENT-PRINCIPAL* headers, which the platform strips from outside requests, so the app
+// can record who asked
+// (https://learn.microsoft.com/azure/app-service/configure-authentication-user-identities).
+// Automation keeps its function keys on the paths in unauthenticatedPaths, where the Functions
+// host asks for the key. Without a client secret the sign-in uses the ID token (implicit flow),
+// so the app registration must allow ID tokens; see docs/deploy.md.
+// Schema: https://learn.microsoft.com/azure/templates/microsoft.web/sites/config-authsettingsv2
+resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = {
+  // Checkov applies its App Service site checks to every Microsoft.Web/sites/config resource;
+  // these describe properties of the site (siteConfig), which an authsettingsV2 resource does not carry:
+  //checkov:skip=CKV_AZURE_13:This resource IS App Service Authentication (platform.enabled true, Entra ID required); the check reads the V1 siteAuthSettings shape.
+  //checkov:skip=CKV_AZURE_222:Public network access is a property of the site, decided (and excused) on functionApp above.
+  //checkov:skip=CKV_AZURE_63:HTTP logging is a siteConfig property; the app's logs go to Log Analytics (FunctionAppLogs diagnostic setting) and Application Insights.
+  //checkov:skip=CKV_AZURE_65:Detailed error pages are a siteConfig property of App Service web apps; a Function App returns its own JSON errors.
+  //checkov:skip=CKV_AZURE_66:Failed request tracing is a siteConfig property (IIS on Windows); the Function App is Linux, its failures are in Application Insights requests.
+  //checkov:skip=CKV_AZURE_80:.NET Framework version does not apply: the app is Python.
+  //checkov:skip=CKV_AZURE_88:Azure Files content storage does not exist on Flex Consumption; the package is in a blob container.
+  parent: functionApp
+  name: 'authsettingsV2'
+  properties: {
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'RedirectToLoginPage'
+      redirectToProvider: 'azureactivedirectory'
+      excludedPaths: unauthenticatedPaths
+    }
+    httpSettings: {
+      requireHttps: true
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: operatorSignInClientId
+          openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+        }
+        validation: {
+          allowedAudiences: [
+            'api://${operatorSignInClientId}'
+            operatorSignInClientId
+          ]
+          defaultAuthorizationPolicy: {
+            allowedPrincipals: {
+              groups: empty(operatorsGroupObjectId) ? [] : [
+                operatorsGroupObjectId
+              ]
+            }
+          }
+        }
+      }
+    }
+    login: {
+      tokenStore: {
+        enabled: false
+      }
+    }
   }
 }
 

@@ -10,6 +10,12 @@ param storageAccountName string
 @description('Name of the activation queue.')
 param activationQueueName string
 
+@description('Name of the activations table.')
+param activationsTableName string
+
+@description('Name of the activation events table.')
+param eventsTableName string
+
 @description('Key Vault holding the Exchange app certificate.')
 param keyVaultName string
 
@@ -38,6 +44,12 @@ param operatorPrincipalId string = ''
 ])
 param operatorPrincipalType string = 'User'
 
+@description('Object ID of the operators\' Entra group; it gets the data roles `python -m shared` needs (docs/operations.md). Empty for none.')
+param operatorsGroupObjectId string = ''
+
+@description('Let the operators\' group run `python -m shared retry` (writes the activation row and its history): Storage Table Data Contributor on the two tables instead of Reader.')
+param operatorsCanRetryFromCli bool = true
+
 // Built-in role definition IDs (the same in every tenant).
 // Host storage: blob leases and the deployment package (Functions' documented role for
 // identity-based AzureWebJobsStorage).
@@ -52,6 +64,8 @@ var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
 var keyVaultSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
 // Add messages to one queue, nothing else: the contract system, and operators' test notices.
 var storageQueueDataMessageSender = 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'
+// Read activation rows and their history: `status` and `list` of the operators' CLI.
+var storageTableDataReader = '76199698-9eea-4c19-bc75-cec21354c6b6'
 // Create and import the Exchange app certificate (operators only).
 var keyVaultCertificatesOfficer = 'a4417e6f-fecd-4de8-b567-7b0420556985'
 
@@ -67,6 +81,21 @@ resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-0
 resource activationQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = {
   parent: queueService
   name: activationQueueName
+}
+
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' existing = {
+  parent: storage
+  name: 'default'
+}
+
+resource activationsTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' existing = {
+  parent: tableService
+  name: activationsTableName
+}
+
+resource eventsTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' existing = {
+  parent: tableService
+  name: eventsTableName
 }
 
 resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
@@ -154,5 +183,41 @@ resource operatorCertificatesOfficer 'Microsoft.Authorization/roleAssignments@20
     principalId: operatorPrincipalId
     principalType: operatorPrincipalType
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultCertificatesOfficer)
+  }
+}
+
+// The operators' group: exactly what `python -m shared` does against storage, on the two tables
+// and the one queue it touches (the CLI reads and writes Table storage and the queue itself; it
+// does not go through the HTTP API). status/list read the tables; submit adds a message; retry
+// rewrites the activation row, appends to its history and adds a delayed message.
+var operatorsTableRole = operatorsCanRetryFromCli ? storageTableDataContributor : storageTableDataReader
+
+resource operatorsActivationsTable 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorsGroupObjectId)) {
+  name: guid(activationsTable.id, operatorsGroupObjectId, operatorsTableRole)
+  scope: activationsTable
+  properties: {
+    principalId: operatorsGroupObjectId
+    principalType: 'Group'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', operatorsTableRole)
+  }
+}
+
+resource operatorsEventsTable 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorsGroupObjectId)) {
+  name: guid(eventsTable.id, operatorsGroupObjectId, operatorsTableRole)
+  scope: eventsTable
+  properties: {
+    principalId: operatorsGroupObjectId
+    principalType: 'Group'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', operatorsTableRole)
+  }
+}
+
+resource operatorsSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorsGroupObjectId)) {
+  name: guid(activationQueue.id, operatorsGroupObjectId, storageQueueDataMessageSender)
+  scope: activationQueue
+  properties: {
+    principalId: operatorsGroupObjectId
+    principalType: 'Group'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataMessageSender)
   }
 }

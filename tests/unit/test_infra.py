@@ -8,10 +8,12 @@ fail would prove nothing.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import json
 import re
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +54,16 @@ ALLOWED_ROLES: dict[str, tuple[str, frozenset[str]]] = {
         "Key Vault Certificates Officer",
         frozenset({"Microsoft.KeyVault/vaults"}),
     ),
+    "76199698-9eea-4c19-bc75-cec21354c6b6": (
+        "Storage Table Data Reader",
+        frozenset({"Microsoft.Storage/storageAccounts/tableServices/tables"}),
+    ),
 }
+# The operators' group may also hold Table Data Contributor, but on one table at a time.
+ALLOWED_ROLES["0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"] = (
+    "Storage Table Data Contributor",
+    frozenset({"Microsoft.Storage/storageAccounts", "Microsoft.Storage/storageAccounts/tableServices/tables"}),
+)
 # Named so that a failure says what went wrong; any GUID outside ALLOWED_ROLES fails anyway.
 BROAD_ROLES = {
     "8e3af657-a8ff-443c-a75c-2fe8c4bcb635": "Owner",
@@ -72,8 +83,55 @@ PLATFORM_SETTINGS = frozenset(
         "AzureWebJobsStorage__tableServiceUri",
         "APPLICATIONINSIGHTS_CONNECTION_STRING",
         "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+        "PYTHON_THREADPOOL_THREAD_COUNT",
     }
 )
+
+# Site properties and app settings the Flex Consumption plan does not honour ("Flex Consumption
+# plan deprecations", https://learn.microsoft.com/azure/azure-functions/functions-app-settings
+# #flex-consumption-plan-deprecations): the runtime, scale and package live in functionAppConfig.
+# Compare this list with the page's tables when the page changes, and add any new entry.
+FLEX_DEPRECATED_SITE_CONFIG = frozenset(
+    {
+        "alwaysOn",
+        "ftpsState",
+        "functionAppScaleLimit",
+        "functionsRuntimeScaleMonitoringEnabled",
+        "javaVersion",
+        "linuxFxVersion",
+        "netFrameworkVersion",
+        "powerShellVersion",
+        "preWarmedInstanceCount",
+        "use32BitWorkerProcess",
+        "windowsFxVersion",
+    }
+)
+FLEX_DEPRECATED_SITE_PROPERTIES = frozenset({"containerSize", "isXenon", "reserved", "use32BitWorkerProcess"})
+FLEX_DEPRECATED_APP_SETTINGS = frozenset(
+    {
+        "FUNCTIONS_EXTENSION_VERSION",
+        "FUNCTIONS_WORKER_RUNTIME",
+        "FUNCTIONS_WORKER_RUNTIME_VERSION",
+        "FUNCTIONS_MAX_HTTP_CONCURRENCY",
+        "FUNCTIONS_WORKER_PROCESS_COUNT",
+        "FUNCTIONS_WORKER_DYNAMIC_CONCURRENCY_ENABLED",
+        "SCM_DO_BUILD_DURING_DEPLOYMENT",
+        "ENABLE_ORYX_BUILD",
+        "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
+        "WEBSITE_CONTENTSHARE",
+        "WEBSITE_CONTENTOVERVNET",
+        "WEBSITE_DNS_SERVER",
+        "WEBSITE_MAX_DYNAMIC_APPLICATION_SCALE_OUT",
+        "WEBSITE_NODE_DEFAULT_VERSION",
+        "WEBSITE_RUN_FROM_PACKAGE",
+        "WEBSITE_SKIP_CONTENTSHARE_VALIDATION",
+        "WEBSITE_VNET_ROUTE_ALL",
+    }
+)
+# The only paths App Service Authentication may let through without sign-in: the liveness probe
+# (anonymous) and the automation door, where the Functions host asks for a function key.
+UNAUTHENTICATED_PATHS = frozenset({"/api/health", "/api/automation/activations"})
+HOST_JSON = ROOT / "host.json"
 # Read by the app, but only ever set locally: a client secret, and a storage connection string
 # (Azurite); in Azure both would be credentials in plain configuration.
 LOCAL_ONLY_SETTINGS = frozenset({"EXO_CLIENT_SECRET", "AzureWebJobsStorage"})
@@ -141,6 +199,14 @@ def _get(obj: Any, *keys: str) -> Any:
             return None
         obj = obj[key]
     return obj
+
+
+def _dotted(value: Any) -> str:
+    """`a.b.c` for a parsed property accessor (or the plain name), so checks can compare text."""
+    operands = _get(value, "operator", "operands")
+    if _get(value, "operator", "type") == "property_accessor" and isinstance(operands, dict):
+        return f"{_dotted(operands['operand_1'])}.{_dotted(operands['operand_2'])}"
+    return str(value)
 
 
 def _function(value: Any) -> tuple[str, dict[str, Any]] | None:
@@ -218,8 +284,10 @@ def check_function_app(infra: Infra) -> list[str]:
         problems.append(f"{where}: siteConfig.minTlsVersion must be 1.2")
     if site_config.get("scmMinTlsVersion") != "1.2":
         problems.append(f"{where}: siteConfig.scmMinTlsVersion must be 1.2")
-    if site_config.get("ftpsState") != "Disabled":
-        problems.append(f"{where}: siteConfig.ftpsState must be Disabled")
+    for key in sorted(FLEX_DEPRECATED_SITE_CONFIG & set(site_config)):
+        problems.append(f"{where}: siteConfig.{key} is not supported on Flex Consumption; remove it")
+    for key in sorted(FLEX_DEPRECATED_SITE_PROPERTIES & set(props)):
+        problems.append(f"{where}: properties.{key} is not supported on Flex Consumption; remove it")
     identity = cfg.get("identity") or {}
     if identity.get("type") != "UserAssigned" or len(identity.get("userAssignedIdentities") or {}) != 1:
         problems.append(f"{where}: identity must be UserAssigned with one identity attached")
@@ -227,8 +295,16 @@ def check_function_app(infra: Infra) -> list[str]:
     if _get(deployment, "authentication", "type") != "UserAssignedIdentity":
         problems.append(f"{where}: the deployment container must be read with the user-assigned identity")
     runtime = _get(props, "functionAppConfig", "runtime") or {}
-    if (runtime.get("name"), str(runtime.get("version"))) != ("python", "3.11"):
-        problems.append(f"{where}: runtime must be python 3.11, got {runtime}")
+    if (runtime.get("name"), runtime.get("version")) != ("python", "pythonVersion"):
+        problems.append(f"{where}: runtime must be python, version from the pythonVersion parameter, got {runtime}")
+    for file in (site.file, "main.bicep"):
+        param = infra.files[file]["parameters"].get("pythonVersion") or {}
+        allowed: list[str] = next((d["argument"] for d in param.get("decorators", []) if d["type"] == "allowed"), [])
+        if param.get("default") != "3.11" or not {"3.11", "3.13"} <= set(allowed):
+            problems.append(f"{file}: pythonVersion must default to python 3.11 and allow 3.13, got {param}")
+    if _get(infra.files["main.bicep"], "modules", "functionApp", "config", "params", "pythonVersion") != \
+            "pythonVersion":
+        problems.append("main.bicep: the functionApp module must receive pythonVersion")
     if _get(props, "functionAppConfig", "scaleAndConcurrency") is None:
         problems.append(f"{where}: functionAppConfig.scaleAndConcurrency missing")
     plans = list(infra.resources("Microsoft.Web/serverfarms"))
@@ -332,21 +408,31 @@ def check_role_assignments(infra: Infra) -> list[str]:
         if call is None or call[0] != "subscription_resource_id":
             problems.append(f"{where}: roleDefinitionId must be subscriptionResourceId(roleDefinitions, <id>)")
             continue
-        ref = str(call[1].get("resource_name_1"))
         variables = infra.files[res.file].get("variables", {})
-        role_id = str(variables[ref]["value"]) if ref in variables else ref
-        if role_id in BROAD_ROLES:
-            problems.append(f"{where}: assigns {BROAD_ROLES[role_id]}")
-            continue
-        if role_id not in ALLOWED_ROLES:
-            problems.append(f"{where}: role {role_id} is not in the allow-list")
-            continue
-        role_name, scope_types = ALLOWED_ROLES[role_id]
-        scope = res.config.get("scope")
-        scope_res = infra.files[res.file].get("resources", {}).get(scope) if isinstance(scope, str) else None
-        if scope_res is None or scope_res["type"] not in scope_types:
-            problems.append(f"{where}: {role_name} must be scoped to a {' or '.join(sorted(scope_types))}")
+        for role_id in _role_ids(str(call[1].get("resource_name_1")), variables):
+            if role_id in BROAD_ROLES:
+                problems.append(f"{where}: assigns {BROAD_ROLES[role_id]}")
+                continue
+            if role_id not in ALLOWED_ROLES:
+                problems.append(f"{where}: role {role_id} is not in the allow-list")
+                continue
+            role_name, scope_types = ALLOWED_ROLES[role_id]
+            scope = res.config.get("scope")
+            scope_res = infra.files[res.file].get("resources", {}).get(scope) if isinstance(scope, str) else None
+            if scope_res is None or scope_res["type"] not in scope_types:
+                problems.append(f"{where}: {role_name} must be scoped to a {' or '.join(sorted(scope_types))}")
     return problems
+
+
+def _role_ids(ref: str, variables: dict[str, Any]) -> list[str]:
+    """The role GUIDs a roleDefinitionId may name: a variable, or either branch of `cond ? a : b`."""
+    if ref not in variables:
+        return [ref]
+    value = variables[ref]["value"]
+    operands = _get(value, "operator", "operands")
+    if _get(value, "operator", "type") == "conditional" and isinstance(operands, dict):
+        return [rid for key in ("true_value", "false_value") for rid in _role_ids(str(operands[key]), variables)]
+    return [str(value)]
 
 
 def check_product_settings(infra: Infra) -> list[str]:
@@ -368,6 +454,138 @@ def check_product_settings(infra: Infra) -> list[str]:
     return problems
 
 
+def _resolve_int(infra: Infra, file: str, value: Any) -> int | None:
+    """An int app setting written as string(<parameter>), resolved to the parameter's default."""
+    call = _function(value)
+    if call is not None and call[0] == "string":
+        value = next(iter(call[1].values()), None)
+    if isinstance(value, str) and value in infra.files[file].get("parameters", {}):
+        module = _get(infra.files["main.bicep"], "modules", "functionApp", "config", "params", value)
+        if module is not None:
+            return None  # main.bicep passes its own value: not resolved here
+        value = infra.files[file]["parameters"][value].get("default")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def check_flex_settings(infra: Infra) -> list[str]:
+    """No app setting Flex ignores, and enough Python threads for host.json's queue batches."""
+    problems = []
+    settings = app_settings(infra)
+    for name in sorted(FLEX_DEPRECATED_APP_SETTINGS & set(settings)):
+        problems.append(f"{name} is not supported on Flex Consumption (functionAppConfig replaces it)")
+    queues = json.loads(HOST_JSON.read_text(encoding="utf-8"))["extensions"]["queues"]
+    needed = int(queues["batchSize"]) + int(queues["newBatchThreshold"])
+    threads = _resolve_int(infra, APP, settings.get("PYTHON_THREADPOOL_THREAD_COUNT"))
+    if threads is None or threads < needed:
+        problems.append(f"PYTHON_THREADPOOL_THREAD_COUNT must be at least batchSize + newBatchThreshold = {needed}, "
+                        f"got {threads}")
+    location = infra.files["main.bicep"]["parameters"]["location"]
+    metadata = [d["argument"] for d in location.get("decorators", []) if d["type"] == "metadata"]
+    if {"azd": {"type": "location"}} not in metadata:
+        problems.append("main.bicep: location needs @metadata({azd: {type: 'location'}}) so azd asks for a region")
+    return problems
+
+
+def check_key_vault_name(infra: Infra) -> list[str]:
+    """A purge-protected vault keeps its name after `azd down`: the name takes a suffix parameter."""
+    name = _get(infra.files["main.bicep"], "modules", "keyVault", "config", "params", "keyVaultName")
+    param = infra.files["main.bicep"]["parameters"].get("keyVaultNameSuffix") or {}
+    problems = []
+    if not isinstance(name, str) or "${keyVaultNameSuffix}" not in name:
+        problems.append(f"main.bicep: the Key Vault name must end with ${{keyVaultNameSuffix}}, got {name!r}")
+    if param.get("default") != "":
+        problems.append("main.bicep: keyVaultNameSuffix must default to '' (the first deployment's name)")
+    return problems
+
+
+def check_operator_sign_in(infra: Infra) -> list[str]:
+    """App Service Authentication with Entra ID guards everything but health and the key-only door."""
+    configs = [res for res in infra.resources("Microsoft.Web/sites/config")
+               if res.config.get("name") == "authsettingsV2"]
+    if len(configs) != 1:
+        return [f"expected one authsettingsV2 on the Function App, found {len(configs)}"]
+    auth = configs[0]
+    where = f"{auth.file}:{auth.symbol}"
+    props = auth.config.get("properties") or {}
+    problems = []
+    site = next(infra.resources("Microsoft.Web/sites"))
+    if auth.config.get("parent") != site.symbol or auth.file != site.file:
+        problems.append(f"{where}: must belong to the Function App")
+    if _get(props, "platform", "enabled") is not True:
+        problems.append(f"{where}: platform.enabled must be true")
+    validation = props.get("globalValidation") or {}
+    if validation.get("requireAuthentication") is not True:
+        problems.append(f"{where}: globalValidation.requireAuthentication must be true")
+    if validation.get("unauthenticatedClientAction") not in ("RedirectToLoginPage", "Return401"):
+        problems.append(f"{where}: unauthenticatedClientAction must send unauthenticated callers away, got "
+                        f"{validation.get('unauthenticatedClientAction')!r}")
+    excluded = validation.get("excludedPaths")
+    if isinstance(excluded, str):
+        excluded = _get(infra.files[auth.file], "parameters", excluded, "default")
+        if _get(infra.files["main.bicep"], "modules", "functionApp", "config", "params", "unauthenticatedPaths"):
+            excluded = None  # overridden from main.bicep: not checked here
+    if not isinstance(excluded, list) or not set(excluded) <= UNAUTHENTICATED_PATHS:
+        problems.append(f"{where}: excludedPaths may only be {sorted(UNAUTHENTICATED_PATHS)}, got {excluded}")
+    aad = _get(props, "identityProviders", "azureActiveDirectory") or {}
+    if aad.get("enabled") is not True or not _get(aad, "registration", "clientId"):
+        problems.append(f"{where}: the azureActiveDirectory provider must be enabled with a clientId")
+    if "tenant().tenantId" not in str(_get(aad, "registration", "openIdIssuer")):
+        problems.append(f"{where}: openIdIssuer must be the deploying tenant (single-tenant sign-in)")
+    if _get(aad, "validation", "defaultAuthorizationPolicy", "allowedPrincipals", "groups") is None:
+        problems.append(f"{where}: allowedPrincipals.groups must admit the operators' group")
+    if app_settings(infra).get("OPERATOR_AUTH") != "entra":
+        problems.append("OPERATOR_AUTH must be 'entra' in Azure, so the app asks for the signed-in principal")
+    return problems
+
+
+def _alert_rules(infra: Infra) -> list[dict[str, Any]]:
+    for res in infra.resources("Microsoft.Insights/scheduledQueryRules"):
+        loop = _get(infra.files[res.file], "resources", res.symbol, "config", "loop_type", "detail", "array_name")
+        if isinstance(loop, str):
+            return list(infra.variable(res.file, loop))
+        return [{"query": _get(res.config, "properties", "criteria", "allOf")}]
+    return []
+
+
+def check_alerts(infra: Infra) -> list[str]:
+    """An action group, and a log alert on each signal an operator must act on."""
+    from shared.telemetry import OUTCOME_EVENT, POISON_DEPTH_EVENT, POISONED_EVENT
+
+    problems = []
+    groups = list(infra.resources("Microsoft.Insights/actionGroups"))
+    if len(groups) != 1:
+        return [f"expected one action group, found {len(groups)}"]
+    props = groups[0].config.get("properties") or {}
+    receivers = json.dumps([props.get("emailReceivers"), props.get("webhookReceivers")])
+    if '"emailAddress": "alertEmailAddress"' not in receivers or '"serviceUri": "alertWebhookUrl"' not in receivers:
+        problems.append("the action group must e-mail alertEmailAddress and call alertWebhookUrl when set")
+    rules = list(infra.resources("Microsoft.Insights/scheduledQueryRules"))
+    if not rules:
+        return [*problems, "no scheduledQueryRules declared"]
+    for res in rules:
+        groups = _get(res.config, "properties", "actions", "actionGroups") or []
+        if "actionGroup.id" not in [_dotted(g) for g in groups]:
+            problems.append(f"{res.file}:{res.symbol}: must notify the action group")
+    queries = [str(rule.get("query")) for rule in _alert_rules(infra)]
+    wanted: dict[str, Callable[[str], bool]] = {
+        "activations ending failed or needs_attention": lambda q: OUTCOME_EVENT in q and "needs_attention" in q
+        and "failed" in q,
+        "messages reaching the poison queue": lambda q: POISONED_EVENT in q,
+        "poison-queue depth": lambda q: POISON_DEPTH_EVENT in q and "least > 0" in q,
+        "function failures": lambda q: q.startswith("requests") and "success == false" in q,
+    }
+    for what, matches in wanted.items():
+        if not any(matches(q) for q in queries):
+            problems.append(f"no alert rule on {what}")
+    main_alerts = _get(infra.files["main.bicep"], "modules", "alerts", "config", "params") or {}
+    if _dotted(main_alerts.get("applicationInsightsId")) != "monitoring.outputs.applicationInsightsId":
+        problems.append("main.bicep: the alerts must watch the app's Application Insights component")
+    return problems
+
+
 CHECKS: dict[str, Callable[[Infra], list[str]]] = {
     "storage": check_storage,
     "storage_names": check_storage_names,
@@ -378,6 +596,10 @@ CHECKS: dict[str, Callable[[Infra], list[str]]] = {
     "app_insights": check_app_insights,
     "role_assignments": check_role_assignments,
     "product_settings": check_product_settings,
+    "flex_settings": check_flex_settings,
+    "key_vault_name": check_key_vault_name,
+    "operator_sign_in": check_operator_sign_in,
+    "alerts": check_alerts,
 }
 
 
@@ -404,6 +626,7 @@ class Mutation(NamedTuple):
 
 STORAGE, APP, VAULT = "modules/storage.bicep", "modules/functionapp.bicep", "modules/keyvault.bicep"
 ROLES, MONITORING, MAIN = "modules/roles.bicep", "modules/monitoring.bicep", "main.bicep"
+ALERTS = "modules/alerts.bicep"
 OWNER, CONTRIBUTOR = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635", "b24988ac-6180-42a0-ab88-20f7382dd24c"
 KEY_CONNECTION = "DefaultEndpointsProtocol=https;AccountKey=${storage.listKeys().keys[0].value}"
 
@@ -417,11 +640,42 @@ MUTATIONS = [
     Mutation("storage_names", MAIN, "= 'activationevents'", "= 'events'", "eventsTableName"),
     Mutation("function_app", APP, "    httpsOnly: true\n", "", "httpsOnly"),
     Mutation("function_app", APP, "      minTlsVersion: '1.2'", "      minTlsVersion: '1.0'", "minTlsVersion"),
-    Mutation("function_app", APP, "ftpsState: 'Disabled'", "ftpsState: 'FtpsOnly'", "ftpsState"),
+    Mutation("function_app", APP, "      scmMinTlsVersion: '1.2'\n",
+             "      scmMinTlsVersion: '1.2'\n      ftpsState: 'Disabled'\n", "ftpsState is not supported"),
+    Mutation("function_app", APP, "      http20Enabled: true\n",
+             "      http20Enabled: true\n      alwaysOn: false\n", "alwaysOn is not supported"),
     Mutation("function_app", APP, "    type: 'UserAssigned'\n", "    type: 'SystemAssigned'\n", "UserAssigned"),
     Mutation("function_app", APP, "name: 'FC1'", "name: 'Y1'", "Flex Consumption"),
     Mutation("function_app", APP, "'UserAssignedIdentity'", "'StorageAccountConnectionString'", "deployment container"),
-    Mutation("function_app", APP, "version: '3.11'", "version: '3.9'", "python 3.11"),
+    Mutation("function_app", APP, "version: pythonVersion", "version: '3.11'", "pythonVersion parameter"),
+    Mutation("function_app", MAIN, "  '3.13'\n])\nparam pythonVersion", "])\nparam pythonVersion", "allow 3.13"),
+    Mutation("flex_settings", APP, "param pythonThreadpoolThreadCount int = 16",
+             "param pythonThreadpoolThreadCount int = 8", "at least batchSize + newBatchThreshold = 12"),
+    Mutation("flex_settings", APP, "  PYTHON_THREADPOOL_THREAD_COUNT: string(pythonThreadpoolThreadCount)\n", "",
+             "PYTHON_THREADPOOL_THREAD_COUNT"),
+    Mutation("flex_settings", APP, "platformSettings = {\n",
+             "platformSettings = {\n  WEBSITE_RUN_FROM_PACKAGE: '1'\n", "WEBSITE_RUN_FROM_PACKAGE is not supported"),
+    Mutation("flex_settings", MAIN, "    type: 'location'\n", "    type: 'string'\n", "azd: {type: 'location'}"),
+    Mutation("key_vault_name", MAIN, "'kv-${resourceToken}${keyVaultNameSuffix}'", "'kv-${resourceToken}'",
+             "keyVaultNameSuffix"),
+    Mutation("operator_sign_in", APP, "      requireAuthentication: true\n", "      requireAuthentication: false\n",
+             "requireAuthentication"),
+    Mutation("operator_sign_in", APP, "'RedirectToLoginPage'", "'AllowAnonymous'", "unauthenticatedClientAction"),
+    Mutation("operator_sign_in", APP, "  '/api/health'\n", "  '/api/health'\n  '/api/status'\n", "excludedPaths"),
+    Mutation("operator_sign_in", APP, "  name: 'authsettingsV2'\n", "  name: 'web'\n", "expected one authsettingsV2"),
+    Mutation("operator_sign_in", APP, "    platform: {\n      enabled: true", "    platform: {\n      enabled: false",
+             "platform.enabled"),
+    Mutation("operator_sign_in", MAIN, "  OPERATOR_AUTH: 'entra'\n", "  OPERATOR_AUTH: 'key'\n", "OPERATOR_AUTH"),
+    Mutation("alerts", ALERTS, "customDimensions[\"event\"] == \"activation.outcome\"",
+             "customDimensions[\"event\"] == \"outcome\"", "failed or needs_attention"),
+    Mutation("alerts", ALERTS, "== \"activation.poisoned\"", "== \"poisoned\"", "poison queue"),
+    Mutation("alerts", ALERTS, "least > 0", "least >= 0", "poison-queue depth"),
+    Mutation("alerts", ALERTS, "'requests | where success == false", "'requests | where success == true",
+             "function failures"),
+    Mutation("alerts", ALERTS, "      actionGroups: [\n        actionGroup.id\n      ]\n",
+             "      actionGroups: []\n", "must notify the action group"),
+    Mutation("alerts", ALERTS, "        emailAddress: alertEmailAddress\n", "        emailAddress: 'x@example.com'\n",
+             "alertEmailAddress"),
     Mutation("function_app", APP, "scmMinTlsVersion: '1.2'", "scmMinTlsVersion: '1.0'", "scmMinTlsVersion"),
     Mutation("basic_publishing", APP, "name: 'ftp'", "name: 'ftps'", "ftp must exist"),
     Mutation(
@@ -458,6 +712,10 @@ MUTATIONS = [
     ),
     Mutation("role_assignments", ROLES, "  scope: keyVault\n", "  scope: storage\n", "Key Vault Secrets User"),
     Mutation("role_assignments", ROLES, "  scope: activationQueue\n", "", "Storage Queue Data Message Sender"),
+    Mutation("role_assignments", ROLES, "  scope: activationsTable\n", "  scope: storage\n",
+             "Storage Table Data Reader"),
+    Mutation("role_assignments", ROLES, "? storageTableDataContributor : storageTableDataReader",
+             "? storageTableDataContributor : storageAccountContributor", "allow-list"),
     Mutation("product_settings", MAIN, "  MAX_ATTEMPTS: string(maxAttempts)\n", "", "MAX_ATTEMPTS"),
     Mutation(
         "product_settings",
@@ -534,3 +792,46 @@ def test_outputs_for_operators(infra: Infra) -> None:
         "MANAGED_IDENTITY_CLIENT_ID",
     ):
         assert name in outputs
+
+
+# ---------------------------------------------------------------- what is deployed
+
+SHIPPED = frozenset({"function_app.py", "host.json", "requirements.txt", "shared"})
+
+
+def _ignored(path: str, patterns: list[str]) -> bool:
+    """.funcignore uses .gitignore patterns; these are the forms the file uses (names, dirs/, globs)."""
+    parts = path.split("/")
+    for pattern in patterns:
+        if pattern.endswith("/"):
+            if pattern.rstrip("/") in parts[:-1] or any(fnmatch.fnmatch(p, pattern.rstrip("/")) for p in parts[:-1]):
+                return True
+        elif any(fnmatch.fnmatch(p, pattern) for p in parts) or fnmatch.fnmatch(path, pattern):
+            return True
+    return False
+
+
+def shipped_files(funcignore: str) -> set[str]:
+    patterns = [line.strip() for line in funcignore.splitlines() if line.strip() and not line.startswith("#")]
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return {path for path in tracked.splitlines() if not _ignored(path, patterns)}
+
+
+def test_the_package_ships_only_what_runs() -> None:
+    shipped = shipped_files((ROOT / ".funcignore").read_text(encoding="utf-8"))
+    assert {path.split("/")[0] for path in shipped} == SHIPPED
+    assert "shared/static/status.html" in shipped  # the page is read from the package at run time
+
+
+def test_a_funcignore_that_forgets_a_file_is_noticed() -> None:
+    text = (ROOT / ".funcignore").read_text(encoding="utf-8").replace("README.md\n", "")
+    assert "README.md" in {path.split("/")[0] for path in shipped_files(text)}
+
+
+def test_requirements_pick_the_azure_functions_line_of_the_python_version() -> None:
+    # 2.x is the same programming model built for Python 3.13+; 1.x runs 3.10-3.12.
+    lines = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
+    pins = [line for line in lines if line.startswith("azure-functions")]
+    assert sorted(pins) == ['azure-functions>=1.26,<2; python_version < "3.13"',
+                            'azure-functions>=2.0,<3; python_version >= "3.13"']
+    assert any(line.startswith("azure-monitor-opentelemetry") for line in lines)
