@@ -30,7 +30,11 @@ class Status(StrEnum):
 
     @property
     def final(self) -> bool:
-        return self in (Status.SUCCEEDED, Status.NEEDS_ATTENTION, Status.FAILED, Status.REJECTED)
+        """No worker will move it on its own: only an operator retry or a new notice starts a run."""
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset({Status.SUCCEEDED, Status.NEEDS_ATTENTION, Status.FAILED, Status.REJECTED})
 
 
 class Validation(StrEnum):

@@ -60,7 +60,10 @@ class Settings:
     max_attempts: int = 8
     retry_base_seconds: float = 30.0
     retry_max_seconds: float = 3600.0
-    lease_seconds: float = 600.0
+    lease_seconds: float = 60.0
+    heartbeat_seconds: float = 15.0
+    grant_propagation_attempts: int = 4
+    grant_propagation_base_seconds: float = 60.0
     replication_wait_seconds: float = 60.0
     spf_policy: SpfPolicy = "warn"
     spf_required_include: str = ""
@@ -112,6 +115,12 @@ class Settings:
             raise SettingsError("EXO_CALL_RETRIES must be 0 or more")
         if self.max_attempts < 1:
             raise SettingsError("MAX_ATTEMPTS must be at least 1")
+        # Renewed at least twice per lease, so one slow renewal never lets another worker in.
+        if not 0 < self.heartbeat_seconds <= self.lease_seconds / 3:
+            raise SettingsError(f"HEARTBEAT_SECONDS={self.heartbeat_seconds:g} must be more than 0 and at most a "
+                                f"third of LEASE_SECONDS ({self.lease_seconds:g})")
+        if self.grant_propagation_attempts < 0:
+            raise SettingsError("GRANT_PROPAGATION_ATTEMPTS must be 0 or more")
         for name, hosts in (
             ("ALLOWED_SMART_HOSTS", self.allowed_smart_hosts),
             ("ALLOWED_JOURNAL_DOMAINS", self.allowed_journal_domains),
@@ -176,7 +185,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_ATTEMPTS", "max_attempts", "Attempts of one activation before it is marked failed."),
     Setting("RETRY_BASE_SECONDS", "retry_base_seconds", "First back-off delay; doubles each attempt, with jitter."),
     Setting("RETRY_MAX_SECONDS", "retry_max_seconds", "Upper bound of one back-off delay."),
-    Setting("LEASE_SECONDS", "lease_seconds", "How long a worker's claim on an activation lasts before another may take it over."),
+    Setting("LEASE_SECONDS", "lease_seconds", "How long a worker's claim on an activation lasts unless renewed; a dead worker's activation is taken over about this long after its last heartbeat."),
+    Setting("HEARTBEAT_SECONDS", "heartbeat_seconds", "How often a running worker renews its claim (at most a third of LEASE_SECONDS)."),
+    Setting("GRANT_PROPAGATION_ATTEMPTS", "grant_propagation_attempts", "Retries of an activation stopped by CONSENT_MISSING or ROLE_MISSING, waiting for a new grant to reach Exchange, before it needs attention."),
+    Setting("GRANT_PROPAGATION_BASE_SECONDS", "grant_propagation_base_seconds", "First wait for a grant to propagate; doubles each retry (60 s and 4 retries cover 15 minutes)."),
     Setting("REPLICATION_WAIT_SECONDS", "replication_wait_seconds", "How long a just-created connector may read as missing."),
     Setting("SPF_POLICY", "spf_policy", "warn, block or off: what an SPF problem does to the outcome."),
     Setting("SPF_REQUIRED_INCLUDE", "spf_required_include", "The include: the vendor's SPF page asks customers to publish."),
