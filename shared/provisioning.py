@@ -215,7 +215,7 @@ class _Run:
                       connector=spec.name, changes=sorted(changes))
         else:
             self.emit("connector.unchanged", f"'{spec.name}' already as desired", connector=spec.name)
-        result.action = action.value
+        result.action = action
         result.changed = sorted(changes) if action is Action.UPDATE else []
         if action is Action.UNCHANGED and not item.needs_validation:
             result.validation = Validation.ALREADY_VALIDATED

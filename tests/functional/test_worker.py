@@ -35,6 +35,7 @@ from shared.auth import MsalTokenProvider
 from shared.errors import ErrorCode, error_dict
 from shared.notice import ActivationNotice, NoticeError, parse_notice
 from shared.outcome import ConnectorOutcome, Event, Outcome, Status, Validation
+from shared.plan import Action
 from shared.provisioning import EventSink, ProvisioningEngine
 from shared.queueing import RETRY_KIND, ActivationQueue, RetryEnvelope, SentMessage
 from shared.settings import Settings
@@ -465,7 +466,7 @@ def succeeded(notice: ActivationNotice, on_event: EventSink | None = None) -> Ou
     return Outcome(
         notice_id=notice.notice_id, tenant_id=notice.tenant_id, status=Status.SUCCEEDED,
         connectors=[ConnectorOutcome(name="Enterprise Audit送信コネクタ", service="enterprise_audit",
-                                     action="create", validation=Validation.PASSED)],
+                                     action=Action.CREATE, validation=Validation.PASSED)],
         events=[Event("finished", "activation succeeded")],
     )
 

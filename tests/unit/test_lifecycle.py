@@ -39,6 +39,7 @@ from shared.lifecycle import (
 )
 from shared.notice import ActivationNotice, parse_notice
 from shared.outcome import ConnectorOutcome, Event, Outcome, Status, Validation, now_iso
+from shared.plan import Action
 from shared.queueing import RetryEnvelope
 from shared.store import ActivationRecord
 
@@ -81,7 +82,7 @@ def outcome(code: ErrorCode | None = None, *, retry_after: float | None = None) 
     if code is None:
         return Outcome(notice_id=NOTICE.notice_id, tenant_id=NOTICE.tenant_id, status=Status.SUCCEEDED,
                        connectors=[ConnectorOutcome(name="Enterprise Audit送信コネクタ", service="enterprise_audit",
-                                                    action="create", validation=Validation.PASSED)],
+                                                    action=Action.CREATE, validation=Validation.PASSED)],
                        events=[Event("finished", "activation succeeded", at=now_iso(NOW))])
     return Outcome(notice_id=NOTICE.notice_id, tenant_id=NOTICE.tenant_id, status=Status.FAILED,
                    error=error_dict(code, f"{code.value} from the test"), retry_after=retry_after,
@@ -434,3 +435,16 @@ def test_a_lost_run_keeps_its_events_in_history() -> None:
 def test_the_envelope_of_a_record_names_its_series_and_attempt() -> None:
     assert envelope(row(series=3, attempts=2)).to_dict() == {
         "kind": "activation-retry", "notice_id": NOTICE.notice_id, "series": 3, "attempt": 2}
+
+
+def test_a_dead_workers_activation_is_taken_over_within_two_minutes_by_default() -> None:
+    from localrun.queuepump import PROCESSING_VISIBILITY_SECONDS
+    from shared.settings import Settings
+
+    settings = Settings()
+    # Worst case: the worker dies right after a heartbeat; its watchdog takes over one lease
+    # (plus the grace) later, long before the host would redeliver the message it held.
+    takeover_after = settings.lease_seconds + WATCH_GRACE_SECONDS
+    assert takeover_after <= 120
+    assert takeover_after < PROCESSING_VISIBILITY_SECONDS
+    assert settings.heartbeat_seconds * 3 <= settings.lease_seconds  # a late beat never loses the lease
