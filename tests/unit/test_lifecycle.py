@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from shared.errors import POLICY, Disposition, ErrorCode, error_dict
+from shared.errors import HINTS, POLICY, Disposition, ErrorCode, ProvisioningError, error_dict
 from shared.lifecycle import (
     OPERATOR_RETRY_DELAY_SECONDS,
     WATCH_GRACE_SECONDS,
@@ -266,8 +266,18 @@ def test_every_status_a_record_can_have_is_reached_by_some_transition() -> None:
 
 
 # -- the error policy --------------------------------------------------------------------------
-def test_every_error_code_has_a_disposition() -> None:
+def test_every_error_code_has_a_disposition_and_a_hint() -> None:
     assert set(POLICY) == set(ErrorCode)
+    assert set(HINTS) == set(ErrorCode)
+
+
+@pytest.mark.parametrize("code", list(ErrorCode), ids=[c.value for c in ErrorCode])
+def test_a_raise_site_cannot_override_the_policy(code: ErrorCode) -> None:
+    for flag in (True, False):
+        error = ProvisioningError(code, "detail", retryable=flag, needs_attention=flag)
+        assert error.retryable is (POLICY[code] is Disposition.RETRY)
+        assert error.needs_attention is (POLICY[code] in (Disposition.ATTENTION, Disposition.RETRY_THEN_ATTENTION))
+        assert error.to_dict()["retryable"] is error.retryable
 
 
 def test_grants_retry_before_they_need_attention() -> None:
