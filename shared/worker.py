@@ -54,7 +54,7 @@ from .lifecycle import (
 )
 from .notice import NOTICE_ID_PATTERN, ActivationNotice, FieldError, NoticeError, parse_notice
 from .outcome import Event, Outcome, Status
-from .queueing import ActivationQueue, RetryEnvelope, parse_retry_envelope
+from .queueing import ActivationQueue, RetryEnvelope, SentMessage, parse_retry_envelope
 from .settings import Settings
 from .store import ActivationRecord, ActivationStore, ConcurrentUpdate, EventRecord, RecordExists
 
@@ -254,13 +254,40 @@ class Worker:
             owners.append(f"{self.owner_prefix}:{uuid.uuid4().hex[:8]}")  # a new claim per round
             return make(owners[-1])
 
-        decision, claimed = self._step(notice_id, event)
+        sent: list[SentMessage] = []
+        decision, claimed = self._step(notice_id, event, sent=sent)
         if not any(isinstance(e, RunEngine) for e in decision.after) or claimed is None:
+            self._cancel(sent)  # watchdogs of claims that lost their race
             return decision.result
-        return self._run(claimed, owners[-1])
+        watchdog = sent[-1] if sent else None
+        self._cancel(sent[:-1])
+        return self._run(claimed, owners[-1], watchdog=watchdog)
+
+    def _cancel(self, sent: list[SentMessage]) -> None:
+        """Take back watchdog messages no claim needs any more (a leftover one is only a no-op later)."""
+        for message in sent:
+            try:
+                self.queue.cancel(message)
+            except Exception:  # received meanwhile, or storage busy: it arrives and is dropped as stale
+                log.debug("could not cancel message %s", message.id, exc_info=True)
 
     # -- running --------------------------------------------------------------------------
-    def _run(self, claimed: ActivationRecord, owner: str) -> Result:
+    def _run(self, claimed: ActivationRecord, owner: str, *, watchdog: SentMessage | None = None) -> Result:
+        """Run the claimed activation and record its outcome.
+
+        The claim's watchdog is taken back once the outcome (or the release after a bug) is
+        written; a worker that dies never gets that far, and its watchdog takes over.
+        """
+        watchdogs = [watchdog] if watchdog is not None else []
+        try:
+            result = self._run_claimed(claimed, owner)
+        except Exception:  # a bug: the claim was released for the host's redelivery
+            self._cancel(watchdogs)
+            raise
+        self._cancel(watchdogs)
+        return result
+
+    def _run_claimed(self, claimed: ActivationRecord, owner: str) -> Result:
         heartbeat = _Heartbeat(self, claimed.notice_id, owner)
         heartbeat.start()
         try:
@@ -336,17 +363,20 @@ class Worker:
         return written
 
     # -- the loop -------------------------------------------------------------------------
-    def _step(self, notice_id: str, make: Callable[[], LifecycleEvent], *,
-              rounds: int = _WRITE_ROUNDS) -> tuple[Decision, ActivationRecord | None]:
+    def _step(self, notice_id: str, make: Callable[[], LifecycleEvent], *, rounds: int = _WRITE_ROUNDS,
+              sent: list[SentMessage] | None = None) -> tuple[Decision, ActivationRecord | None]:
         """Read, decide, perform and write; on a lost race read again and decide again.
 
-        Returns the decision and the row as written (None when nothing was written).
+        Returns the decision and the row as written (None when nothing was written); the
+        messages sent before each write attempt are added to `sent`.
         """
         for _ in range(rounds):
             current = self.store.get(notice_id)
             decision = transition(current, make(), self.clock(), self.rules)
             for effect in decision.before:
-                self._perform(effect, current)
+                message = self._perform(effect, current)
+                if message is not None and sent is not None:
+                    sent.append(message)
             written: ActivationRecord | None = None
             if decision.record is not None:
                 try:
@@ -359,12 +389,13 @@ class Worker:
             return decision, written
         raise ConcurrentUpdate(f"activation {notice_id!r} kept changing; giving up after {rounds} rounds")
 
-    def _perform(self, effect: Send | Append | RunEngine, record: ActivationRecord | None) -> None:
+    def _perform(self, effect: Send | Append | RunEngine, record: ActivationRecord | None) -> SentMessage | None:
         if isinstance(effect, Send):
-            self.queue.schedule_retry(effect.envelope, delay_seconds=effect.delay_seconds)
-        elif isinstance(effect, Append) and record is not None:
+            return self.queue.schedule_retry(effect.envelope, delay_seconds=effect.delay_seconds)
+        if isinstance(effect, Append) and record is not None:
             self._best_effort(record, list(effect.events))
         # RunEngine is performed by the caller with the written row (see _deliver).
+        return None
 
     def renew(self, notice_id: str, owner: str) -> ActivationRecord:
         """Renew this worker's lease; LeaseLost if another worker holds the activation now."""
@@ -441,11 +472,20 @@ class _Heartbeat:
     def on_event(self, event: Event) -> None:
         if self.lost:
             raise LeaseLost(self.notice_id)
+        lease = self.worker.settings.lease_seconds
         elapsed = (self.worker.clock() - self.renewed_at).total_seconds()
-        if elapsed >= self.worker.settings.lease_seconds / 2:
+        if elapsed < lease / 2:
+            return
+        try:
             self.renew()
-            if self.lost:
-                raise LeaseLost(self.notice_id)
+        except Exception as exc:
+            if elapsed >= lease:
+                # No renewal has succeeded for a whole lease (storage unreachable): another
+                # worker may hold the activation now, so this one stops before its next call.
+                raise LeaseLost(self.notice_id) from exc
+            log.warning("could not renew the lease on activation %s", self.notice_id, exc_info=True)
+        if self.lost:
+            raise LeaseLost(self.notice_id)
 
 
 def _parse(body: bytes | str, settings: Settings) -> ActivationNotice:

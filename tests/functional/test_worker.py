@@ -110,6 +110,7 @@ def test_a_notice_on_the_queue_is_provisioned_and_recorded(worker: Worker, activ
     assert kinds[:2] == ["received", "claimed"]
     assert kinds.count("exchange.call") == 8
     assert kinds[-1] == "finished"
+    assert activation_queue.approximate_count() == 0  # the claim's watchdog was taken back
 
 
 def test_the_same_notice_delivered_three_times_at_once_provisions_once(
@@ -398,8 +399,8 @@ def test_a_worker_that_dies_mid_run_is_taken_over_by_its_watchdog_once_the_lease
         worker.handle(sample())
     assert activation_queue.approximate_count() == 1  # the watchdog, and nothing else
     results = pump(worker, activation_queue, until=30, idle_exit=6.0)  # a watchdog is due 4 s after its claim
-    # the takeover's own watchdog comes after it finished, and finds nothing to do
-    assert results == ["succeeded", "duplicate"]
+    assert results == ["succeeded"]
+    assert activation_queue.approximate_count() == 0  # the takeover took its own watchdog back when it finished
     record = activation_store.get(NOTICE_ID)
     assert record is not None and (record.status, record.attempts) == ("succeeded", 2)
     kinds = [e.kind for e in activation_store.list_events(NOTICE_ID)]
@@ -732,6 +733,36 @@ def test_a_run_longer_than_the_lease_is_not_taken_over(h: Harness) -> None:
     result = h.worker.handle(sample())
     assert duplicate == ["busy"]
     assert (result, len(h.engine.runs)) == ("succeeded", 1)
+
+
+def test_a_run_that_cannot_renew_its_lease_for_a_whole_lease_stops_before_its_next_call(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_replace = h.store.replace
+    storage_down = [True]
+
+    def replace_row(record: ActivationRecord) -> ActivationRecord:
+        if storage_down[0] and record.status == "running":
+            raise HttpResponseError(message="503 Server Busy")
+        return real_replace(record)
+
+    calls_after_loss: list[str] = []
+
+    def cut_off(notice: ActivationNotice, on_event: EventSink | None) -> Outcome:
+        assert on_event is not None
+        monkeypatch.setattr(h.store, "replace", replace_row)
+        h.clock.advance(h.settings.lease_seconds * 0.6)
+        on_event(Event("exchange.call", "Get-OutboundConnector -> 200"))  # renewal fails; the lease has slack
+        h.clock.advance(h.settings.lease_seconds * 0.5)
+        on_event(Event("exchange.call", "Get-AcceptedDomain -> 200"))  # a whole lease without renewal: stop
+        calls_after_loss.append("New-OutboundConnector")
+        return succeeded(notice)
+
+    h.engine.script.append(cut_off)
+    assert h.worker.handle(sample()) == "lease_lost"
+    assert calls_after_loss == []
+    storage_down[0] = False
+    assert h.new_worker().handle(sample()) == "succeeded"  # the lease had run out: taken over
+    assert (h.record().status, h.record().attempts) == ("succeeded", 2)
 
 
 # -- one run at a time, one retry chain -----------------------------------------------------------
