@@ -288,7 +288,7 @@ class Worker:
         return result
 
     def _run_claimed(self, claimed: ActivationRecord, owner: str) -> Result:
-        heartbeat = _Heartbeat(self, claimed.notice_id, owner)
+        heartbeat = _Heartbeat(self, claimed, owner)
         heartbeat.start()
         try:
             try:
@@ -314,7 +314,7 @@ class Worker:
         finally:
             heartbeat.stop()
         try:
-            return self.finish(claimed, outcome, owner=owner)
+            return self.finish(heartbeat.record, outcome, owner=owner)
         except Exception as exc:
             self._release_after_bug(claimed.notice_id, owner, exc)
             raise
@@ -339,7 +339,9 @@ class Worker:
         """Write the run's outcome, release the claim, and schedule the next attempt if one is due."""
         holder = owner or record.lease_owner or ""
         jitter = self._rng.random()
-        decision, _ = self._step(record.notice_id, lambda: AttemptFinished(holder, outcome, jitter))
+        # The row as this worker last wrote it: one read fewer; if it changed since, the write
+        # fails on its ETag and the row is read again.
+        decision, _ = self._step(record.notice_id, lambda: AttemptFinished(holder, outcome, jitter), first=record)
         return decision.result
 
     def _release_after_bug(self, notice_id: str, owner: str, exc: Exception) -> None:
@@ -364,14 +366,16 @@ class Worker:
 
     # -- the loop -------------------------------------------------------------------------
     def _step(self, notice_id: str, make: Callable[[], LifecycleEvent], *, rounds: int = _WRITE_ROUNDS,
-              sent: list[SentMessage] | None = None) -> tuple[Decision, ActivationRecord | None]:
+              sent: list[SentMessage] | None = None,
+              first: ActivationRecord | None = None) -> tuple[Decision, ActivationRecord | None]:
         """Read, decide, perform and write; on a lost race read again and decide again.
 
         Returns the decision and the row as written (None when nothing was written); the
-        messages sent before each write attempt are added to `sent`.
+        messages sent before each write attempt are added to `sent`. `first`, a row this
+        worker wrote, stands in for the first read.
         """
-        for _ in range(rounds):
-            current = self.store.get(notice_id)
+        for round_ in range(rounds):
+            current = first if round_ == 0 and first is not None else self.store.get(notice_id)
             decision = transition(current, make(), self.clock(), self.rules)
             for effect in decision.before:
                 message = self._perform(effect, current)
@@ -397,9 +401,9 @@ class Worker:
         # RunEngine is performed by the caller with the written row (see _deliver).
         return None
 
-    def renew(self, notice_id: str, owner: str) -> ActivationRecord:
+    def renew(self, notice_id: str, owner: str, *, record: ActivationRecord | None = None) -> ActivationRecord:
         """Renew this worker's lease; LeaseLost if another worker holds the activation now."""
-        decision, written = self._step(notice_id, lambda: Heartbeat(owner))
+        decision, written = self._step(notice_id, lambda: Heartbeat(owner), first=record)
         if decision.result is not Result.RENEWED or written is None:
             raise LeaseLost(notice_id)
         return written
@@ -434,15 +438,16 @@ class _Heartbeat:
     taken over, the next engine event raises LeaseLost and the run stops writing.
     """
 
-    def __init__(self, worker: Worker, notice_id: str, owner: str) -> None:
+    def __init__(self, worker: Worker, claimed: ActivationRecord, owner: str) -> None:
         self.worker = worker
-        self.notice_id = notice_id
+        self.record = claimed  # the row as this worker last wrote it
+        self.notice_id = claimed.notice_id
         self.owner = owner
         self.renewed_at = worker.clock()
         self.lost = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name=f"heartbeat:{notice_id}")
+        self._thread = threading.Thread(target=self._loop, daemon=True, name=f"heartbeat:{self.notice_id}")
 
     def start(self) -> None:
         self._thread.start()
@@ -464,7 +469,7 @@ class _Heartbeat:
             if self.lost or self._stop.is_set():
                 return
             try:
-                self.worker.renew(self.notice_id, self.owner)
+                self.record = self.worker.renew(self.notice_id, self.owner, record=self.record)
                 self.renewed_at = self.worker.clock()
             except LeaseLost:
                 self.lost = True
