@@ -458,7 +458,9 @@ class _Heartbeat:
             self._thread.join()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.worker.settings.heartbeat_seconds):
+        # Settings.from_env enforces this; Settings built in code may not have been checked.
+        interval = min(self.worker.settings.heartbeat_seconds, self.worker.settings.lease_seconds / 3)
+        while not self._stop.wait(interval):
             try:
                 self.renew()
             except Exception:  # a failed renewal is retried on the next beat; the lease has slack
