@@ -90,6 +90,7 @@ class Result(StrEnum):
     POISONED = "poisoned"
     POISONED_DUPLICATE = "poisoned_duplicate"
     POISON_CONFLICT = "poison_conflict"
+    POISON_REQUEUED = "poison_requeued"  # could not be recorded now; back on the poison queue
 
 
 # -- effects ---------------------------------------------------------------------------------

@@ -159,7 +159,7 @@ class Worker:
         except Exception:
             log.exception("could not record a poisoned message; it goes back on the poison queue")
             self.queue.poison.send_notice(raw or "(empty message)", delay_seconds=POISON_REQUEUE_SECONDS)
-            return Result.POISONED_DUPLICATE
+            return Result.POISON_REQUEUED
 
     def _poison(self, body: bytes | str, raw: str, dequeue_count: int | None) -> Result:
         try:

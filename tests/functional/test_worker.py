@@ -455,7 +455,7 @@ def test_the_poison_trigger_puts_a_message_it_cannot_record_back_on_the_poison_q
         raise HttpResponseError(message="503 Server Busy")
 
     monkeypatch.setattr(activation_store, "get", down)
-    assert worker.handle_poison(sample(), dequeue_count=1) == "poisoned_duplicate"  # returned, not raised
+    assert worker.handle_poison(sample(), dequeue_count=1) == "poison_requeued"  # returned, not raised
     assert activation_queue.poison.approximate_count() == 1
 
 
