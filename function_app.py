@@ -47,7 +47,7 @@ def provision_activation(msg: func.QueueMessage) -> None:
 
 @app.queue_trigger(arg_name="msg", queue_name="%ACTIVATION_QUEUE%-poison", connection="AzureWebJobsStorage")
 def record_poisoned_activation(msg: func.QueueMessage) -> None:
-    """Record a message the host gave up on as failed, keeping it whole."""
+    """Record a message the host gave up on, keeping it whole; never fails (see Worker.handle_poison)."""
     runtime.worker().handle_poison(msg.get_body(), dequeue_count=msg.dequeue_count)
 
 

@@ -106,8 +106,17 @@ param retryBaseSeconds int = 30
 @description('Upper bound of one back-off delay in seconds (RETRY_MAX_SECONDS).')
 param retryMaxSeconds int = 3600
 
-@description('Seconds the claim of a worker on an activation lasts (LEASE_SECONDS).')
-param leaseSeconds int = 600
+@description('Seconds the claim of a worker on an activation lasts unless renewed (LEASE_SECONDS).')
+param leaseSeconds int = 60
+
+@description('Seconds between renewals of a running claim, at most a third of the lease (HEARTBEAT_SECONDS).')
+param heartbeatSeconds int = 15
+
+@description('Retries waiting for a consent or role grant to reach Exchange (GRANT_PROPAGATION_ATTEMPTS).')
+param grantPropagationAttempts int = 4
+
+@description('First wait in seconds for a grant to propagate, doubling (GRANT_PROPAGATION_BASE_SECONDS).')
+param grantPropagationBaseSeconds int = 60
 
 @description('Seconds a just-created connector may read as missing (REPLICATION_WAIT_SECONDS).')
 param replicationWaitSeconds int = 60
@@ -320,6 +329,9 @@ var appSettings = {
   RETRY_BASE_SECONDS: string(retryBaseSeconds)
   RETRY_MAX_SECONDS: string(retryMaxSeconds)
   LEASE_SECONDS: string(leaseSeconds)
+  HEARTBEAT_SECONDS: string(heartbeatSeconds)
+  GRANT_PROPAGATION_ATTEMPTS: string(grantPropagationAttempts)
+  GRANT_PROPAGATION_BASE_SECONDS: string(grantPropagationBaseSeconds)
   REPLICATION_WAIT_SECONDS: string(replicationWaitSeconds)
   EXO_CALL_RETRIES: '2'
   SPF_POLICY: spfPolicy

@@ -56,15 +56,15 @@ class ActivationApi:
             rejected = worker.record_rejected(body.decode("utf-8", errors="replace"), exc)
             return ApiResponse(400, {
                 "notice_id": rejected.notice_id,
-                "status": rejected.status,  # a valid activation under this id keeps its own status
+                "status": rejected.status,  # this notice's: rejected (a valid activation under its id is untouched)
                 "errors": [e.to_dict() for e in exc.errors],
             })
         record = submitted.record
         location = f"{base_path}/{record.notice_id}"
         if submitted.conflict:
-            error = record.error if record.error and record.error.get("code") == "NOTICE_CONFLICT" else \
-                error_dict(ErrorCode.NOTICE_CONFLICT, f"notice_id {record.notice_id} was already used for "
-                                                      "another notice")
+            # Refused: the activation under this notice_id keeps its status and outcome.
+            error = error_dict(ErrorCode.NOTICE_CONFLICT, submitted.detail or f"notice_id {record.notice_id} was "
+                               "already used for another notice")
             return ApiResponse(409, {"notice_id": record.notice_id, "status": record.status, "error": error},
                                {"Location": location})
         code = 202 if submitted.enqueued else 200

@@ -317,7 +317,8 @@ def exit_code(outcome: Outcome) -> int:
 def _print_summary(outcome: Outcome, stdout: TextIO) -> None:
     print(f"\n{outcome.notice_id}: {outcome.status.value}", file=stdout)
     for connector in outcome.connectors:
-        print(f"  {connector.name}: {connector.action}, validation {connector.validation.value}", file=stdout)
+        action = connector.action or "pending"
+        print(f"  {connector.name}: {action}, validation {connector.validation.value}", file=stdout)
     for warning in outcome.warnings:
         print(f"  warning {warning.get('code')}: {warning.get('message')}", file=stdout)
     if outcome.error:

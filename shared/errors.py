@@ -7,8 +7,11 @@ API and searched for in dashboards, so a code is never renamed, only added.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from types import MappingProxyType
+from typing import Any
 
 
 class ErrorCode(StrEnum):
@@ -199,11 +202,64 @@ HINTS: dict[ErrorCode, Hint] = {
 }
 
 
+class Disposition(StrEnum):
+    """What an error does to an activation: the one decision every raise site leaves to POLICY."""
+
+    RETRY = "retry"  # transient: back-off through the queue, up to MAX_ATTEMPTS, then failed
+    # A grant (consent, role) takes minutes to reach Exchange after the customer acts: retry a
+    # bounded number of times (GRANT_PROPAGATION_ATTEMPTS), each with a new token, then ask a person.
+    RETRY_THEN_ATTENTION = "retry_then_attention"
+    ATTENTION = "attention"  # a person must act (customer, operator): needs_attention at once
+    FAIL = "fail"  # permanent: retrying cannot help, failed at once
+    REJECT = "reject"  # the notice itself is refused: rejected, never run
+
+
+# The error policy: every code's disposition, in one table (tests fail when a code has no row).
+POLICY: Mapping[ErrorCode, Disposition] = MappingProxyType({
+    ErrorCode.NOTICE_INVALID: Disposition.REJECT,
+    ErrorCode.NOTICE_CONFLICT: Disposition.REJECT,
+    ErrorCode.CONFIG_INVALID: Disposition.ATTENTION,  # a setting is fixed by an operator, never poison
+    ErrorCode.CONSENT_MISSING: Disposition.RETRY_THEN_ATTENTION,
+    ErrorCode.APP_NOT_IN_TENANT: Disposition.ATTENTION,  # the app is not in the tenant: no wait can fix it
+    ErrorCode.CREDENTIAL_INVALID: Disposition.ATTENTION,
+    ErrorCode.TENANT_NOT_FOUND: Disposition.FAIL,
+    ErrorCode.ROLE_MISSING: Disposition.RETRY_THEN_ATTENTION,
+    ErrorCode.THROTTLED: Disposition.RETRY,
+    ErrorCode.EXCHANGE_UNAVAILABLE: Disposition.RETRY,
+    ErrorCode.NETWORK_ERROR: Disposition.RETRY,
+    ErrorCode.EXCHANGE_REJECTED: Disposition.FAIL,
+    ErrorCode.REPLICATION_TIMEOUT: Disposition.RETRY,
+    ErrorCode.CONFLICTING_CONNECTOR: Disposition.ATTENTION,
+    ErrorCode.RECIPIENT_IN_TENANT: Disposition.ATTENTION,
+    ErrorCode.SPF_MISSING: Disposition.ATTENTION,
+    ErrorCode.SPF_INCLUDE_MISSING: Disposition.ATTENTION,
+    ErrorCode.SPF_TOO_MANY_LOOKUPS: Disposition.ATTENTION,
+    ErrorCode.SPF_MULTIPLE_RECORDS: Disposition.ATTENTION,
+    ErrorCode.SPF_LOOKUP_FAILED: Disposition.RETRY,  # DNS errors are usually brief
+    ErrorCode.SPF_BROKEN_INCLUDE: Disposition.ATTENTION,
+    ErrorCode.VALIDATION_FAILED: Disposition.ATTENTION,
+    ErrorCode.ROUTING_NOT_ALLOWED: Disposition.ATTENTION,
+    ErrorCode.MAX_ATTEMPTS_EXCEEDED: Disposition.FAIL,
+    ErrorCode.UNHANDLED: Disposition.ATTENTION,  # someone reads the kept message and reports it
+})
+
+
+def disposition(code: ErrorCode | str) -> Disposition:
+    """POLICY's disposition for `code`; a code this build does not know asks a person."""
+    try:
+        return POLICY[ErrorCode(code)]
+    except (KeyError, ValueError):
+        return Disposition.ATTENTION
+
+
 class ProvisioningError(Exception):
     """Anything that stops an activation, with what the operator needs to act on it.
 
     `detail` keeps the words of the system that failed (Exchange, Entra, DNS) unchanged, so
-    support can search for them.
+    support can search for them. What the error does to the activation is POLICY's decision
+    for its code, never the raise site's: `retryable` and `needs_attention` are read from it.
+    (The keyword arguments of the same names are still accepted from older raise sites and
+    have no effect.)
     """
 
     def __init__(
@@ -211,20 +267,32 @@ class ProvisioningError(Exception):
         code: ErrorCode,
         detail: str,
         *,
-        retryable: bool = False,
         retry_after: float | None = None,
-        needs_attention: bool = False,
         status_code: int | None = None,
         extra_hint: str = "",
+        retryable: bool | None = None,
+        needs_attention: bool | None = None,
     ) -> None:
         super().__init__(f"{code.value}: {detail}")
         self.code = code
         self.detail = detail
-        self.retryable = retryable
         self.retry_after = retry_after
-        self.needs_attention = needs_attention
         self.status_code = status_code
         self.extra_hint = extra_hint
+
+    @property
+    def disposition(self) -> Disposition:
+        return disposition(self.code)
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the product retries this on its own, with no one acting (POLICY: RETRY)."""
+        return self.disposition is Disposition.RETRY
+
+    @property
+    def needs_attention(self) -> bool:
+        """Whether a person is asked to act, at once or after the grant-propagation retries."""
+        return self.disposition in (Disposition.ATTENTION, Disposition.RETRY_THEN_ATTENTION)
 
     @property
     def hint(self) -> Hint:
@@ -248,9 +316,8 @@ class ProvisioningError(Exception):
 class TransientError(ProvisioningError):
     """Retrying later may succeed (throttling, outages, network)."""
 
-    def __init__(self, code: ErrorCode, detail: str, **kwargs: object) -> None:
-        kwargs.setdefault("retryable", True)
-        super().__init__(code, detail, **kwargs)  # type: ignore[arg-type]
+    # The codes raised with it (THROTTLED, EXCHANGE_UNAVAILABLE, NETWORK_ERROR, ...) are RETRY
+    # in POLICY; the class only lets callers catch transient failures by type.
 
 
 class AuthError(ProvisioningError):
@@ -286,9 +353,9 @@ class RoutingPolicyError(ProvisioningError, ValueError):
     """
 
     def __init__(self, detail: str) -> None:
-        super().__init__(ErrorCode.ROUTING_NOT_ALLOWED, detail, needs_attention=True)
+        super().__init__(ErrorCode.ROUTING_NOT_ALLOWED, detail)
 
 
-def error_dict(code: ErrorCode, detail: str, *, retryable: bool = False) -> dict[str, object]:
-    """The stored error shape for a code without raising an exception."""
-    return ProvisioningError(code, detail, retryable=retryable).to_dict()
+def error_dict(code: ErrorCode, detail: str) -> dict[str, Any]:
+    """The stored error shape for a code without raising an exception (POLICY says if it retries)."""
+    return ProvisioningError(code, detail).to_dict()

@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from .plan import Action
+
 
 def now_iso(moment: datetime | None = None) -> str:
     """UTC timestamps with milliseconds, the one format the product stores and shows."""
@@ -30,7 +32,11 @@ class Status(StrEnum):
 
     @property
     def final(self) -> bool:
-        return self in (Status.SUCCEEDED, Status.NEEDS_ATTENTION, Status.FAILED, Status.REJECTED)
+        """No worker will move it on its own: only an operator retry or a new notice starts a run."""
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset({Status.SUCCEEDED, Status.NEEDS_ATTENTION, Status.FAILED, Status.REJECTED})
 
 
 class Validation(StrEnum):
@@ -58,7 +64,7 @@ class Event:
 class ConnectorOutcome:
     name: str
     service: str
-    action: str = "pending"  # create | update | unchanged | pending (not reached)
+    action: Action | None = None  # None: the run stopped before it reached this connector
     changed: list[str] = field(default_factory=list)
     validation: Validation = Validation.NOT_RUN
     tasks: list[dict[str, Any]] = field(default_factory=list)
@@ -66,6 +72,7 @@ class ConnectorOutcome:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        out["action"] = self.action.value if self.action is not None else "pending"
         out["validation"] = self.validation.value
         return out
 

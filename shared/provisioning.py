@@ -112,12 +112,8 @@ class _Run:
         out.error = exc.to_dict()
         out.retryable = exc.retryable
         out.retry_after = exc.retry_after
-        if exc.retryable:
-            out.status = Status.FAILED  # the caller turns this into retry_scheduled or failed
-        elif exc.needs_attention:
-            out.status = Status.NEEDS_ATTENTION
-        else:
-            out.status = Status.FAILED
+        # The status if no retry follows; the worker's lifecycle decides from POLICY whether one does.
+        out.status = Status.NEEDS_ATTENTION if exc.needs_attention else Status.FAILED
         self.emit("error", exc.detail, code=exc.code.value, retryable=exc.retryable)
 
     def close(self) -> None:
@@ -141,7 +137,6 @@ class _Run:
             raise ProvisioningError(
                 ErrorCode.CONFLICTING_CONNECTOR,
                 "; ".join(c.reason for c in plan.conflicts),
-                needs_attention=True,
                 extra_hint=f"Connector(s): {names}",
             )
         for item, result in zip(plan.connectors, self.outcome.connectors, strict=True):
@@ -167,7 +162,6 @@ class _Run:
                     raise ProvisioningError(
                         ErrorCode.RECIPIENT_IN_TENANT,
                         f"validation recipient {recipient} of '{spec.name}' is in an accepted domain of the tenant",
-                        needs_attention=True,
                     )
 
     def check_spf(self, domains: Sequence[AcceptedDomain]) -> None:
@@ -193,9 +187,7 @@ class _Run:
             self.outcome.warnings.append({"code": code.value, "domain": domain, "message": detail})
         if policy == "block" and findings:
             domain, code, detail = findings[0]
-            if code is ErrorCode.SPF_LOOKUP_FAILED:
-                raise ProvisioningError(code, f"{domain}: {detail}", retryable=True)
-            raise ProvisioningError(code, f"{domain}: {detail}", needs_attention=True)
+            raise ProvisioningError(code, f"{domain}: {detail}")  # POLICY: lookup failures retry
 
     def record_plan(self, plan: Plan) -> None:
         for warning in plan.warnings:
@@ -225,7 +217,7 @@ class _Run:
                       connector=spec.name, changes=sorted(changes))
         else:
             self.emit("connector.unchanged", f"'{spec.name}' already as desired", connector=spec.name)
-        result.action = action.value
+        result.action = action
         result.changed = sorted(changes) if action is Action.UPDATE else []
         if not validate:
             # Validated already for these recipients, and nothing that routes mail changed
@@ -352,7 +344,6 @@ class _Run:
                     raise ProvisioningError(
                         ErrorCode.REPLICATION_TIMEOUT,
                         f"{exc.detail} (still not visible after {self.settings.replication_wait_seconds:.0f}s)",
-                        retryable=True,
                     ) from exc
                 self.emit("replication.wait", f"not visible yet; retrying in {delay:.1f}s", delay_s=delay)
                 self.engine._sleep(delay)

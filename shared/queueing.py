@@ -262,6 +262,11 @@ class ActivationQueue:
     def delete(self, message: ReceivedMessage) -> None:
         self._queue.delete_message(message.id, message.pop_receipt)
 
+    def cancel(self, sent: SentMessage) -> None:
+        """Delete a message this process sent, before anyone received it (its receipt is then stale)."""
+        if sent.pop_receipt is not None:
+            self._queue.delete_message(sent.id, sent.pop_receipt)
+
     def approximate_count(self) -> int:
         """Messages waiting, visible or not (the service's estimate)."""
         return int(self._queue.get_queue_properties().approximate_message_count or 0)

@@ -27,6 +27,8 @@ DEFAULT_JOURNAL_DOMAINS = frozenset({"cs-365.cybermail.jp", "cs-365-02.cybermail
 # Written by `python -m localrun` (make run) in its run directory, read by `python -m shared`
 # from the current directory: both default to `.run` under the project root.
 LOCAL_ENV_FILE = Path(".run") / "local.env"
+# host.json's functionTimeout ("00:10:00"); tests/unit/test_settings.py keeps the two equal.
+FUNCTION_TIMEOUT_SECONDS = 600.0
 
 AuthMode = Literal["certificate", "secret", "federated"]
 SpfPolicy = Literal["warn", "block", "off"]
@@ -75,7 +77,10 @@ class Settings:
     max_attempts: int = 8
     retry_base_seconds: float = 30.0
     retry_max_seconds: float = 3600.0
-    lease_seconds: float = 600.0
+    lease_seconds: float = 60.0
+    heartbeat_seconds: float = 15.0
+    grant_propagation_attempts: int = 4
+    grant_propagation_base_seconds: float = 60.0
     replication_wait_seconds: float = 60.0
     spf_policy: SpfPolicy = "warn"
     spf_required_include: str = ""
@@ -126,14 +131,14 @@ class Settings:
                 raise SettingsError(f"{env} must be more than 0 seconds")
         if not self.exo_validate_timeout_seconds > 0:
             raise SettingsError("EXO_VALIDATE_TIMEOUT_SECONDS must be more than 0 seconds")
-        if self.exo_validate_timeout_seconds >= self.lease_seconds / 2:
-            # The worker renews its lease after a call once less than half of it is left, so a
-            # call may start with only half the lease remaining. A validation outliving that
-            # would let another worker take the activation over and validate again: a second
-            # test message for the same change.
+        if self.exo_validate_timeout_seconds * 2 >= FUNCTION_TIMEOUT_SECONDS:
+            # A run validates up to two connectors, and a Validate is never cut short and
+            # repeated (it sends test mail), so both must fit in the host's functionTimeout.
+            # The heartbeat renews the lease while a Validate runs, so the lease sets no bound.
             raise SettingsError(
-                f"EXO_VALIDATE_TIMEOUT_SECONDS ({self.exo_validate_timeout_seconds:g}) must be less than half "
-                f"of LEASE_SECONDS ({self.lease_seconds:g})"
+                f"EXO_VALIDATE_TIMEOUT_SECONDS ({self.exo_validate_timeout_seconds:g}) must be less than "
+                f"{FUNCTION_TIMEOUT_SECONDS / 2:g}: a run validates two connectors within host.json's "
+                f"functionTimeout ({FUNCTION_TIMEOUT_SECONDS:g} s)"
             )
         if not 1 <= self.dns_port <= 65535:
             raise SettingsError(f"DNS_PORT={self.dns_port} is not a port (1-65535)")
@@ -149,6 +154,12 @@ class Settings:
             raise SettingsError("EXO_CALL_RETRIES must be 0 or more")
         if self.max_attempts < 1:
             raise SettingsError("MAX_ATTEMPTS must be at least 1")
+        # Renewed at least twice per lease, so one slow renewal never lets another worker in.
+        if not 0 < self.heartbeat_seconds <= self.lease_seconds / 3:
+            raise SettingsError(f"HEARTBEAT_SECONDS={self.heartbeat_seconds:g} must be more than 0 and at most a "
+                                f"third of LEASE_SECONDS ({self.lease_seconds:g})")
+        if self.grant_propagation_attempts < 0:
+            raise SettingsError("GRANT_PROPAGATION_ATTEMPTS must be 0 or more")
         for name, hosts in (
             ("ALLOWED_SMART_HOSTS", self.allowed_smart_hosts),
             ("ALLOWED_JOURNAL_DOMAINS", self.allowed_journal_domains),
@@ -209,12 +220,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXO_CERTIFICATE_NAME", "exo_certificate_name", "Name of the app certificate in Key Vault."),
     Setting("MANAGED_IDENTITY_CLIENT_ID", "managed_identity_client_id", "Client ID of the Function App's user-assigned identity."),
     Setting("EXO_TIMEOUT_SECONDS", "exo_timeout_seconds", "Timeout of each Exchange and token call."),
-    Setting("EXO_VALIDATE_TIMEOUT_SECONDS", "exo_validate_timeout_seconds", "Timeout of one Validate-OutboundConnector call (it sends test mail; never repeated after a timeout); less than half of LEASE_SECONDS."),
+    Setting("EXO_VALIDATE_TIMEOUT_SECONDS", "exo_validate_timeout_seconds", "Timeout of one Validate-OutboundConnector call (it sends test mail; never repeated after a timeout); less than half of host.json's functionTimeout."),
     Setting("EXO_CALL_RETRIES", "exo_call_retries", "Quick in-process retries of one throttled Exchange call before the queue takes over."),
     Setting("MAX_ATTEMPTS", "max_attempts", "Attempts of one activation before it is marked failed."),
     Setting("RETRY_BASE_SECONDS", "retry_base_seconds", "First back-off delay; doubles each attempt, with jitter."),
     Setting("RETRY_MAX_SECONDS", "retry_max_seconds", "Upper bound of one back-off delay."),
-    Setting("LEASE_SECONDS", "lease_seconds", "How long a worker's claim on an activation lasts before another may take it over."),
+    Setting("LEASE_SECONDS", "lease_seconds", "How long a worker's claim on an activation lasts unless renewed; a dead worker's activation is taken over about this long after its last heartbeat."),
+    Setting("HEARTBEAT_SECONDS", "heartbeat_seconds", "How often a running worker renews its claim (at most a third of LEASE_SECONDS)."),
+    Setting("GRANT_PROPAGATION_ATTEMPTS", "grant_propagation_attempts", "Retries of an activation stopped by CONSENT_MISSING or ROLE_MISSING, waiting for a new grant to reach Exchange, before it needs attention."),
+    Setting("GRANT_PROPAGATION_BASE_SECONDS", "grant_propagation_base_seconds", "First wait for a grant to propagate; doubles each retry (60 s and 4 retries cover 15 minutes)."),
     Setting("REPLICATION_WAIT_SECONDS", "replication_wait_seconds", "How long a just-created connector may read as missing."),
     Setting("SPF_POLICY", "spf_policy", "warn, block or off: what an SPF problem does to the outcome."),
     Setting("SPF_REQUIRED_INCLUDE", "spf_required_include", "The include: the vendor's SPF page asks customers to publish."),

@@ -308,7 +308,7 @@ class SpfResult:
             "lookups": self.lookups,
             "ok": self.ok,
             "findings": [
-                error_dict(code, detail, retryable=code is ErrorCode.SPF_LOOKUP_FAILED)
+                error_dict(code, detail)
                 for code, detail in self.findings
             ],
             "notes": list(self.notes),

@@ -30,7 +30,7 @@ import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from azure.core import MatchConditions
@@ -48,6 +48,7 @@ from azure.data.tables import (
     UpdateMode,
 )
 
+from .outcome import Status
 from .settings import SettingsError
 
 if TYPE_CHECKING:
@@ -57,9 +58,8 @@ if TYPE_CHECKING:
 
 ACTIVATION_ROW_KEY = "activation"
 
-# The status API's vocabulary (queued → running → one of the final states, or back to
-# retry_scheduled). Kept as plain strings so a StrEnum from elsewhere stores as its value.
-STATUSES = ("queued", "running", "retry_scheduled", "succeeded", "needs_attention", "failed", "rejected")
+# The status API's vocabulary, as stored (the values of `Status`, defined once in outcome.py).
+STATUSES = tuple(s.value for s in Status)
 
 # Table storage limits: a string property holds at most 64 KiB of UTF-16 (32 Ki code units);
 # an entity at most 1 MiB; a transaction at most 100 operations and 4 MiB.
@@ -75,7 +75,6 @@ MAX_PAGE_SIZE = 1000  # the service never returns more in one response
 _MAX_PAGE_ROUND_TRIPS = 10
 _MAX_TOKEN_CHARS = 4096
 _TOKEN_VERSION = 1
-_CLAIM_ROUNDS = 8
 
 _FORBIDDEN_KEY_CHARS = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
 _MAX_KEY_UNITS = 512  # 1 KiB of UTF-16
@@ -121,12 +120,15 @@ class ActivationRecord:
     still has it. Datetimes are timezone-aware UTC (naive ones are refused: a local time
     mistaken for UTC would expire leases hours early or late). `events_count` is whatever the
     writer sets: the store does not bump it on append, so events never contend with claims.
+    `propagation_waits` counts the attempts in a row that ended waiting for a consent or role
+    grant to reach Exchange (bounded by GRANT_PROPAGATION_ATTEMPTS).
     """
 
     notice_id: str
     tenant_id: str = ""
-    status: str = "queued"
+    status: Status = Status.QUEUED
     attempts: int = 0
+    propagation_waits: int = 0
     series: int = 1
     content_hash: str = ""
     notice_json: str = ""
@@ -148,9 +150,10 @@ class ActivationRecord:
     etag: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        status = str(getattr(self.status, "value", self.status))  # a (str, Enum) member stores as its value
-        if status not in STATUSES:
-            raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+        try:
+            status = Status(self.status)  # a row read back (or a caller) may give the plain text
+        except ValueError:
+            raise ValueError(f"status {self.status!r} is not one of {', '.join(STATUSES)}") from None
         object.__setattr__(self, "status", status)
         object.__setattr__(self, "services", tuple(self.services))
         for name in _DATETIME_FIELDS:
@@ -168,14 +171,10 @@ class ActivationRecord:
         value = json.loads(self.notice_json)
         return value if isinstance(value, dict) else {}
 
-    def lease_held_by_other(self, owner: str, now: datetime) -> bool:
-        """Whether a different worker holds an unexpired lease at `now`."""
-        return (
-            self.lease_owner is not None
-            and self.lease_owner != owner
-            and self.lease_expires_at is not None
-            and self.lease_expires_at > utc(now, "now")
-        )
+    def lease_live(self, now: datetime) -> bool:
+        """Whether a worker is running this activation at `now` (its lease has not run out)."""
+        return (self.status is Status.RUNNING and bool(self.lease_owner)
+                and self.lease_expires_at is not None and self.lease_expires_at > utc(now, "now"))
 
 
 _DATETIME_FIELDS = (
@@ -329,8 +328,9 @@ def record_to_entity(record: ActivationRecord) -> dict[str, Any]:
         "PartitionKey": record.notice_id,
         "RowKey": ACTIVATION_ROW_KEY,
         "tenant_id": cap_text(record.tenant_id, 256),
-        "status": record.status,
+        "status": record.status.value,
         "attempts": record.attempts,
+        "propagation_waits": record.propagation_waits or None,
         "series": record.series,
         "content_hash": record.content_hash,
         "notice_json": record.notice_json,
@@ -365,8 +365,9 @@ def entity_to_record(entity: Mapping[str, Any], etag: str | None = None) -> Acti
     return ActivationRecord(
         notice_id=str(entity["PartitionKey"]),
         tenant_id=text("tenant_id") or "",
-        status=text("status") or "queued",
+        status=Status(text("status") or Status.QUEUED.value),
         attempts=int(entity.get("attempts") or 0),
+        propagation_waits=int(entity.get("propagation_waits") or 0),
         series=int(entity.get("series") or 1),
         content_hash=text("content_hash") or "",
         notice_json=text("notice_json") or "",
@@ -669,44 +670,6 @@ class ActivationStore:
                 raise
             raise RecordNotFound(f"activation {record.notice_id!r} does not exist") from exc
         return entity_to_record(entity, etag=_metadata_etag(metadata))
-
-    def claim(self, notice_id: str, *, owner: str, lease_seconds: float, now: datetime) -> ActivationRecord | None:
-        """Take the lease on an activation and mark it running; None if another worker holds it.
-
-        At-least-once delivery means two workers can hold the same notice at once; the ETag
-        write makes exactly one of them win. A lease that has expired (its worker crashed or
-        was recycled) is taken over; the worker that lost it learns so on its next write
-        (ConcurrentUpdate), before it records anything. The holder claiming again renews its
-        lease. Attempt counting is left to the caller. RecordNotFound if never created.
-        """
-        if not owner:
-            raise ValueError("owner must identify the worker")
-        now = utc(now, "now")
-        expires = now + timedelta(seconds=lease_seconds)
-        for _ in range(_CLAIM_ROUNDS):
-            current = self.get(notice_id)
-            if current is None:
-                raise RecordNotFound(f"activation {notice_id!r} does not exist")
-            if current.lease_held_by_other(owner, now):
-                return None
-            renewing = current.lease_owner == owner and current.started_at is not None
-            claimed = replace(
-                current,
-                status="running",
-                lease_owner=owner,
-                lease_expires_at=expires,
-                started_at=current.started_at if renewing else now,
-                updated_at=now,
-            )
-            try:
-                return self.replace(claimed)
-            except ConcurrentUpdate:
-                continue  # someone wrote in between: look again, they may now hold the lease
-        raise ConcurrentUpdate(f"activation {notice_id!r} kept changing while being claimed")
-
-    def release(self, record: ActivationRecord, *, now: datetime) -> ActivationRecord:
-        """Write `record` (with the caller's status and outcome) and drop its lease, in one write."""
-        return self.replace(replace(record, lease_owner=None, lease_expires_at=None, updated_at=utc(now, "now")))
 
     def list_activations(
         self,

@@ -1,41 +1,61 @@
-"""The queue worker: turns one delivered message into at most one provisioning run.
+"""The queue worker: the loop around the lifecycle that reads, applies effects and writes.
 
-Queues deliver at least once, workers crash and Exchange throttles, so every decision here is
-made against the activation row in Table storage, under an ETag-guarded claim with an
-expiring lease that a running worker renews:
+Every decision is `shared.lifecycle.transition`'s; this module only does the I/O around it:
+it reads the activation row, asks what to do, performs the effects (queue sends, history,
+the provisioning run) and writes the row with the ETag it read. A write that loses a race
+(HTTP 412) is not an error: the row is read again and the decision made again on what is
+there now, so a conflict warning written during a run never costs the run its outcome.
 
-- a duplicate of a finished notice does nothing; a duplicate of a running one is put back
-  on the queue to be looked at after the running worker's lease ends;
-- a crashed worker's lease expires and the next delivery takes the activation over, until
-  the attempts run out (a notice that kills its worker every time ends `failed`);
-- a transient failure writes `retry_scheduled` with the due time, then sends a retry message
-  carrying that due time: a message for an older due time is stale, so one activation never
-  has two retry chains, and a redelivery of the original message re-sends a lost one;
-- a bug raises: the claim is released first, then the Functions host retries the message and
-  finally moves it to the poison queue, whose trigger records `failed`.
+Crash recovery does not depend on the host: a claim sends a watchdog message due when its
+short lease ends, and a heartbeat thread renews the lease while the run goes on. A worker
+that dies stops renewing; its watchdog then finds the lease expired and takes the activation
+over, about LEASE_SECONDS after the last heartbeat. (The Functions host's own redelivery of a
+message whose host died waits out a fixed 10-minute visibility timeout, see
+Azure/azure-webjobs-sdk#1040.)
+
 History writes after a state change are best effort: a lost event never strands a lease.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
+import random
 import socket
+import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from . import telemetry
-from .errors import ErrorCode, ProvisioningError, error_dict
-from .notice import NOTICE_ID_PATTERN, ActivationNotice, NoticeError, parse_notice
-from .outcome import Event, Outcome, Status, now_iso
-from .queueing import RETRY_KIND, ActivationQueue, RetryEnvelope
-from .retry import RetryPolicy
+from .errors import ErrorCode, ProvisioningError
+from .lifecycle import (
+    OPERATOR_RETRY_DELAY_SECONDS,
+    Append,
+    AttemptFinished,
+    Crashed,
+    Decision,
+    Delivered,
+    Heartbeat,
+    LifecycleEvent,
+    OperatorRetry,
+    Poisoned,
+    Received,
+    Rejected,
+    Result,
+    RetryDue,
+    Rules,
+    RunEngine,
+    Send,
+    transition,
+)
+from .notice import NOTICE_ID_PATTERN, ActivationNotice, FieldError, NoticeError, parse_notice
+from .outcome import Event, Outcome, Status
+from .queueing import ActivationQueue, RetryEnvelope, SentMessage, parse_retry_envelope
 from .settings import Settings
 from .store import ActivationRecord, ActivationStore, ConcurrentUpdate, EventRecord, RecordExists
 
@@ -44,16 +64,25 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("activation.worker")
 
-RAW_KEEP = 32 * 1024  # raw messages are kept for the operator, up to a Table storage-friendly size
-# A scheduled attempt whose message has not come this long after it was due is taken as
-# lost: any message for the activation may then run it.
-OVERDUE_GRACE = timedelta(seconds=60)
-# An operator retry's message waits this long, so the row's new series is written first.
-OPERATOR_RETRY_DELAY_SECONDS = 2.0
+# Rounds of read-decide-write before a row that keeps changing is reported as an error.
+_WRITE_ROUNDS = 8
+# A poison copy that cannot be recorded (storage down) goes back on the poison queue this
+# much later instead of failing: a failing poison trigger would move it to `-poison-poison`,
+# which nothing reads.
+POISON_REQUEUE_SECONDS = 60.0
+
+__all__ = ["OPERATOR_RETRY_DELAY_SECONDS", "LeaseLost", "ProvisioningError", "RetryRefused", "Submitted", "Worker"]
 
 
 class LeaseLost(Exception):
     """Another worker took the activation over while this one ran: stop, write nothing."""
+
+
+class RetryRefused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -63,6 +92,7 @@ class Submitted:
     record: ActivationRecord
     enqueued: bool
     conflict: bool = False
+    detail: str = ""
 
 
 class Worker:
@@ -77,6 +107,7 @@ class Worker:
         engine_factory: Callable[[], ProvisioningEngine],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         owner_prefix: str | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -84,8 +115,9 @@ class Worker:
         self._engine_factory = engine_factory
         self._engine: ProvisioningEngine | None = None
         self.clock = clock
-        self.policy = RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds, settings.max_attempts)
+        self.rules = Rules.from_settings(settings)
         self.owner_prefix = owner_prefix or f"{socket.gethostname()}:{os.getpid()}"
+        self._rng = rng or random.Random()  # noqa: S311 - spreads retries in time; nothing secret
 
     @property
     def engine(self) -> ProvisioningEngine:
@@ -94,394 +126,299 @@ class Worker:
         return self._engine
 
     # -- entry points ---------------------------------------------------------------------
-    def handle(self, body: bytes | str, *, dequeue_count: int = 1) -> str:
+    def handle(self, body: bytes | str, *, dequeue_count: int = 1) -> Result:
         """Process one activation-queue message; returns what was done (for logs and tests)."""
-        raw = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+        raw = _text(body)
         try:
-            envelope = _retry_envelope(raw)
+            retry = parse_retry_envelope(raw)
         except ValueError as exc:
             return self._invalid_envelope(raw, exc)
-        if envelope is not None:
-            return self._handle_retry(envelope)
+        if retry is not None:
+            return self._handle_retry(retry)
         try:
-            notice = parse_notice(body, self.settings)
+            notice = _parse(body, self.settings)
         except NoticeError as exc:
             self.record_rejected(raw, exc)
-            return "rejected"
-        record = self.accept(notice, raw)
-        if record is None:
-            return "conflict"
-        return self._handle_notice(record, notice)
+            return Result.REJECTED
+        decision, _ = self._step(notice.notice_id, lambda: Received(notice))
+        if decision.result is not Result.ACCEPTED:
+            return decision.result
+        return self._deliver(notice.notice_id, Delivered)
 
-    def handle_poison(self, body: bytes | str, *, dequeue_count: int | None = None) -> str:
-        """Record a message the host gave up on, keeping it whole, so nothing vanishes.
+    def handle_poison(self, body: bytes | str, *, dequeue_count: int | None = None) -> Result:
+        """Record a message the host gave up on, keeping it whole; never raises for its content.
 
-        `dequeue_count` is the poison copy's own count, not the failed deliveries before it,
-        so it is kept in the history only. An activation that already finished, that a live
-        worker holds, or that an operator restarted since the message was sent, keeps its
-        status: the poisoned copy was a duplicate of it. A new row keeps the notice itself
-        when it parses, so an operator can retry it.
+        `dequeue_count` is the poison copy's own count, kept in the history only. What the
+        copy does to an activation is the lifecycle's decision (see `lifecycle._poisoned`).
+        If the copy cannot be recorded at all (storage failing), it is put back on the
+        poison queue for later rather than raised, since the host would move a failing
+        poison message to `<queue>-poison-poison`, which nothing reads.
         """
-        raw = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+        raw = _text(body)
         try:
-            envelope = _retry_envelope(raw)
+            return self._poison(body, raw, dequeue_count)
+        except Exception:
+            log.exception("could not record a poisoned message; it goes back on the poison queue")
+            self.queue.poison.send_notice(raw or "(empty message)", delay_seconds=POISON_REQUEUE_SECONDS)
+            return Result.POISON_REQUEUED
+
+    def _poison(self, body: bytes | str, raw: str, dequeue_count: int | None) -> Result:
+        try:
+            retry = parse_retry_envelope(raw)
         except ValueError:
-            envelope = None
-        notice_id = _guess_notice_id(raw) or f"poison-{_short_hash(raw)}"
-        now = self.clock()
-        telemetry.record_poisoned(notice_id=notice_id, tenant_id=_guess_tenant(raw), code=ErrorCode.UNHANDLED.value,
-                                  dequeue_count=dequeue_count)
-        error = error_dict(ErrorCode.UNHANDLED,
-                           "the Functions host gave up on this message after its maximum number of deliveries "
-                           "(host.json maxDequeueCount)")
-        record = self.store.get(notice_id)
-        if record is None:
-            record = _new_record(notice_id, _guess_tenant(raw), now, status=Status.FAILED.value)
-            record = replace(record, raw_message=raw[:RAW_KEEP], error=error, finished_at=now)
-            with contextlib.suppress(NoticeError):
-                notice = parse_notice(body, self.settings)
-                record = replace(record, content_hash=notice.content_hash, notice_json=notice.canonical_json(),
-                                 services=notice.services, customer_name=notice.customer_name or "",
-                                 contract_id=notice.contract_id or "")
-            try:
-                record = self.store.create(record)
-            except RecordExists:
-                return self.handle_poison(body, dequeue_count=dequeue_count)
-        elif (Status(record.status).final or _lease_live(record, now)
-              or (envelope is not None and envelope.series != record.series)):
-            self.event(record, "poisoned", f"a copy of this message was poisoned; the activation stays {record.status}",
-                       raw_message=raw[:2048], dequeue_count=dequeue_count)
-            return "poisoned_duplicate"
+            retry = None
+        notice: ActivationNotice | None
+        try:
+            notice = _parse(body, self.settings)
+        except NoticeError:
+            notice = None
+        if notice is not None:
+            notice_id = notice.notice_id
+        elif retry is not None:
+            notice_id = retry.notice_id
         else:
-            if record.error:
-                error["last_error"] = record.error
-            record = replace(record, status=Status.FAILED.value, error=error, finished_at=now, updated_at=now,
-                             raw_message=raw[:RAW_KEEP], lease_owner=None, lease_expires_at=None,
-                             next_attempt_at=None)
-            try:
-                record = self.store.replace(record)
-            except ConcurrentUpdate:
-                return self.handle_poison(body, dequeue_count=dequeue_count)
-        self.event(record, "poisoned", "the Functions host gave up on this message; recorded as failed",
-                   raw_message=raw[:2048], dequeue_count=dequeue_count)
-        return "poisoned"
+            notice_id = _guess_notice_id(raw) or f"poison-{_short_hash(raw)}"
+        tenant = notice.tenant_id if notice is not None else _guess_tenant(raw)
+        telemetry.record_poisoned(notice_id=notice_id, tenant_id=tenant, code=ErrorCode.UNHANDLED.value,
+                                  dequeue_count=dequeue_count)
+        decision, _ = self._step(notice_id, lambda: Poisoned(notice_id, raw, tenant_id=tenant, notice=notice,
+                                                             envelope=retry, dequeue_count=dequeue_count))
+        return decision.result
 
     # -- acceptance -----------------------------------------------------------------------
     def record_rejected(self, raw: str, exc: NoticeError) -> ActivationRecord:
-        """Keep an invalid notice with its field errors; it is not retried and not poisoned."""
+        """Keep an invalid notice with its field errors; it is not retried and not poisoned.
+
+        Returns the rejected notice's own row; when a valid notice owns its notice_id, the
+        rejection is an event of that activation and a record describing this notice is
+        returned without being stored (the stored row stays the valid activation's).
+        """
         guessed = _guess_notice_id(raw)
-        notice_id = guessed if guessed and _valid_id(guessed) else f"rejected-{_short_hash(raw)}"
+        notice_id = guessed or f"rejected-{_short_hash(raw)}"
+        event = Rejected(notice_id, _guess_tenant(raw), exc.to_dict(), raw)
+        _, written = self._step(notice_id, lambda: event)
+        if written is not None:
+            return written
         now = self.clock()
-        existing = self.store.get(notice_id)
-        if existing is not None and existing.content_hash:
-            # A valid notice owns this id: keep its record, note the bad resubmission.
-            self.event(existing, "notice.rejected", "an invalid notice arrived under this notice_id; ignored",
-                       errors=exc.to_dict()["errors"], raw_message=raw[:2048])
-            return existing
-        record = _new_record(notice_id, _guess_tenant(raw), now, status=Status.REJECTED.value)
-        record = replace(record, raw_message=raw[:RAW_KEEP], error=exc.to_dict(), finished_at=now)
-        try:
-            record = self._write_over(existing, record)
-        except (RecordExists, ConcurrentUpdate):
-            # Someone wrote the row meanwhile (perhaps a valid copy): look again, never clobber it.
-            return self.record_rejected(raw, exc)
-        self.event(record, "notice.rejected", f"invalid notice: {len(exc.errors)} field error(s)",
-                   errors=exc.to_dict()["errors"])
-        return record
+        return ActivationRecord(notice_id=notice_id, tenant_id=event.tenant_id, status=Status.REJECTED,
+                                error=dict(event.error), created_at=now, updated_at=now, finished_at=now)
 
     def accept(self, notice: ActivationNotice, raw: str | None = None, *,
                requested_by: str | None = None) -> ActivationRecord | None:
-        """The activation row for a valid notice: new, existing, or None on a content conflict.
-
-        A row without content (an invalid notice's, or a poison placeholder that could not
-        parse) gives way to a valid notice under the same id.
-        """
-        now = self.clock()
-        existing = self.store.get(notice.notice_id)
-        if existing is None or not existing.content_hash:
-            record = _new_record(notice.notice_id, notice.tenant_id, now, status=Status.QUEUED.value)
-            record = replace(record, content_hash=notice.content_hash, notice_json=notice.canonical_json(),
-                             services=notice.services, customer_name=notice.customer_name or "",
-                             contract_id=notice.contract_id or "")
-            try:
-                record = self._write_over(existing, record)
-            except (RecordExists, ConcurrentUpdate):
-                return self.accept(notice, raw, requested_by=requested_by)
-            who = {} if requested_by is None else {"requested_by": requested_by}  # None: from the queue
-            self.event(record, "received", "activation notice accepted", content_hash=notice.content_hash, **who)
-            return record
-        if existing.content_hash != notice.content_hash:
-            self._conflict(existing, notice)
+        """The activation row for a valid notice: new or existing, or None on a content conflict."""
+        decision, written = self._step(notice.notice_id, lambda: Received(notice, requested_by))
+        if decision.result is Result.CONFLICT:
             return None
-        return existing
-
-    def _write_over(self, existing: ActivationRecord | None, record: ActivationRecord) -> ActivationRecord:
-        """Create the row, or replace the one read as `existing` (guarded by its ETag)."""
-        if existing is None:
-            return self.store.create(record)
-        return self.store.replace(replace(record, etag=existing.etag, created_at=existing.created_at))
-
-    def _conflict(self, existing: ActivationRecord, notice: ActivationNotice) -> None:
-        """Another notice under a used notice_id: reject it and keep both hashes in history.
-
-        A finished activation is marked rejected with NOTICE_CONFLICT (its connectors stay on
-        record); one still in progress is left to finish, so its outcome is not thrown away.
-        """
-        detail = (f"notice_id {notice.notice_id} was first received with content {existing.content_hash[:12]}, "
-                  f"now with {notice.content_hash[:12]}")
-        if Status(existing.status).final:
-            err = error_dict(ErrorCode.NOTICE_CONFLICT, detail)
-            # On a concurrent update the history below still records the conflict.
-            with contextlib.suppress(ConcurrentUpdate):
-                self.store.replace(replace(existing, status=Status.REJECTED.value, error=err,
-                                           updated_at=self.clock(), finished_at=self.clock()))
-        self.event(existing, "notice.conflict", detail, previous_status=existing.status,
-                   first_hash=existing.content_hash, new_hash=notice.content_hash,
-                   new_notice=json.loads(notice.canonical_json()))
-
-    # -- deliveries -----------------------------------------------------------------------
-    def _handle_notice(self, record: ActivationRecord, notice: ActivationNotice) -> str:
-        """A notice delivered (again): run it unless it is done, running, or waiting its turn."""
-        status = Status(record.status)
-        if status.final:
-            self.event(record, "duplicate", f"delivery ignored: activation is already {status.value}")
-            return "duplicate"
-        now = self.clock()
-        if status is Status.RETRY_SCHEDULED and record.next_attempt_at is not None \
-                and record.next_attempt_at > now:
-            # Its retry message may have been lost with the reply to the send: send it again for
-            # the same due time. Two messages for one due time are safe; the claim runs one.
-            delay = (record.next_attempt_at - now).total_seconds()
-            self.queue.schedule_retry(_envelope(record, due=record.next_attempt_at), delay_seconds=delay)
-            return "scheduled"
-        return self._run(record, notice, series=record.series)
-
-    def _handle_retry(self, envelope: RetryEnvelope) -> str:
-        record = self.store.get(envelope.notice_id)
-        if record is None or not record.notice_json:
-            log.warning("retry message for unknown activation %s dropped", envelope.notice_id)
-            return "unknown"
-        if envelope.series != record.series:
-            return "stale"  # an operator started a new series since this message was sent
-        status = Status(record.status)
-        if status.final:
-            return "duplicate"
-        now = self.clock()
-        if envelope.recheck_owner is not None:
-            # A look-again message: only meaningful while that same worker's lease is on the row.
-            if not (status is Status.RUNNING and record.lease_owner == envelope.recheck_owner):
-                return "stale"
-        elif status is Status.RETRY_SCHEDULED and envelope.due != _iso(record.next_attempt_at):
-            due = record.next_attempt_at
-            if due is not None and due + OVERDUE_GRACE > now:
-                if due > now:
-                    # The message for the current due time may never have been sent (the worker
-                    # stopped between the row and the send): send one; the claim runs only one.
-                    self.queue.schedule_retry(_envelope(record, due=due),
-                                              delay_seconds=(due - now).total_seconds())
-                return "stale"
-            # overdue: the message for it is lost; run it now
-        notice = parse_notice(record.notice_json, self.settings)
-        return self._run(record, notice, series=envelope.series)
-
-    def _invalid_envelope(self, raw: str, exc: ValueError) -> str:
-        """A message that claims to be a retry but is malformed: record it, never crash on it."""
-        notice_id = _guess_notice_id(raw)
-        record = self.store.get(notice_id) if notice_id else None
-        if record is not None:
-            self.event(record, "retry.invalid", f"malformed retry message ignored: {exc}", raw_message=raw[:2048])
-        else:
-            log.warning("malformed retry message ignored: %s", exc)
-        return "invalid_retry"
-
-    # -- running --------------------------------------------------------------------------
-    def _run(self, record: ActivationRecord, notice: ActivationNotice, *, series: int) -> str:
-        claimed, reason = self.claim(record, series=series)
-        if claimed is None:
-            return reason
-        lease = _Lease(self, claimed)
-        try:
-            with telemetry.activation_scope(notice.notice_id, notice.tenant_id, attempt=claimed.attempts):
-                outcome = self.engine.run(notice, on_event=telemetry.steps(lease.renew_if_due))
-        except LeaseLost:
-            self._best_effort_event(lease.record, "lease.lost", "another worker took over during the run; "
-                                    "this run's result is not recorded")
-            return "lease_lost"
-        except Exception as exc:
-            self._release_after_bug(lease.record, exc)
-            raise
-        try:
-            return self.finish(lease.record, outcome)
-        except Exception as exc:
-            self._release_after_bug(lease.record, exc)
-            raise
-
-    def claim(self, record: ActivationRecord, *, series: int | None = None) -> tuple[ActivationRecord | None, str]:
-        """Take the activation for this worker: (claimed row, "") or (None, why not)."""
-        now = self.clock()
-        owner = f"{self.owner_prefix}:{uuid.uuid4().hex[:8]}"
-        for _ in range(5):
-            current = self.store.get(record.notice_id)
-            if current is None:
-                return None, "unknown"
-            if series is not None and current.series != series:
-                return None, "stale"
-            if Status(current.status).final:
-                return None, "duplicate"
-            if _lease_live(current, now):
-                assert current.lease_expires_at is not None and current.lease_owner is not None
-                # Someone is running it now. If that worker crashed, its lease ends at
-                # lease_expires_at; look again then, so the activation is never stranded.
-                wait = (current.lease_expires_at - now).total_seconds() + 1
-                self.queue.schedule_retry(_envelope(current, recheck_owner=current.lease_owner), delay_seconds=wait)
-                self._best_effort_event(current, "busy", f"another worker holds the lease; looking again in "
-                                        f"{wait:.0f}s")
-                return None, "busy"
-            takeover = current.status == Status.RUNNING.value
-            if takeover and self.policy.exhausted(current.attempts):
-                # Every attempt so far lost its worker (killed, recycled, timed out): stop here
-                # rather than send validation mail again every lease period, forever.
-                failed = replace(current, status=Status.FAILED.value, lease_owner=None, lease_expires_at=None,
-                                 finished_at=now, updated_at=now, next_attempt_at=None,
-                                 error=error_dict(ErrorCode.MAX_ATTEMPTS_EXCEEDED,
-                                                  f"the worker was lost during each of {current.attempts} attempts"))
-                try:
-                    self.store.replace(failed)
-                except ConcurrentUpdate:
-                    continue
-                self._best_effort_event(failed, "failed", "attempts exhausted by lost workers")
-                telemetry.record_outcome(notice_id=failed.notice_id, tenant_id=failed.tenant_id, status=failed.status,
-                                         code=ErrorCode.MAX_ATTEMPTS_EXCEEDED.value, attempt=failed.attempts)
-                return None, "failed"
-            attempts = current.attempts + 1
-            claimed = replace(current, status=Status.RUNNING.value, attempts=attempts, lease_owner=owner,
-                              lease_expires_at=now + timedelta(seconds=self.settings.lease_seconds),
-                              started_at=now, updated_at=now, next_attempt_at=None)
-            try:
-                claimed = self.store.replace(claimed)
-            except ConcurrentUpdate:
-                continue
-            self._best_effort_event(claimed, "claimed",
-                                    f"attempt {attempts}" + (" (took over an expired lease)" if takeover else ""),
-                                    takeover=takeover)
-            return claimed, ""
-        return None, "busy"
-
-    def finish(self, record: ActivationRecord, outcome: Outcome) -> str:
-        """Write the outcome, release the claim, and schedule the next attempt if one is due."""
-        now = self.clock()
-        events = list(outcome.events)
-        status = outcome.status
-        error = outcome.error
-        next_at: datetime | None = None
-        delay: float | None = None
-        if outcome.retryable:
-            if self.policy.exhausted(record.attempts):
-                status = Status.FAILED
-                last = outcome.error or {}
-                error = error_dict(ErrorCode.MAX_ATTEMPTS_EXCEEDED,
-                                   f"gave up after {record.attempts} attempts; last error "
-                                   f"{last.get('code')}: {last.get('message')}")
-                error["last_error"] = last
-            else:
-                status = Status.RETRY_SCHEDULED
-                delay = self.policy.delay(record.attempts, retry_after=outcome.retry_after)
-                next_at = (now + timedelta(seconds=delay)).replace(microsecond=0)
-                delay = (next_at - now).total_seconds()
-        done = replace(
-            record, status=status.value, connectors=[c.to_dict() for c in outcome.connectors],
-            error=error, warnings=outcome.warnings, updated_at=now, lease_owner=None, lease_expires_at=None,
-            next_attempt_at=next_at, finished_at=now if status.final else None,
-        )
-        try:
-            done = self.store.replace(done)
-        except ConcurrentUpdate:
-            # Our lease was taken over (we ran past it). The other worker owns the truth now;
-            # keep our history but do not overwrite its row or enqueue a competing retry.
-            events.append(Event("lease.lost", "lease expired during the run; result kept in history only"))
-            self._best_effort_append(record, events)
-            return "lease_lost"
-        telemetry.record_outcome(notice_id=done.notice_id, tenant_id=done.tenant_id, status=done.status,
-                                 code=(error or {}).get("code"), attempt=record.attempts,
-                                 duration_ms=_elapsed_ms(record.started_at, now))
-        if delay is not None and next_at is not None:
-            events.append(Event("retry.scheduled", f"attempt {record.attempts + 1} in {delay:.0f}s",
-                                data={"delay_s": round(delay, 1), "next_attempt_at": now_iso(next_at)}))
-            # Sent before the history: if this send fails, the host redelivers the message and
-            # the redelivery sends it again (see _handle_notice and _handle_retry).
-            self.queue.schedule_retry(_envelope(done, due=next_at), delay_seconds=delay)
-        self._best_effort_append(record, events)
-        return status.value
-
-    def _release_after_bug(self, record: ActivationRecord, exc: Exception) -> None:
-        detail = f"{type(exc).__name__}: {str(exc)[:500]}"
-        try:
-            current = self.store.get(record.notice_id)
-            if current is not None and current.lease_owner == record.lease_owner and current.lease_owner:
-                self.store.replace(replace(current, status=Status.QUEUED.value, lease_owner=None,
-                                           lease_expires_at=None, updated_at=self.clock(),
-                                           error=error_dict(ErrorCode.UNHANDLED, detail)))
-            self.event(record, "error.unhandled", detail)
-        except Exception:  # recording must never mask the original bug
-            log.exception("could not release activation %s after an unexpected error", record.notice_id)
-
-    # -- operator actions -----------------------------------------------------------------
-    def retry(self, notice_id: str, *, requested_by: str | None = None) -> ActivationRecord:
-        """Start a fresh series of attempts (operator action). Raises RetryRefused."""
-        record = self.store.get(notice_id)
-        if record is None:
-            raise RetryRefused(404, f"no activation {notice_id}")
-        now = self.clock()
-        if _lease_live(record, now):
-            raise RetryRefused(409, "the activation is running now; retry when it has finished")
-        if not record.notice_json:
-            raise RetryRefused(409, "the notice was rejected as invalid; submit a corrected notice instead")
-        fresh = replace(record, status=Status.QUEUED.value, attempts=0, series=record.series + 1, error=None,
-                        lease_owner=None, lease_expires_at=None, next_attempt_at=None, finished_at=None,
-                        updated_at=now)
-        # The message goes first: if it cannot be sent, nothing changed. It waits a moment so
-        # the row below carries its series when it arrives; if the row then cannot be written,
-        # the message is stale and dropped.
-        self.queue.schedule_retry(_envelope(fresh), delay_seconds=OPERATOR_RETRY_DELAY_SECONDS)
-        try:
-            fresh = self.store.replace(fresh)
-        except ConcurrentUpdate as exc:
-            raise RetryRefused(409, "the activation changed meanwhile; look again and retry") from exc
-        who = {} if requested_by is None else {"requested_by": requested_by}
-        self._best_effort_event(fresh, "retry.requested", f"operator retry: series {fresh.series}"
-                                + (f" (requested by {requested_by})" if requested_by else ""), **who)
-        return fresh
+        return written or self.store.get(notice.notice_id)
 
     def submit(self, body: bytes | str, *, requested_by: str | None = None) -> Submitted:
         """Validate and enqueue a notice (HTTP submit). NoticeError propagates to the caller."""
-        raw = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
         notice = parse_notice(body, self.settings)
         existing = self.store.get(notice.notice_id)
         if existing is not None and existing.content_hash:
             if existing.content_hash != notice.content_hash:
-                self._conflict(existing, notice)
-                current = self.store.get(notice.notice_id)
-                return Submitted(current or existing, enqueued=False, conflict=True)
-            if Status(existing.status).final:
+                decision, _ = self._step(notice.notice_id, lambda: Received(notice, requested_by))
+                if decision.result is Result.CONFLICT:
+                    current = self.store.get(notice.notice_id) or existing
+                    return Submitted(current, enqueued=False, conflict=True, detail=decision.detail)
+            elif existing.status.final:
                 return Submitted(existing, enqueued=False)
         # The message goes first, so a failed send leaves no `queued` row with nothing behind
-        # it; the worker accepts the notice itself, and accept() below is idempotent.
+        # it; the worker accepts the notice itself, and acceptance is idempotent.
         self.queue.send_notice(notice.canonical_json())
-        record = self.accept(notice, raw, requested_by=requested_by)
-        if record is None:
-            current = self.store.get(notice.notice_id)
-            assert current is not None
-            return Submitted(current, enqueued=True, conflict=True)
-        return Submitted(record, enqueued=True)
+        decision, written = self._step(notice.notice_id, lambda: Received(notice, requested_by))
+        row = written or self.store.get(notice.notice_id)
+        assert row is not None
+        return Submitted(row, enqueued=True, conflict=decision.result is Result.CONFLICT,
+                         detail=decision.detail)
+
+    # -- deliveries -----------------------------------------------------------------------
+    def _handle_retry(self, envelope: RetryEnvelope) -> Result:
+        result = self._deliver(envelope.notice_id, lambda owner: RetryDue(envelope, owner))
+        if result is Result.UNKNOWN:
+            log.warning("retry message for unknown activation %s dropped", envelope.notice_id)
+        return result
+
+    def _invalid_envelope(self, raw: str, exc: ValueError) -> Result:
+        """A message that claims to be a retry but is malformed: record it, never crash on it."""
+        notice_id = _guess_notice_id(raw)
+        record = self.store.get(notice_id) if notice_id else None
+        if record is not None:
+            self._best_effort(record, [Event("retry.invalid", f"malformed retry message ignored: {exc}",
+                                             data={"raw_message": raw[:2048]})])
+        else:
+            log.warning("malformed retry message ignored: %s", exc)
+        return Result.INVALID_RETRY
+
+    def _deliver(self, notice_id: str, make: Callable[[str], LifecycleEvent]) -> Result:
+        """A message for a stored activation: claim and run it, or do what the lifecycle says."""
+        owners: list[str] = []
+
+        def event() -> LifecycleEvent:
+            owners.append(f"{self.owner_prefix}:{uuid.uuid4().hex[:8]}")  # a new claim per round
+            return make(owners[-1])
+
+        sent: list[SentMessage] = []
+        decision, claimed = self._step(notice_id, event, sent=sent)
+        if not any(isinstance(e, RunEngine) for e in decision.after) or claimed is None:
+            self._cancel(sent)  # watchdogs of claims that lost their race
+            return decision.result
+        watchdog = sent[-1] if sent else None
+        self._cancel(sent[:-1])
+        return self._run(claimed, owners[-1], watchdog=watchdog)
+
+    def _cancel(self, sent: list[SentMessage]) -> None:
+        """Take back watchdog messages no claim needs any more (a leftover one is only a no-op later)."""
+        for message in sent:
+            try:
+                self.queue.cancel(message)
+            except Exception:  # received meanwhile, or storage busy: it arrives and is dropped as stale
+                log.debug("could not cancel message %s", message.id, exc_info=True)
+
+    # -- running --------------------------------------------------------------------------
+    def _run(self, claimed: ActivationRecord, owner: str, *, watchdog: SentMessage | None = None) -> Result:
+        """Run the claimed activation and record its outcome.
+
+        The claim's watchdog is taken back once the outcome (or the release after a bug) is
+        written; a worker that dies never gets that far, and its watchdog takes over.
+        """
+        watchdogs = [watchdog] if watchdog is not None else []
+        try:
+            result = self._run_claimed(claimed, owner)
+        except Exception:  # a bug: the claim was released for the host's redelivery
+            self._cancel(watchdogs)
+            raise
+        self._cancel(watchdogs)
+        return result
+
+    def _run_claimed(self, claimed: ActivationRecord, owner: str) -> Result:
+        heartbeat = _Heartbeat(self, claimed, owner)
+        heartbeat.start()
+        try:
+            try:
+                notice = _parse(claimed.notice_json, self.settings)
+                engine = self.engine
+            except ProvisioningError as exc:
+                # A configuration problem (EXO_CLIENT_ID missing, an unreadable certificate) is
+                # an outcome with its own code, for an operator to fix: never a bug, never poison.
+                outcome = Outcome(notice_id=claimed.notice_id, tenant_id=claimed.tenant_id,
+                                  error=exc.to_dict(), retry_after=exc.retry_after,
+                                  events=[Event("error", exc.detail, data={"code": exc.code.value})])
+            else:
+                with telemetry.activation_scope(notice.notice_id, notice.tenant_id, attempt=claimed.attempts):
+                    outcome = engine.run(notice, on_event=telemetry.steps(heartbeat.on_event))
+        except LeaseLost:
+            heartbeat.stop()
+            self._best_effort(claimed, [Event("lease.lost", "another worker took over during the run; "
+                                                            "this run's result is not recorded")])
+            return Result.LEASE_LOST
+        except Exception as exc:
+            heartbeat.stop()
+            self._release_after_bug(claimed.notice_id, owner, exc)
+            raise
+        finally:
+            heartbeat.stop()
+        try:
+            return self.finish(heartbeat.record, outcome, owner=owner)
+        except Exception as exc:
+            self._release_after_bug(claimed.notice_id, owner, exc)
+            raise
+
+    def claim(self, record: ActivationRecord, *, series: int | None = None) -> tuple[ActivationRecord | None, str]:
+        """Take the activation for this worker as a delivery would: (claimed row, owner) or (None, why not).
+
+        For callers that drive the run themselves (tests, tools); the queue path is `handle`.
+        """
+        owners: list[str] = []
+
+        def event() -> LifecycleEvent:
+            owners.append(f"{self.owner_prefix}:{uuid.uuid4().hex[:8]}")
+            return Delivered(owners[-1])
+
+        decision, claimed = self._step(record.notice_id, event)
+        if decision.result is Result.CLAIMED and claimed is not None:
+            return claimed, owners[-1]
+        return None, decision.result.value
+
+    def finish(self, record: ActivationRecord, outcome: Outcome, *, owner: str | None = None) -> Result:
+        """Write the run's outcome, release the claim, and schedule the next attempt if one is due."""
+        holder = owner or record.lease_owner or ""
+        jitter = self._rng.random()
+        # The row as this worker last wrote it: one read fewer; if it changed since, the write
+        # fails on its ETag and the row is read again.
+        decision, _ = self._step(record.notice_id, lambda: AttemptFinished(holder, outcome, jitter), first=record)
+        return decision.result
+
+    def _release_after_bug(self, notice_id: str, owner: str, exc: Exception) -> None:
+        detail = f"{type(exc).__name__}: {str(exc)[:500]}"
+        try:
+            self._step(notice_id, lambda: Crashed(owner, detail))
+        except Exception:  # recording must never mask the original bug
+            log.exception("could not release activation %s after an unexpected error", notice_id)
+
+    # -- operator actions -----------------------------------------------------------------
+    def retry(self, notice_id: str, *, requested_by: str | None = None) -> ActivationRecord:
+        """Start a fresh series of attempts (operator action). Raises RetryRefused."""
+        try:
+            decision, written = self._step(notice_id, lambda: OperatorRetry(requested_by), rounds=1)
+        except ConcurrentUpdate as exc:
+            raise RetryRefused(409, "the activation changed meanwhile; look again and retry") from exc
+        if decision.result is Result.NOT_FOUND:
+            raise RetryRefused(404, f"no activation {notice_id}")
+        if decision.result is Result.REFUSED or written is None:
+            raise RetryRefused(409, decision.detail or "the activation cannot be retried now")
+        return written
+
+    # -- the loop -------------------------------------------------------------------------
+    def _step(self, notice_id: str, make: Callable[[], LifecycleEvent], *, rounds: int = _WRITE_ROUNDS,
+              sent: list[SentMessage] | None = None,
+              first: ActivationRecord | None = None) -> tuple[Decision, ActivationRecord | None]:
+        """Read, decide, perform and write; on a lost race read again and decide again.
+
+        Returns the decision and the row as written (None when nothing was written); the
+        messages sent before each write attempt are added to `sent`. `first`, a row this
+        worker wrote, stands in for the first read.
+        """
+        for round_ in range(rounds):
+            current = first if round_ == 0 and first is not None else self.store.get(notice_id)
+            decision = transition(current, make(), self.clock(), self.rules)
+            for effect in decision.before:
+                message = self._perform(effect, current)
+                if message is not None and sent is not None:
+                    sent.append(message)
+            written: ActivationRecord | None = None
+            if decision.record is not None:
+                try:
+                    written = (self.store.create(decision.record) if current is None
+                               else self.store.replace(decision.record))
+                except (ConcurrentUpdate, RecordExists):
+                    continue
+                _report_outcome(current, written)
+            for effect in decision.after:
+                self._perform(effect, written or current)
+            return decision, written
+        raise ConcurrentUpdate(f"activation {notice_id!r} kept changing; giving up after {rounds} rounds")
+
+    def _perform(self, effect: Send | Append | RunEngine, record: ActivationRecord | None) -> SentMessage | None:
+        if isinstance(effect, Send):
+            return self.queue.schedule_retry(effect.envelope, delay_seconds=effect.delay_seconds)
+        if isinstance(effect, Append) and record is not None:
+            self._best_effort(record, list(effect.events))
+        # RunEngine is performed by the caller with the written row (see _deliver).
+        return None
+
+    def renew(self, notice_id: str, owner: str, *, record: ActivationRecord | None = None) -> ActivationRecord:
+        """Renew this worker's lease; LeaseLost if another worker holds the activation now."""
+        decision, written = self._step(notice_id, lambda: Heartbeat(owner), first=record)
+        if decision.result is not Result.RENEWED or written is None:
+            raise LeaseLost(notice_id)
+        return written
 
     # -- history --------------------------------------------------------------------------
     def event(self, record: ActivationRecord, kind: str, message: str, **data: Any) -> None:
         self._append(record, [Event(kind, message, data=data)])
 
-    def _best_effort_event(self, record: ActivationRecord, kind: str, message: str, **data: Any) -> None:
-        self._best_effort_append(record, [Event(kind, message, data=data)])
-
-    def _best_effort_append(self, record: ActivationRecord, events: list[Event]) -> None:
+    def _best_effort(self, record: ActivationRecord, events: list[Event]) -> None:
         """History after a state change: a failure is logged, never allowed to strand the row."""
         try:
             self._append(record, events)
@@ -489,6 +426,8 @@ class Worker:
             log.exception("could not write %d history event(s) of activation %s", len(events), record.notice_id)
 
     def _append(self, record: ActivationRecord, events: list[Event]) -> None:
+        if not events:
+            return
         self.store.append_events([
             EventRecord(record.notice_id, e.kind, e.message, at=_parse_at(e.at), attempt=record.attempts,
                         series=record.series, data=e.data or None, duration_ms=e.duration_ms)
@@ -496,67 +435,93 @@ class Worker:
         ])
 
 
-class _Lease:
-    """Keeps a running worker's claim alive: renewed whenever less than half of it remains.
+class _Heartbeat:
+    """Keeps a running worker's lease alive while its run goes on.
 
-    Engine events arrive after every Exchange call, so even a run slowed by throttling renews
-    its lease long before another delivery could take the activation over.
+    A thread renews it every HEARTBEAT_SECONDS, so a single Exchange call that blocks for a
+    long time (Validate-OutboundConnector, a slow token endpoint) never lets the lease run
+    out; engine events also renew it once less than half remains. If another worker has
+    taken over, the next engine event raises LeaseLost and the run stops writing.
     """
 
-    def __init__(self, worker: Worker, record: ActivationRecord) -> None:
+    def __init__(self, worker: Worker, claimed: ActivationRecord, owner: str) -> None:
         self.worker = worker
-        self.record = record
+        self.record = claimed  # the row as this worker last wrote it
+        self.notice_id = claimed.notice_id
+        self.owner = owner
+        self.renewed_at = worker.clock()
+        self.lost = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name=f"heartbeat:{self.notice_id}")
 
-    def renew_if_due(self, event: Event) -> None:
-        now = self.worker.clock()
-        expires = self.record.lease_expires_at
-        lease = timedelta(seconds=self.worker.settings.lease_seconds)
-        if expires is None or expires - now > lease / 2:
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _loop(self) -> None:
+        # Settings.from_env enforces this; Settings built in code may not have been checked.
+        interval = min(self.worker.settings.heartbeat_seconds, self.worker.settings.lease_seconds / 3)
+        while not self._stop.wait(interval):
+            try:
+                self.renew()
+            except Exception:  # a failed renewal is retried on the next beat; the lease has slack
+                log.warning("could not renew the lease on activation %s", self.notice_id, exc_info=True)
+
+    def renew(self) -> None:
+        with self._lock:
+            if self.lost or self._stop.is_set():
+                return
+            try:
+                self.record = self.worker.renew(self.notice_id, self.owner, record=self.record)
+                self.renewed_at = self.worker.clock()
+            except LeaseLost:
+                self.lost = True
+
+    def on_event(self, event: Event) -> None:
+        if self.lost:
+            raise LeaseLost(self.notice_id)
+        lease = self.worker.settings.lease_seconds
+        elapsed = (self.worker.clock() - self.renewed_at).total_seconds()
+        if elapsed < lease / 2:
             return
         try:
-            self.record = self.worker.store.replace(replace(self.record, lease_expires_at=now + lease, updated_at=now))
-        except ConcurrentUpdate as exc:
-            raise LeaseLost(self.record.notice_id) from exc
+            self.renew()
+        except Exception as exc:
+            if elapsed >= lease:
+                # No renewal has succeeded for a whole lease (storage unreachable): another
+                # worker may hold the activation now, so this one stops before its next call.
+                raise LeaseLost(self.notice_id) from exc
+            log.warning("could not renew the lease on activation %s", self.notice_id, exc_info=True)
+        if self.lost:
+            raise LeaseLost(self.notice_id)
 
 
-class RetryRefused(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+def _parse(body: bytes | str, settings: Settings) -> ActivationNotice:
+    """parse_notice, where an unexpected failure of the parser is a rejection, never a crash."""
+    try:
+        return parse_notice(body, settings)
+    except NoticeError:
+        raise
+    except Exception as exc:
+        # The parser should name the field; if it cannot, the notice is still refused with a
+        # clear error rather than crashing the worker (and then the poison trigger) on it.
+        raise NoticeError([FieldError(
+            "(notice)", "unreadable",
+            f"the notice could not be read ({type(exc).__name__}: {str(exc)[:200]}); check every field's format",
+            f"開通通知を読み取れませんでした（{type(exc).__name__}）。各項目の形式を確認してください。")]) from exc
 
 
-def _lease_live(record: ActivationRecord, now: datetime) -> bool:
-    """Whether a worker is running this activation now (its lease has not run out)."""
-    return (record.status == Status.RUNNING.value and bool(record.lease_owner)
-            and record.lease_expires_at is not None and record.lease_expires_at > now)
+def _text(body: bytes | str) -> str:
+    return body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
 
 
 def _parse_at(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else now_iso(value)
-
-
-def _envelope(record: ActivationRecord, *, due: datetime | None = None,
-              recheck_owner: str | None = None) -> RetryEnvelope:
-    return RetryEnvelope(notice_id=record.notice_id, series=record.series, attempt=record.attempts,
-                         due=_iso(due), recheck_owner=recheck_owner)
-
-
-def _retry_envelope(raw: str) -> RetryEnvelope | None:
-    """The retry envelope in a message, None for anything else; ValueError if it is malformed."""
-    if '"kind"' not in raw:
-        return None
-    try:
-        obj = json.loads(raw)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(obj, dict) or obj.get("kind") != RETRY_KIND:
-        return None
-    return RetryEnvelope.from_mapping(obj)
 
 
 def _guess_notice_id(raw: str) -> str | None:
@@ -566,7 +531,7 @@ def _guess_notice_id(raw: str) -> str | None:
         return None
     if isinstance(obj, dict) and isinstance(obj.get("notice_id"), str):
         value = obj["notice_id"].strip()
-        return value if _valid_id(value) else None
+        return value if NOTICE_ID_PATTERN.fullmatch(value) else None
     return None
 
 
@@ -579,20 +544,24 @@ def _guess_tenant(raw: str) -> str:
     return value.strip().lower()[:64] if isinstance(value, str) else ""
 
 
-def _valid_id(value: str) -> bool:
-    return bool(NOTICE_ID_PATTERN.fullmatch(value))
+def _report_outcome(before: ActivationRecord | None, after: ActivationRecord) -> None:
+    """One telemetry record each time an activation reaches an outcome (the alerts count them)."""
+    if after.status not in _OUTCOME_STATUSES:
+        return
+    if before is not None and before.status is after.status and before.attempts == after.attempts:
+        return  # the same outcome again (a warning added, an event noted): not a new one
+    code = (after.error or {}).get("code")
+    duration = None
+    if after.started_at is not None and after.finished_at is not None:
+        duration = round((after.finished_at - after.started_at).total_seconds() * 1000, 1)
+    telemetry.record_outcome(notice_id=after.notice_id, tenant_id=after.tenant_id, status=after.status.value,
+                             code=code, attempt=after.attempts, duration_ms=duration)
+
+
+_OUTCOME_STATUSES = frozenset({Status.SUCCEEDED, Status.NEEDS_ATTENTION, Status.FAILED, Status.RETRY_SCHEDULED,
+                               Status.REJECTED})
 
 
 def _short_hash(raw: str) -> str:
     return hashlib.sha256(raw.encode("utf-8", errors="replace")).hexdigest()[:16]
 
-
-def _elapsed_ms(start: datetime | None, end: datetime) -> float | None:
-    return None if start is None else round((end - start).total_seconds() * 1000, 1)
-
-
-def _new_record(notice_id: str, tenant_id: str, now: datetime, *, status: str) -> ActivationRecord:
-    return ActivationRecord(notice_id=notice_id, tenant_id=tenant_id, status=status, created_at=now, updated_at=now)
-
-
-__all__ = ["LeaseLost", "ProvisioningError", "RetryRefused", "Submitted", "Worker"]

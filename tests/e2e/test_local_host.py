@@ -24,6 +24,7 @@ import pytest
 from exosim import Simulator
 from localrun.host import LocalFunctionsHost
 from shared import runtime
+from shared.outcome import Status
 from shared.store import ActivationRecord
 from tests.fixtures.localhost import FAST_QUEUES, FunctionsApi, write_host_json
 
@@ -170,7 +171,7 @@ def test_listing_filters_by_status_and_tenant_and_pages_every_activation_once(fu
     rows = [("E2E-L1", tenant_a, "succeeded"), ("E2E-L2", tenant_a, "failed"), ("E2E-L3", tenant_b, "succeeded"),
             ("E2E-L4", tenant_b, "failed"), ("E2E-L5", tenant_a, "succeeded")]
     for notice_id, tenant, status in rows:
-        store.create(ActivationRecord(notice_id=notice_id, tenant_id=tenant, status=status, created_at=now,
+        store.create(ActivationRecord(notice_id=notice_id, tenant_id=tenant, status=Status(status), created_at=now,
                                       updated_at=now))
 
     seen: list[str] = []
@@ -208,7 +209,7 @@ def test_retry_of_an_unknown_activation_is_404(functions_api: FunctionsApi) -> N
 
 def test_retry_while_a_worker_holds_the_lease_is_409(functions_api: FunctionsApi) -> None:
     now = datetime.now(UTC)
-    running = ActivationRecord(notice_id="E2E-running", tenant_id=str(uuid.uuid4()), status="running", attempts=1,
+    running = ActivationRecord(notice_id="E2E-running", tenant_id=str(uuid.uuid4()), status=Status.RUNNING, attempts=1,
                                notice_json=text(notice(notice_id="E2E-running")), created_at=now, updated_at=now,
                                started_at=now, lease_owner="another-worker:1",
                                lease_expires_at=now + timedelta(minutes=10))

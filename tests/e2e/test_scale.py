@@ -190,8 +190,9 @@ def test_each_notice_delivered_three_times_at_once_runs_once(
         body = json.dumps(notice, ensure_ascii=False)
         for _ in range(COPIES):
             activation_queue.send_notice(body)
-    # when the pump delivers them from 6 threads, and keeps going until the copies handed
-    # back as "busy" have come round again and the queue is empty
+    # when the pump delivers them from 6 threads, and keeps going until the queue is empty
+    # (a copy that meets the running notice is dropped as "busy": the holder's watchdog, not
+    # the copy, is what brings the notice back if the holder dies)
     pump = QueuePump(worker, activation_queue, threads=THREADS, batch_size=1)
     finished = all_final(activation_store, DUP_NOTICES)
     report = pump.run(until=lambda r: finished(r) and activation_queue.approximate_count() == 0,
@@ -201,8 +202,8 @@ def test_each_notice_delivered_three_times_at_once_runs_once(
     # then each notice ran once: one success among its deliveries, the rest did nothing
     assert report.results["succeeded"] == DUP_NOTICES
     assert set(report.results) <= {"succeeded", "busy", "duplicate"}
-    assert report.results["duplicate"] == DUP_NOTICES * (COPIES - 1)
-    # and the copies really did meet a running notice (measured: all 40 were handed back busy)
+    assert report.results["busy"] + report.results["duplicate"] == DUP_NOTICES * (COPIES - 1)
+    # and the copies really did meet a running notice
     assert report.results["busy"] > 0
     assert report.max_handle_ms < DUP_LEASE_SECONDS * 1000 / 2  # the lease was never at risk
     for notice in notices:

@@ -19,6 +19,7 @@ from localrun.azurite import connection_string
 from localrun.stack import write_local_env
 from shared.cli import EXIT_FAILED, EXIT_INVALID, EXIT_NEEDS_ATTENTION, EXIT_OK, main
 from shared.notice import parse_notice
+from shared.outcome import Status
 from shared.provisioning import ProvisioningEngine
 from shared.queueing import ActivationQueue
 from shared.settings import Settings
@@ -130,7 +131,7 @@ STORAGE_ENV = ("AzureWebJobsStorage", "AzureWebJobsStorage__accountName", "Azure
                "AzureWebJobsStorage__queueServiceUri", "AzureWebJobsStorage__clientId")
 
 
-def _record(notice_id: str, status: str, **fields: Any) -> ActivationRecord:
+def _record(notice_id: str, status: Status, **fields: Any) -> ActivationRecord:
     now = datetime.now(UTC)
     return ActivationRecord(notice_id=notice_id, tenant_id=TENANT, status=status, created_at=now, updated_at=now,
                             **fields)
@@ -139,7 +140,7 @@ def _record(notice_id: str, status: str, **fields: Any) -> ActivationRecord:
 def test_list_has_a_header_and_says_when_nothing_matched(ops_env: None, activation_store: ActivationStore) -> None:
     code, out, _ = run("list")
     assert (code, out) == (EXIT_OK, "No activations yet.\n")
-    activation_store.create(_record("CLI-LIST-1", "succeeded", attempts=1))
+    activation_store.create(_record("CLI-LIST-1", Status.SUCCEEDED, attempts=1))
     code, out, _ = run("list")
     header, row = out.splitlines()
     assert code == EXIT_OK
@@ -152,7 +153,7 @@ def test_list_has_a_header_and_says_when_nothing_matched(ops_env: None, activati
 def test_status_shows_the_warnings_of_an_activation(ops_env: None, activation_store: ActivationStore) -> None:
     warning = {"code": "SPF_INCLUDE_MISSING", "domain": "contoso.example",
                "message": "the SPF record of contoso.example lacks include:spf.cybermail.jp\n\x1b[31mred"}
-    activation_store.create(_record("CLI-WARN-1", "succeeded", warnings=[warning]))
+    activation_store.create(_record("CLI-WARN-1", Status.SUCCEEDED, warnings=[warning]))
     code, out, _ = run("status", "CLI-WARN-1")
     assert code == EXIT_OK
     (line,) = [line for line in out.splitlines() if "warning" in line]
@@ -191,7 +192,7 @@ def test_the_command_line_finds_the_local_stack_with_nothing_configured(
     local_env = tmp_path / ".run" / "local.env"
     write_local_env(local_env, {"AzureWebJobsStorage": storage.connection_string, "ACTIVATION_QUEUE": storage.queue,
                                 "ACTIVATIONS_TABLE": storage.activations_table, "EVENTS_TABLE": storage.events_table})
-    activation_store.create(_record("CLI-LOCAL-1", "succeeded", attempts=1))
+    activation_store.create(_record("CLI-LOCAL-1", Status.SUCCEEDED, attempts=1))
     # then list reads that stack's storage
     code, out, err = run("list", local_env=local_env)
     assert (code, err) == (EXIT_OK, "")
@@ -238,7 +239,7 @@ def _closed_pipe_run(argv: list[str], env: dict[str, str]) -> subprocess.Complet
 def test_output_to_a_closed_pipe_ends_quietly(ops_env: None, activation_store: ActivationStore,
                                               tmp_path: Path) -> None:
     for number in range(3):
-        activation_store.create(_record(f"CLI-PIPE-{number}", "succeeded", attempts=1))
+        activation_store.create(_record(f"CLI-PIPE-{number}", Status.SUCCEEDED, attempts=1))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for argv in (["list"], ["plan", str(SAMPLE), "--format", "powershell"], ["--help"], ["status", "CLI-PIPE-1"]):
         result = _closed_pipe_run(argv, env)

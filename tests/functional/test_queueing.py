@@ -141,6 +141,21 @@ def test_a_notice_is_not_mistaken_for_a_retry_envelope() -> None:
     assert parse_retry_envelope(JAPANESE_NOTICE) is None
     assert parse_retry_envelope("not json") is None
     assert parse_retry_envelope(b"[1, 2]") is None
+    assert parse_retry_envelope(b"\xff\xfe not utf-8") is None
+    assert parse_retry_envelope('{"kind": ' + "[" * 20000 + "]" * 20000 + "}") is None  # too deep for json
+
+
+def test_the_worker_reads_envelopes_with_the_same_parser() -> None:
+    # One parser for production and tests: the worker module has no envelope parsing of its own.
+    import shared.worker
+
+    assert vars(shared.worker)["parse_retry_envelope"] is parse_retry_envelope
+    assert not [name for name in vars(shared.worker) if "envelope" in name.lower() and name.startswith("_")]
+
+
+def test_a_watchdog_envelope_round_trips_with_its_owner() -> None:
+    envelope = RetryEnvelope("N-1", series=1, attempt=1, recheck_owner="host:1:ab12cd34")
+    assert parse_retry_envelope(envelope.to_json()) == envelope
 
 
 def test_a_malformed_retry_envelope_is_an_error_not_a_notice() -> None:

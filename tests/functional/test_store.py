@@ -1,15 +1,15 @@
-"""ActivationStore against a real Azurite: records, ETags, leases, events, listing."""
+"""ActivationStore against a real Azurite: records, ETags, events, listing (claims are the worker's: test_worker.py)."""
 
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
+from shared.outcome import Status
 from shared.store import (
     MAX_STRING_UNITS,
     ActivationRecord,
@@ -33,7 +33,7 @@ def record(notice_id: str = "N-1", **changes: object) -> ActivationRecord:
     base = ActivationRecord(
         notice_id=notice_id,
         tenant_id=TENANT,
-        status="queued",
+        status=Status.QUEUED,
         content_hash="ab" * 32,
         notice_json=json.dumps({"notice_id": notice_id, "tenant_id": TENANT, "customer_name": "株式会社テスト"}),
         services=("enterprise_audit", "mailgates"),
@@ -100,10 +100,10 @@ def test_ensure_tables_can_run_again(activation_store: ActivationStore) -> None:
 
 def test_replace_with_a_stale_etag_raises_concurrent_update(activation_store: ActivationStore) -> None:
     first = activation_store.create(record())
-    second = activation_store.replace(replace(first, status="running"))
+    second = activation_store.replace(replace(first, status=Status.RUNNING))
     assert second.etag != first.etag
     with pytest.raises(ConcurrentUpdate):
-        activation_store.replace(replace(first, status="failed"))
+        activation_store.replace(replace(first, status=Status.FAILED))
     stored = activation_store.get("N-1")
     assert stored is not None and stored.status == "running"
 
@@ -143,71 +143,6 @@ def test_an_oversized_error_is_stored_as_valid_shorter_json(activation_store: Ac
     assert stored.error["code"] == "EXCHANGE_REJECTED"
     assert stored.error["retryable"] is False
     assert "truncated" in stored.error["message"]
-
-
-# ----------------------------------------------------------------- claims and leases
-
-
-def test_only_one_of_five_simultaneous_claims_wins(activation_store: ActivationStore) -> None:
-    activation_store.create(record())
-    barrier = threading.Barrier(5)
-    results: dict[str, ActivationRecord | None] = {}
-
-    def worker(owner: str) -> None:
-        barrier.wait()
-        results[owner] = activation_store.claim("N-1", owner=owner, lease_seconds=600, now=T0)
-
-    threads = [threading.Thread(target=worker, args=(f"worker-{i}",)) for i in range(5)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    winners = [owner for owner, claimed in results.items() if claimed is not None]
-    assert len(results) == 5
-    assert len(winners) == 1
-    stored = activation_store.get("N-1")
-    assert stored is not None
-    assert (stored.status, stored.lease_owner) == ("running", winners[0])
-    assert stored.lease_expires_at == T0 + timedelta(seconds=600)
-
-
-def test_a_crashed_workers_lease_is_taken_over_only_after_it_expires(activation_store: ActivationStore) -> None:
-    activation_store.create(record())
-    assert activation_store.claim("N-1", owner="crashed", lease_seconds=600, now=T0) is not None
-    # the crashed worker never releases; another delivery arrives while the lease is live
-    assert activation_store.claim("N-1", owner="rescuer", lease_seconds=600, now=T0 + timedelta(seconds=599)) is None
-    taken = activation_store.claim("N-1", owner="rescuer", lease_seconds=600, now=T0 + timedelta(seconds=601))
-    assert taken is not None
-    assert taken.lease_owner == "rescuer"
-    assert taken.started_at == T0 + timedelta(seconds=601)
-    # and the crashed worker, coming back, no longer holds it
-    assert activation_store.claim("N-1", owner="crashed", lease_seconds=600, now=T0 + timedelta(seconds=700)) is None
-
-
-def test_the_lease_holder_renews_its_claim_keeping_its_start_time(activation_store: ActivationStore) -> None:
-    activation_store.create(record())
-    activation_store.claim("N-1", owner="w1", lease_seconds=60, now=T0)
-    renewed = activation_store.claim("N-1", owner="w1", lease_seconds=60, now=T0 + timedelta(seconds=30))
-    assert renewed is not None
-    assert renewed.lease_expires_at == T0 + timedelta(seconds=90)
-    assert renewed.started_at == T0
-
-
-def test_release_records_the_outcome_and_frees_the_lease(activation_store: ActivationStore) -> None:
-    activation_store.create(record())
-    claimed = activation_store.claim("N-1", owner="w1", lease_seconds=600, now=T0)
-    assert claimed is not None
-    done = T0 + timedelta(seconds=5)
-    released = activation_store.release(replace(claimed, status="succeeded", finished_at=done), now=done)
-    assert (released.status, released.lease_owner, released.updated_at) == ("succeeded", None, done)
-    assert activation_store.claim("N-1", owner="w2", lease_seconds=600, now=done) is not None
-
-
-def test_claiming_an_activation_that_was_never_created_raises_record_not_found(
-    activation_store: ActivationStore,
-) -> None:
-    with pytest.raises(RecordNotFound):
-        activation_store.claim("ghost", owner="w1", lease_seconds=60, now=T0)
 
 
 # ----------------------------------------------------------------- events

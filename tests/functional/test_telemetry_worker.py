@@ -75,7 +75,7 @@ def test_an_activation_that_needs_a_person_is_one_outcome_record_with_status_and
     simulator.configure_tenant(TENANT, consent=False)
     assert worker.handle(json.dumps(SAMPLE, ensure_ascii=False)) == "needs_attention"
     [outcome] = exported.of(OUTCOME_EVENT)
-    assert (outcome.status, outcome.code, outcome.attempt) == ("needs_attention", "CONSENT_MISSING", 1)  # type: ignore[attr-defined]
+    assert (outcome.status, outcome.code, outcome.attempt) == ("needs_attention", "APP_NOT_IN_TENANT", 1)  # type: ignore[attr-defined]
     assert outcome.notice_id == SAMPLE["notice_id"] and outcome.tenant_id == TENANT  # type: ignore[attr-defined]
     assert outcome.duration_ms is not None and outcome.levelno == logging.WARNING  # type: ignore[attr-defined]
 

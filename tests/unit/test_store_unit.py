@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
-from enum import Enum, StrEnum
 
 import pytest
 
+from shared.outcome import Status
 from shared.settings import Settings, SettingsError
 from shared.store import (
     ACTIVATION_ROW_KEY,
@@ -44,7 +45,7 @@ def test_a_record_survives_the_trip_to_a_row_and_back() -> None:
     rec = ActivationRecord(
         notice_id="N-1",
         tenant_id="11111111-2222-3333-4444-555555555555",
-        status="retry_scheduled",
+        status=Status.RETRY_SCHEDULED,
         attempts=3,
         series=2,
         content_hash="f" * 64,
@@ -91,25 +92,21 @@ def test_datetimes_are_stored_in_utc_and_naive_ones_are_refused() -> None:
         ActivationRecord(notice_id="N-1", updated_at=datetime(2026, 4, 1))
 
 
-def test_a_status_enum_is_stored_as_its_value_and_unknown_statuses_are_refused() -> None:
-    class Status(StrEnum):
-        FAILED = "failed"
-
-    class OldStatus(str, Enum):  # noqa: UP042 - the pre-3.11 idiom other code may still use
-        SUCCEEDED = "succeeded"
-
-    assert record_to_entity(ActivationRecord("N-1", status=Status.FAILED))["status"] == "failed"
-    assert type(ActivationRecord("N-1", status=OldStatus.SUCCEEDED).status) is str
-    assert ActivationRecord("N-1", status=OldStatus.SUCCEEDED).status == "succeeded"
-    with pytest.raises(ValueError, match="status"):
-        ActivationRecord("N-1", status="done")
+def test_the_status_is_typed_stored_as_its_value_and_unknown_statuses_are_refused() -> None:
+    entity = record_to_entity(ActivationRecord("N-1", status=Status.FAILED))
+    assert type(entity["status"]) is str and entity["status"] == "failed"
+    assert entity_to_record({**entity, "RowKey": "activation"}).status is Status.FAILED
+    assert ActivationRecord("N-1", status="succeeded").status is Status.SUCCEEDED  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="status 'done' is not one of"):
+        ActivationRecord("N-1", status="done")  # type: ignore[arg-type]
 
 
-def test_a_lease_counts_only_for_another_owner_and_until_it_expires() -> None:
-    rec = ActivationRecord("N-1", lease_owner="w1", lease_expires_at=T0)
-    assert rec.lease_held_by_other("w2", T0 - timedelta(seconds=1))
-    assert not rec.lease_held_by_other("w1", T0 - timedelta(seconds=1))
-    assert not rec.lease_held_by_other("w2", T0)
+def test_a_lease_is_live_only_while_running_held_and_unexpired() -> None:
+    rec = ActivationRecord("N-1", status=Status.RUNNING, lease_owner="w1", lease_expires_at=T0)
+    assert rec.lease_live(T0 - timedelta(seconds=1))
+    assert not rec.lease_live(T0)
+    assert not replace(rec, lease_owner=None).lease_live(T0 - timedelta(seconds=1))
+    assert not replace(rec, status=Status.SUCCEEDED).lease_live(T0 - timedelta(seconds=1))
 
 
 def test_a_notice_too_large_for_a_property_is_refused_rather_than_cut() -> None:
