@@ -218,6 +218,16 @@ _EXCHANGE_GROUP = frozenset({"EXO_ADMIN_API_URL", "ENTRA_AUTHORITY_HOST", "EXO_A
                              "MANAGED_IDENTITY_CLIENT_ID"})
 _DNS_GROUP = frozenset({"DNS_NAMESERVER", "DNS_PORT"})
 _GROUPS = (_STORAGE_GROUP, _EXCHANGE_GROUP, _DNS_GROUP)
+# The stack's other settings belong to one of its services and count only when the file's
+# settings for that service do: its queue, tables and demo back-off go with its Azurite; its
+# replication wait, DNS server and SPF include with its simulator (which the DNS server serves).
+# Beside the operator's own storage or Exchange they would be local values in a real
+# configuration: a 20 s replication wait failing real tenants, an SPF include never agreed.
+_COMPANIONS: dict[str, frozenset[str]] = {
+    **dict.fromkeys(("ACTIVATION_QUEUE", "ACTIVATIONS_TABLE", "EVENTS_TABLE", "RETRY_BASE_SECONDS",
+                     "RETRY_MAX_SECONDS"), _STORAGE_GROUP),
+    **dict.fromkeys(("REPLICATION_WAIT_SECONDS", "SPF_REQUIRED_INCLUDE", *_DNS_GROUP), _EXCHANGE_GROUP),
+}
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -255,7 +265,8 @@ def local_env_values(path: Path, environ: Mapping[str, str] | None = None) -> di
 
     The explicit environment always wins: a variable set there (non-empty) is never replaced,
     and the file's storage, Exchange and DNS settings each count only as a whole group, when
-    the environment sets none of that group. Names that are not product settings (the CA
+    the environment sets none of that group; the stack's other settings only with the group of
+    the service they belong to (`_COMPANIONS`). Names that are not product settings (the CA
     bundle line, for a shell that sources the file) are left out: TLS trust is the process's.
     """
     env = os.environ if environ is None else environ
@@ -264,12 +275,21 @@ def local_env_values(path: Path, environ: Mapping[str, str] | None = None) -> di
     def is_set(name: str) -> bool:
         return bool((env.get(name) or "").strip())
 
+    file = read_env_file(path)
+
+    def taken(group: frozenset[str]) -> bool:
+        return any(name in file for name in group) and not any(is_set(name) for name in group)
+
     added: dict[str, str] = {}
-    for name, value in read_env_file(path).items():
+    for name, value in file.items():
         if name not in known or is_set(name):
             continue
         group = next((g for g in _GROUPS if name in g), None)
-        if group is not None and any(is_set(other) for other in group):
+        if group is not None and not taken(group):
+            continue
+        anchors = [_COMPANIONS[name]] if name in _COMPANIONS else [] if group is not None else list(_GROUPS[:2])
+        # A setting of no group and no service counts only when the file gives the whole stack.
+        if not all(taken(anchor) for anchor in anchors):
             continue
         added[name] = value
     return added

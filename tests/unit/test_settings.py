@@ -390,3 +390,27 @@ def test_the_simulators_ca_is_trusted_only_with_the_files_exchange(tmp_path: Pat
     # not when the operator's own Exchange is configured, nor over a CA they chose
     for own in ({"EXO_ADMIN_API_URL": "https://outlook.office365.com"}, {"SSL_CERT_FILE": "/etc/ssl/mine.pem"}):
         assert trust_local_env_ca(path, dict(own)) is None
+
+
+def test_the_stacks_demo_pacing_and_spf_include_never_join_ones_own_services(tmp_path: Path) -> None:
+    # make run writes its local pacing, queue/table names and the SPF include of its DNS server
+    # too. With the operator's own Exchange and storage configured, none of them may count: a
+    # 20 s replication wait would fail real tenants early, the include would be enforced on
+    # customers who were never asked for it.
+    stack = {"RETRY_BASE_SECONDS": "2", "RETRY_MAX_SECONDS": "30", "REPLICATION_WAIT_SECONDS": "20",
+             "SPF_REQUIRED_INCLUDE": "spf.cybermail.jp", "ACTIVATION_QUEUE": "local-notices",
+             "ACTIVATIONS_TABLE": "localactivations", "EVENTS_TABLE": "localevents"}
+    path = _local_env(tmp_path, **stack)
+    own = {"AzureWebJobsStorage__accountName": "prodaccount", "EXO_ADMIN_API_URL": "https://outlook.office365.com"}
+    assert local_env_values(path, own) == {}
+    assert Settings.from_env(own, local_env=path) == Settings.from_env(own)
+    # each rides with the service it belongs to: the stack's storage brings its queue, tables and
+    # back-off; the stack's Exchange brings its replication wait, DNS and SPF include
+    with_storage = local_env_values(path, {"EXO_ADMIN_API_URL": "https://outlook.office365.com"})
+    assert {"RETRY_BASE_SECONDS", "ACTIVATION_QUEUE", "EVENTS_TABLE", "AzureWebJobsStorage"} <= set(with_storage)
+    assert not {"REPLICATION_WAIT_SECONDS", "SPF_REQUIRED_INCLUDE", "DNS_NAMESERVER"} & set(with_storage)
+    with_exchange = local_env_values(path, {"AzureWebJobsStorage__accountName": "prodaccount"})
+    assert {"REPLICATION_WAIT_SECONDS", "SPF_REQUIRED_INCLUDE", "DNS_NAMESERVER", "EXO_CLIENT_ID"} <= set(with_exchange)
+    assert not {"RETRY_BASE_SECONDS", "ACTIVATION_QUEUE", "ACTIVATIONS_TABLE"} & set(with_exchange)
+    # with nothing configured, the whole stack
+    assert set(stack) <= set(local_env_values(path, {}))
