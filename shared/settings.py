@@ -124,6 +124,11 @@ class Settings:
             if not _TABLE_NAME.fullmatch(table):
                 raise SettingsError(f"{env}={table!r}: use 3-63 letters and digits, starting with a letter "
                                     "(Azure table naming)")
+        if self.storage_connection_string and not _is_connection_string(self.storage_connection_string):
+            # Checked here, as the SDK would (azure.core parse_connection_string), so a damaged
+            # value is one line naming the setting, not a traceback; never echoed: it holds a key.
+            raise SettingsError("AzureWebJobsStorage is not a connection string (Name=value pairs separated "
+                                "by ';', each name once); copy it again, or `python -m localrun.azurite env`")
         if self.exo_call_retries < 0:
             raise SettingsError("EXO_CALL_RETRIES must be 0 or more")
         if self.max_attempts < 1:
@@ -317,6 +322,15 @@ def trust_local_env_ca(path: Path, environ: MutableMapping[str, str] | None = No
         return None
     env["REQUESTS_CA_BUNDLE"] = bundle
     return bundle
+
+
+def _is_connection_string(value: str) -> bool:
+    """Whether the storage SDK can parse `value`: `Name=value` pairs, `;`-separated, names unique."""
+    pairs = [part.split("=", 1) for part in value.strip().rstrip(";").split(";")]
+    if any(len(pair) != 2 or not all(pair) for pair in pairs):
+        return False
+    names = [pair[0].lower() for pair in pairs]
+    return len(set(names)) == len(names)
 
 
 def _convert(spec: Setting, raw: str) -> object:
