@@ -225,7 +225,8 @@ def operations(plan: Plan, *, now: datetime | None = None) -> list[Operation]:
         if item.action is Action.CREATE:
             ops.append(Operation("New-OutboundConnector", spec.new_parameters()))
         elif item.action is Action.UPDATE:
-            ops.append(Operation("Set-OutboundConnector", {"Identity": item.identity, **item.changes}))
+            ops.append(Operation("Set-OutboundConnector", {
+                "Identity": item.identity, **write_parameters(item.changes, validate=item.needs_validation)}))
         if item.needs_validation:
             ops.append(Operation("Validate-OutboundConnector",
                                  {"Identity": spec.name, "Recipients": list(spec.validation_recipients)}))
@@ -319,6 +320,18 @@ def needs_validation(spec: ConnectorSpec, current: ActualConnector, changes: Map
     if any(key not in _LABEL_PARAMETERS for key in changes):
         return True
     return not _validated_for(current, spec.validation_recipients)
+
+
+def write_parameters(changes: Mapping[str, Any], *, validate: bool) -> dict[str, Any]:
+    """The Set-OutboundConnector parameters (without Identity) that apply `changes`.
+
+    A write that needs a new validation also clears IsValidated: Set- leaves that flag as it
+    was (it is a stored property an admin or this product sets, not something Exchange derives),
+    so a run stopped between this write and the validation (throttled, a crash) would leave
+    the old route's validation standing for the new route, and the next run would take it as
+    valid and never send the test message. Cleared, the next run validates.
+    """
+    return {**changes, "IsValidated": False} if validate else dict(changes)
 
 
 def _validated_for(current: ActualConnector, recipients: Sequence[str]) -> bool:

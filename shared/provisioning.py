@@ -27,7 +27,17 @@ from .exchange import (
 )
 from .notice import ActivationNotice
 from .outcome import ConnectorOutcome, Event, Outcome, Status, Validation, now_iso
-from .plan import Action, ConnectorPlan, Plan, diff, make_plan, needs_validation, timestamp, validated_parameters
+from .plan import (
+    Action,
+    ConnectorPlan,
+    Plan,
+    diff,
+    make_plan,
+    needs_validation,
+    timestamp,
+    validated_parameters,
+    write_parameters,
+)
 from .settings import Settings
 from .spf import SpfResolver, check_domains
 
@@ -219,7 +229,8 @@ class _Run:
                 # Converge on it instead of failing, and never create a second one.
                 action, changes, validate = self.converge_existing(spec)
         elif action is Action.UPDATE:
-            self.with_replication(lambda: self.client_update(item.identity, changes))
+            parameters = write_parameters(changes, validate=validate)
+            self.with_replication(lambda: self.client_update(item.identity, parameters))
             self.emit("connector.updated", f"updated '{spec.name}': {', '.join(sorted(changes))}",
                       connector=spec.name, changes=sorted(changes))
         else:
@@ -244,7 +255,8 @@ class _Run:
         changes = diff(spec, current)
         validate = needs_validation(spec, current, changes)
         if changes:
-            self.with_replication(lambda: self.client_update(spec.name, changes))
+            parameters = write_parameters(changes, validate=validate)
+            self.with_replication(lambda: self.client_update(spec.name, parameters))
             self.emit("connector.updated", f"'{spec.name}' existed; updated {', '.join(sorted(changes))}",
                       connector=spec.name, changes=sorted(changes))
             return Action.UPDATE, changes, validate
