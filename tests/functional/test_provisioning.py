@@ -502,3 +502,16 @@ def test_a_connector_rerouted_by_a_run_whose_validation_never_ran_is_validated_b
     assert second.status is Status.SUCCEEDED, second.error
     assert simulator.calls(TENANT).get("Validate-OutboundConnector") == 1
     assert [c.validation for c in second.connectors] == [Validation.PASSED]
+
+
+def test_our_connector_in_test_mode_beside_a_live_foreign_star_connector_is_left_untouched(
+        simulator: Simulator, engine: ProvisioningEngine) -> None:
+    # The listing hides ours (test mode) and shows the foreign `*`: the conflict must stop the run
+    # before New- (which would find our name taken and converge ours into a second live `*`).
+    seed_mailgates(simulator, TestMode=True)
+    simulator.seed_connector(TENANT, Name="Old gateway", ConnectorType="Partner", RecipientDomains=["*"],
+                             UseMXRecord=False, SmartHosts=["relay.old.example"])
+    outcome = engine.run(make_notice(services=["mailgates"]))
+    assert outcome.status is Status.NEEDS_ATTENTION
+    assert simulator.writes(TENANT) == []
+    assert by_name(simulator)[MG_NAME]["TestMode"] is True
