@@ -309,11 +309,16 @@ def trust_local_env_ca(path: Path, environ: MutableMapping[str, str] | None = No
     TLS trust is the process's (REQUESTS_CA_BUNDLE, read by the HTTP clients), not a product
     setting; but a command that talks to the simulator because the file said so must trust the
     simulator's throw-away CA, or `apply` fails on a certificate error. So, for the command line
-    only: when `local_env_values` took the file's Exchange endpoint, no CA variable is set and
-    the file's REQUESTS_CA_BUNDLE exists, it is set here. Returns the bundle set, or None.
+    only: when `local_env_values` took the file's Exchange endpoint, no CA variable is set, the
+    environment configures no storage of its own (reached over HTTPS with a public certificate)
+    and the file's REQUESTS_CA_BUNDLE exists, it is set here. Returns the bundle set, or None.
     """
     env = os.environ if environ is None else environ
     if any((env.get(name) or "").strip() for name in _TLS_VARIABLES):
+        return None
+    if any((env.get(name) or "").strip() for name in _STORAGE_GROUP):
+        # The bundle replaces the system's trust for every HTTPS call of the process, and holds
+        # only the simulator's root: one's own storage account would fail its TLS handshake.
         return None
     if "EXO_ADMIN_API_URL" not in local_env_values(path, env):
         return None

@@ -414,3 +414,16 @@ def test_the_stacks_demo_pacing_and_spf_include_never_join_ones_own_services(tmp
     assert not {"RETRY_BASE_SECONDS", "ACTIVATION_QUEUE", "ACTIVATIONS_TABLE"} & set(with_exchange)
     # with nothing configured, the whole stack
     assert set(stack) <= set(local_env_values(path, {}))
+
+
+def test_the_simulators_ca_is_not_made_the_only_trust_beside_ones_own_storage(tmp_path: Path) -> None:
+    # REQUESTS_CA_BUNDLE replaces the system's trust for every HTTPS call of the process; the
+    # file's CA holds only the simulator's throw-away root, so `list` against one's own storage
+    # account (HTTPS, a public certificate) would fail its TLS handshake.
+    path = _local_env(tmp_path)
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n", encoding="utf-8")
+    for own in ({"AzureWebJobsStorage__accountName": "prodaccount"},
+                {"AzureWebJobsStorage": "DefaultEndpointsProtocol=https;AccountName=prod;AccountKey=a2V5"}):
+        environ = dict(own)
+        assert trust_local_env_ca(path, environ) is None
+        assert environ == own
