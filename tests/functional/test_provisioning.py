@@ -515,3 +515,19 @@ def test_our_connector_in_test_mode_beside_a_live_foreign_star_connector_is_left
     assert outcome.status is Status.NEEDS_ATTENTION
     assert simulator.writes(TENANT) == []
     assert by_name(simulator)[MG_NAME]["TestMode"] is True
+
+
+def test_an_adopted_connector_records_whose_validation_it_keeps(simulator: Simulator,
+                                                              engine: ProvisioningEngine) -> None:
+    # The record must not read as if this run had tested the route: it names the validation
+    # Exchange holds (when, for whom, made where) and says this run sent no test message.
+    seed_mailgates(simulator)
+    outcome = engine.run(make_notice(services=["mailgates"]))
+    assert outcome.status is Status.SUCCEEDED, outcome.error
+    assert simulator.calls(TENANT).get("Validate-OutboundConnector") is None
+    kept = [e for e in outcome.events if e.kind == "validation.kept"]
+    assert [e.data for e in kept] == [{
+        "connector": MG_NAME, "last_validation_timestamp": "2026-07-24T18:59:12.000Z",
+        "validation_recipients": ["adm@example.com"], "connector_source": "AdminUI"}]
+    assert "not by this run" in kept[0].message
+    assert not [e for e in outcome.events if e.kind == "validation.passed"]
