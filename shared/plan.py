@@ -46,6 +46,8 @@ class ActualConnector(Protocol):
     def validation_recipients(self) -> tuple[str, ...]: ...
     @property
     def comment(self) -> str: ...
+    @property
+    def last_validation_timestamp(self) -> str | None: ...
 
 
 class Action(StrEnum):
@@ -335,7 +337,11 @@ def write_parameters(changes: Mapping[str, Any], *, validate: bool) -> dict[str,
 
 
 def _validated_for(current: ActualConnector, recipients: Sequence[str]) -> bool:
-    return current.is_validated and _folded(current.validation_recipients) == _folded(recipients)
+    # IsValidated is a flag any admin can set (Set-OutboundConnector -IsValidated); the wizard
+    # and this product always stamp LastValidationTimestamp with it, so a flag without a time
+    # is not taken as a validation.
+    return (current.is_validated and bool((current.last_validation_timestamp or "").strip())
+            and _folded(current.validation_recipients) == _folded(recipients))
 
 
 def _competition(spec: ConnectorSpec, foreign: ActualConnector) -> bool | tuple[str, ...]:

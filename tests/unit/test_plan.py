@@ -230,6 +230,10 @@ def test_renaming_our_validated_connector_back_does_not_validate_it_again() -> N
     {"validation_recipients": ("other@example.com",)},
     {"validation_recipients": ()},
     {"is_validated": False},
+    # IsValidated is a flag anyone can set (Set-OutboundConnector -IsValidated); the wizard and
+    # this product always stamp the time with it, so a flag without a time is no validation
+    {"last_validation_timestamp": None},
+    {"last_validation_timestamp": ""},
 ])
 def test_a_wizard_connector_not_validated_for_our_recipients_is_validated(override: dict[str, object]) -> None:
     assert make_plan([MG], [wizard_made(MG, **override)]).connectors[0].needs_validation is True
