@@ -110,7 +110,7 @@ def _banner(out: TextIO, stack: LocalStack, log_path: Path) -> None:
         "  Function key (new each start; send it as the x-functions-key header or ?code=):",
         f"    export FUNCTION_KEY='{host.function_key}'",
         "  Status page (open in a browser; it keeps the key for the tab, so reload works, and drops it from the URL):",
-        f"    {api}/status?code={host.function_key}",
+        f"    {api}/status#code={host.function_key}",
         "Try:",
         "  .venv/bin/python -m shared list",
         f"  curl -s {api}/health",

@@ -15,6 +15,7 @@ domain off the allow-list, and any cmdlet other than the six the product uses.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import time
@@ -497,9 +498,13 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        # `inf` and `nan` parse as floats but are no wait: one would be stored as `Infinity`
+        # (not JSON), the other retry at once. Leave them to the caller's back-off.
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
@@ -531,6 +536,8 @@ def throttle_wait(headers: Mapping[str, str], *, now: datetime | None = None) ->
         if when is None:
             return parse_retry_after(reset, now=moment)
         return max(0.0, (when - moment).total_seconds())
+    if not math.isfinite(number):
+        return None  # `inf`, `nan`: no wait the service meant (see parse_retry_after)
     if number > _UNIX_TIME_FLOOR:
         return max(0.0, number - moment.timestamp())
     return max(0.0, number)

@@ -20,7 +20,9 @@ Security Policy on top of the page never writing data as HTML:
 * `Cache-Control: no-store` because the URL may carry the function key (`?code=`), and
   `Referrer-Policy: no-referrer` so that key never leaves in a Referer header. The script
   keeps the key in `sessionStorage` (this tab only, gone when it closes), never in
-  `localStorage` or a cookie, and sends it only as the `x-functions-key` header.
+  `localStorage` or a cookie, and sends it only as the `x-functions-key` header. It also
+  takes the key from the fragment (`#code=`), the form the local runner prints: a browser
+  never sends a fragment, so such a link keeps the key out of request logs altogether.
 """
 
 from __future__ import annotations

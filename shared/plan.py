@@ -46,6 +46,8 @@ class ActualConnector(Protocol):
     def validation_recipients(self) -> tuple[str, ...]: ...
     @property
     def comment(self) -> str: ...
+    @property
+    def last_validation_timestamp(self) -> str | None: ...
 
 
 class Action(StrEnum):
@@ -225,7 +227,8 @@ def operations(plan: Plan, *, now: datetime | None = None) -> list[Operation]:
         if item.action is Action.CREATE:
             ops.append(Operation("New-OutboundConnector", spec.new_parameters()))
         elif item.action is Action.UPDATE:
-            ops.append(Operation("Set-OutboundConnector", {"Identity": item.identity, **item.changes}))
+            ops.append(Operation("Set-OutboundConnector", {
+                "Identity": item.identity, **write_parameters(item.changes, validate=item.needs_validation)}))
         if item.needs_validation:
             ops.append(Operation("Validate-OutboundConnector",
                                  {"Identity": spec.name, "Recipients": list(spec.validation_recipients)}))
@@ -321,8 +324,24 @@ def needs_validation(spec: ConnectorSpec, current: ActualConnector, changes: Map
     return not _validated_for(current, spec.validation_recipients)
 
 
+def write_parameters(changes: Mapping[str, Any], *, validate: bool) -> dict[str, Any]:
+    """The Set-OutboundConnector parameters (without Identity) that apply `changes`.
+
+    A write that needs a new validation also clears IsValidated: Set- leaves that flag as it
+    was (it is a stored property an admin or this product sets, not something Exchange derives),
+    so a run stopped between this write and the validation (throttled, a crash) would leave
+    the old route's validation standing for the new route, and the next run would take it as
+    valid and never send the test message. Cleared, the next run validates.
+    """
+    return {**changes, "IsValidated": False} if validate else dict(changes)
+
+
 def _validated_for(current: ActualConnector, recipients: Sequence[str]) -> bool:
-    return current.is_validated and _folded(current.validation_recipients) == _folded(recipients)
+    # IsValidated is a flag any admin can set (Set-OutboundConnector -IsValidated); the wizard
+    # and this product always stamp LastValidationTimestamp with it, so a flag without a time
+    # is not taken as a validation.
+    return (current.is_validated and bool((current.last_validation_timestamp or "").strip())
+            and _folded(current.validation_recipients) == _folded(recipients))
 
 
 def _competition(spec: ConnectorSpec, foreign: ActualConnector) -> bool | tuple[str, ...]:

@@ -28,7 +28,17 @@ from .exchange import (
 )
 from .notice import ActivationNotice
 from .outcome import ConnectorOutcome, Event, Outcome, Status, Validation, now_iso
-from .plan import Action, ConnectorPlan, Plan, diff, make_plan, needs_validation, timestamp, validated_parameters
+from .plan import (
+    Action,
+    ConnectorPlan,
+    Plan,
+    diff,
+    make_plan,
+    needs_validation,
+    timestamp,
+    validated_parameters,
+    write_parameters,
+)
 from .settings import Settings
 from .spf import SpfResolver, check_domains
 
@@ -140,7 +150,7 @@ class _Run:
                 extra_hint=f"Connector(s): {names}",
             )
         for item, result in zip(plan.connectors, self.outcome.connectors, strict=True):
-            self.apply(item, result)
+            self.apply(item, result, actual)
         self.outcome.status = Status.SUCCEEDED
 
     def preflight(self) -> tuple[list[Connector], list[AcceptedDomain]]:
@@ -197,10 +207,11 @@ class _Run:
                                "needs_validation": p.needs_validation} for p in plan.connectors],
                   conflicts=[c.name for c in plan.conflicts])
 
-    def apply(self, item: ConnectorPlan, result: ConnectorOutcome) -> None:
+    def apply(self, item: ConnectorPlan, result: ConnectorOutcome, actual: Sequence[Connector]) -> None:
         assert self.client is not None
         spec = item.spec
         action, changes, validate = item.action, item.changes, item.needs_validation
+        current = next((c for c in actual if c.name.casefold() == item.identity.casefold()), None)
         if action is Action.CREATE:
             try:
                 client = self.client
@@ -210,9 +221,10 @@ class _Run:
                 # The name exists although the listing did not show it: ours in test mode (which
                 # the listing leaves out), or made a moment ago by another delivery or an admin.
                 # Converge on it instead of failing, and never create a second one.
-                action, changes, validate = self.converge_existing(spec)
+                action, changes, validate, current = self.converge_existing(spec)
         elif action is Action.UPDATE:
-            self.with_replication(lambda: self.client_update(item.identity, changes))
+            parameters = write_parameters(changes, validate=validate)
+            self.with_replication(lambda: self.client_update(item.identity, parameters))
             self.emit("connector.updated", f"updated '{spec.name}': {', '.join(sorted(changes))}",
                       connector=spec.name, changes=sorted(changes))
         else:
@@ -223,6 +235,7 @@ class _Run:
             # Validated already for these recipients, and nothing that routes mail changed
             # (plan.needs_validation): a wizard-made connector is adopted without a test message.
             result.validation = Validation.ALREADY_VALIDATED
+            self.record_kept_validation(spec, current)
             return
         self.validate(spec, result)
 
@@ -231,18 +244,35 @@ class _Run:
         client = self.client
         self.call(lambda: client.update_outbound_connector(identity, changes))
 
-    def converge_existing(self, spec: ConnectorSpec) -> tuple[Action, dict[str, Any], bool]:
+    def record_kept_validation(self, spec: ConnectorSpec, current: Connector | None) -> None:
+        """Say whose validation an already-validated connector keeps: Exchange's, not this run's.
+
+        A finished record is what operators and auditors read; `already_validated` alone could
+        pass for a test this product ran. The event names when Exchange says the connector was
+        validated, for which recipients, and where it was made (`AdminUI`: the wizard).
+        """
+        when = current.last_validated_at if current is not None else None
+        stamp = now_iso(when) if when is not None else (current.last_validation_timestamp if current else None)
+        recipients = list(current.validation_recipients) if current is not None else []
+        self.emit("validation.kept",
+                  f"'{spec.name}' keeps the validation Exchange holds ({stamp or 'time not recorded'}, "
+                  f"{', '.join(recipients) or 'no recipients recorded'}); not by this run, no test message sent",
+                  connector=spec.name, last_validation_timestamp=stamp, validation_recipients=recipients,
+                  connector_source=current.connector_source if current is not None else "")
+
+    def converge_existing(self, spec: ConnectorSpec) -> tuple[Action, dict[str, Any], bool, Connector]:
         assert self.client is not None
         current = self.with_replication(lambda: self._require(spec.name))
         changes = diff(spec, current)
         validate = needs_validation(spec, current, changes)
         if changes:
-            self.with_replication(lambda: self.client_update(spec.name, changes))
+            parameters = write_parameters(changes, validate=validate)
+            self.with_replication(lambda: self.client_update(spec.name, parameters))
             self.emit("connector.updated", f"'{spec.name}' existed; updated {', '.join(sorted(changes))}",
                       connector=spec.name, changes=sorted(changes))
-            return Action.UPDATE, changes, validate
+            return Action.UPDATE, changes, validate, current
         self.emit("connector.unchanged", f"'{spec.name}' existed already as desired", connector=spec.name)
-        return Action.UNCHANGED, {}, validate
+        return Action.UNCHANGED, {}, validate, current
 
     def _require(self, name: str) -> Connector:
         """The connector New- says exists: first among those in test mode, then the others.

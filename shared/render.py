@@ -201,7 +201,9 @@ def plan_powershell(notice: ActivationNotice, specs: Sequence[ConnectorSpec], *,
     for spec in specs:
         params = spec.new_parameters()
         del params["Name"]
-        update_only: dict[str, Any] = {"TlsDomain": None}
+        # IsValidated is withdrawn with the update (plan.write_parameters): stopped before the
+        # validation below, the script must not leave the old route's validation standing.
+        update_only: dict[str, Any] = {"TlsDomain": None, "IsValidated": False}
         if spec.use_mx_record:
             update_only["SmartHosts"] = None  # MX routing refuses leftover smart hosts
         out.append(f"# {spec.name}")

@@ -150,6 +150,11 @@ class Settings:
             if not _TABLE_NAME.fullmatch(table):
                 raise SettingsError(f"{env}={table!r}: use 3-63 letters and digits, starting with a letter "
                                     "(Azure table naming)")
+        if self.storage_connection_string and not _is_connection_string(self.storage_connection_string):
+            # Checked here, as the SDK would (azure.core parse_connection_string), so a damaged
+            # value is one line naming the setting, not a traceback; never echoed: it holds a key.
+            raise SettingsError("AzureWebJobsStorage is not a connection string (Name=value pairs separated "
+                                "by ';', each name once); copy it again, or `python -m localrun.azurite env`")
         if self.exo_call_retries < 0:
             raise SettingsError("EXO_CALL_RETRIES must be 0 or more")
         if self.max_attempts < 1:
@@ -256,6 +261,16 @@ _EXCHANGE_GROUP = frozenset({"EXO_ADMIN_API_URL", "ENTRA_AUTHORITY_HOST", "EXO_A
                              "MANAGED_IDENTITY_CLIENT_ID"})
 _DNS_GROUP = frozenset({"DNS_NAMESERVER", "DNS_PORT"})
 _GROUPS = (_STORAGE_GROUP, _EXCHANGE_GROUP, _DNS_GROUP)
+# The stack's other settings belong to one of its services and count only when the file's
+# settings for that service do: its queue, tables and demo back-off go with its Azurite; its
+# replication wait, DNS server and SPF include with its simulator (which the DNS server serves).
+# Beside the operator's own storage or Exchange they would be local values in a real
+# configuration: a 20 s replication wait failing real tenants, an SPF include never agreed.
+_COMPANIONS: dict[str, frozenset[str]] = {
+    **dict.fromkeys(("ACTIVATION_QUEUE", "ACTIVATIONS_TABLE", "EVENTS_TABLE", "RETRY_BASE_SECONDS",
+                     "RETRY_MAX_SECONDS"), _STORAGE_GROUP),
+    **dict.fromkeys(("REPLICATION_WAIT_SECONDS", "SPF_REQUIRED_INCLUDE", *_DNS_GROUP), _EXCHANGE_GROUP),
+}
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -293,7 +308,8 @@ def local_env_values(path: Path, environ: Mapping[str, str] | None = None) -> di
 
     The explicit environment always wins: a variable set there (non-empty) is never replaced,
     and the file's storage, Exchange and DNS settings each count only as a whole group, when
-    the environment sets none of that group. Names that are not product settings (the CA
+    the environment sets none of that group; the stack's other settings only with the group of
+    the service they belong to (`_COMPANIONS`). Names that are not product settings (the CA
     bundle line, for a shell that sources the file) are left out: TLS trust is the process's.
     """
     env = os.environ if environ is None else environ
@@ -302,12 +318,21 @@ def local_env_values(path: Path, environ: Mapping[str, str] | None = None) -> di
     def is_set(name: str) -> bool:
         return bool((env.get(name) or "").strip())
 
+    file = read_env_file(path)
+
+    def taken(group: frozenset[str]) -> bool:
+        return any(name in file for name in group) and not any(is_set(name) for name in group)
+
     added: dict[str, str] = {}
-    for name, value in read_env_file(path).items():
+    for name, value in file.items():
         if name not in known or is_set(name):
             continue
         group = next((g for g in _GROUPS if name in g), None)
-        if group is not None and any(is_set(other) for other in group):
+        if group is not None and not taken(group):
+            continue
+        anchors = [_COMPANIONS[name]] if name in _COMPANIONS else [] if group is not None else list(_GROUPS[:2])
+        # A setting of no group and no service counts only when the file gives the whole stack.
+        if not all(taken(anchor) for anchor in anchors):
             continue
         added[name] = value
     return added
@@ -322,11 +347,16 @@ def trust_local_env_ca(path: Path, environ: MutableMapping[str, str] | None = No
     TLS trust is the process's (REQUESTS_CA_BUNDLE, read by the HTTP clients), not a product
     setting; but a command that talks to the simulator because the file said so must trust the
     simulator's throw-away CA, or `apply` fails on a certificate error. So, for the command line
-    only: when `local_env_values` took the file's Exchange endpoint, no CA variable is set and
-    the file's REQUESTS_CA_BUNDLE exists, it is set here. Returns the bundle set, or None.
+    only: when `local_env_values` took the file's Exchange endpoint, no CA variable is set, the
+    environment configures no storage of its own (reached over HTTPS with a public certificate)
+    and the file's REQUESTS_CA_BUNDLE exists, it is set here. Returns the bundle set, or None.
     """
     env = os.environ if environ is None else environ
     if any((env.get(name) or "").strip() for name in _TLS_VARIABLES):
+        return None
+    if any((env.get(name) or "").strip() for name in _STORAGE_GROUP):
+        # The bundle replaces the system's trust for every HTTPS call of the process, and holds
+        # only the simulator's root: one's own storage account would fail its TLS handshake.
         return None
     if "EXO_ADMIN_API_URL" not in local_env_values(path, env):
         return None
@@ -335,6 +365,15 @@ def trust_local_env_ca(path: Path, environ: MutableMapping[str, str] | None = No
         return None
     env["REQUESTS_CA_BUNDLE"] = bundle
     return bundle
+
+
+def _is_connection_string(value: str) -> bool:
+    """Whether the storage SDK can parse `value`: `Name=value` pairs, `;`-separated, names unique."""
+    pairs = [part.split("=", 1) for part in value.strip().rstrip(";").split(";")]
+    if any(len(pair) != 2 or not all(pair) for pair in pairs):
+        return False
+    names = [pair[0].lower() for pair in pairs]
+    return len(set(names)) == len(names)
 
 
 def _convert(spec: Setting, raw: str) -> object:

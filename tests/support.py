@@ -25,6 +25,7 @@ class FakeConnector:
     validation_recipients: tuple[str, ...] = ()
     comment: str = ""
     tls_domain: str | None = None
+    last_validation_timestamp: str | None = None
 
 
 def as_deployed(spec: ConnectorSpec, **overrides: object) -> FakeConnector:
@@ -37,6 +38,7 @@ def as_deployed(spec: ConnectorSpec, **overrides: object) -> FakeConnector:
         is_validated=True,
         validation_recipients=spec.validation_recipients,
         comment=spec.comment,
+        last_validation_timestamp="2026-01-01T00:00:00Z",
     )
     return replace(connector, **overrides)  # type: ignore[arg-type]
 

@@ -517,3 +517,28 @@ def test_the_page_shell_needs_no_key_but_every_data_route_does(function_host: Lo
         with pytest.raises(urllib.error.HTTPError) as refused:
             opener.open(request, timeout=10)
         assert refused.value.code == 401, (method, path)
+
+
+def test_a_key_in_the_fragment_never_reaches_the_server(
+        chromium: Chromium, function_host: LocalFunctionsHost, activation_store: ActivationStore,
+        simulator: Simulator) -> None:
+    # A key in ?code= travels to the server with the page request (and from there into request
+    # logs and telemetry, Azure/azure-functions-host#11602); the shell needs no key, so the link
+    # make run prints carries it in #code=, which the browser keeps to itself.
+    host = function_host
+    notice_id = "PAGE-FRAGMENT-1"
+    assert _post(host, "activations", _notice(notice_id, str(uuid.uuid4()))) == 202
+    assert _wait_final(activation_store, [notice_id]) == {notice_id: "succeeded"}
+    sent: list[str] = []
+    chromium.handlers["Network.requestWillBeSent"] = lambda p: sent.append(p["request"]["url"])
+    chromium.call("Network.enable")
+    chromium.open(f"{host.api_url}/status?status=succeeded#code={host.function_key}")
+    assert chromium.wait_for(f"{ROWS}.length === 1 && {ROWS}", what="the list") == [notice_id]
+    assert chromium.wait_for("location.hash === '' && location.search") == "?status=succeeded"
+    assert host.function_key not in chromium.evaluate("location.href")
+    assert sent and not [url for url in sent if host.function_key in url]
+    # and a reload in the tab keeps working from the stored key
+    chromium.call("Page.reload")
+    chromium.wait_for("document.readyState === 'complete'")
+    assert chromium.wait_for(f"{ROWS}.length === 1 && {ROWS}", what="the list after reload") == [notice_id]
+    assert chromium.problems() == []

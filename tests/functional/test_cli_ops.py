@@ -183,6 +183,19 @@ def test_unreachable_storage_is_one_line_not_a_traceback(monkeypatch: pytest.Mon
     assert len(err.splitlines()) == 1 and err.startswith("storage error: ") and str(port) in err
 
 
+@pytest.mark.parametrize("value", ["garbage", "AccountName=x;AccountKey", "AccountName=x;accountname=y;AccountKey=k2"])
+def test_a_malformed_connection_string_is_one_line_that_does_not_echo_it(value: str, monkeypatch: pytest.MonkeyPatch,
+                                                                        tmp_path: Path) -> None:
+    # A stale or hand-edited .run/local.env, or a pasted fragment, used to end in the SDK's traceback.
+    for name in STORAGE_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AzureWebJobsStorage", value)
+    code, out, err = run("list", local_env=tmp_path / ".run" / "local.env")
+    assert (code, out) == (EXIT_INVALID, "")
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("configuration error: AzureWebJobsStorage ") and value not in err
+
+
 def test_the_command_line_finds_the_local_stack_with_nothing_configured(
         storage: StorageNames, activation_store: ActivationStore, monkeypatch: pytest.MonkeyPatch,
         tmp_path: Path) -> None:

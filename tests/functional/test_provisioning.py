@@ -107,7 +107,9 @@ def test_drift_on_one_connector_is_set_back_with_only_that_parameter(simulator: 
     assert outcome.status is Status.SUCCEEDED
     writes = simulator.writes(TENANT)
     assert writes[0]["cmdlet"] == "Set-OutboundConnector"
-    assert {k for k in writes[0]["parameters"] if k != "Identity"} == {"SmartHosts"}
+    # the drifted parameter only, and the old route's validation withdrawn until the new one passes
+    assert {k for k in writes[0]["parameters"] if k != "Identity"} == {"SmartHosts", "IsValidated"}
+    assert writes[0]["parameters"]["IsValidated"] is False
     assert [c.action for c in outcome.connectors] == ["unchanged", "update"]
     assert by_name(simulator)[MG_NAME]["SmartHosts"] == ["mgf.cybermail.jp"]
 
@@ -490,3 +492,50 @@ def test_a_mailgates_connector_that_fails_validation_is_not_left_routing_all_mai
     assert mg["Enabled"] is False
     assert outcome.connectors[0].disabled is True
 
+
+
+def test_a_connector_rerouted_by_a_run_whose_validation_never_ran_is_validated_by_the_next(
+        simulator: Simulator, engine: ProvisioningEngine) -> None:
+    # Validated once for mgs; the notice moves it to mgf. Set- keeps IsValidated as it was, so if
+    # the run stops between the Set and the Validate (throttled past the in-run retries), the
+    # next run must not read the old validation as one of the new route.
+    seed_ours_mg(simulator, SmartHosts=["mgs.cybermail.jp"])
+    simulator.fail_next(TENANT, 10, "throttle", cmdlet="Validate-OutboundConnector", retry_after=600)
+    first = engine.run(notice("mailgates"))
+    assert first.retryable and first.status is not Status.SUCCEEDED
+    assert by_name(simulator)[MG_NAME]["SmartHosts"] == ["mgf.cybermail.jp"]
+    simulator.clear_faults(TENANT)
+    simulator.reset_log()
+    second = engine.run(notice("mailgates"))
+    assert second.status is Status.SUCCEEDED, second.error
+    assert simulator.calls(TENANT).get("Validate-OutboundConnector") == 1
+    assert [c.validation for c in second.connectors] == [Validation.PASSED]
+
+
+def test_our_connector_in_test_mode_beside_a_live_foreign_star_connector_is_left_untouched(
+        simulator: Simulator, engine: ProvisioningEngine) -> None:
+    # The listing hides ours (test mode) and shows the foreign `*`: the conflict must stop the run
+    # before New- (which would find our name taken and converge ours into a second live `*`).
+    seed_mailgates(simulator, TestMode=True)
+    simulator.seed_connector(TENANT, Name="Old gateway", ConnectorType="Partner", RecipientDomains=["*"],
+                             UseMXRecord=False, SmartHosts=["relay.old.example"])
+    outcome = engine.run(make_notice(services=["mailgates"]))
+    assert outcome.status is Status.NEEDS_ATTENTION
+    assert simulator.writes(TENANT) == []
+    assert by_name(simulator)[MG_NAME]["TestMode"] is True
+
+
+def test_an_adopted_connector_records_whose_validation_it_keeps(simulator: Simulator,
+                                                              engine: ProvisioningEngine) -> None:
+    # The record must not read as if this run had tested the route: it names the validation
+    # Exchange holds (when, for whom, made where) and says this run sent no test message.
+    seed_mailgates(simulator)
+    outcome = engine.run(make_notice(services=["mailgates"]))
+    assert outcome.status is Status.SUCCEEDED, outcome.error
+    assert simulator.calls(TENANT).get("Validate-OutboundConnector") is None
+    kept = [e for e in outcome.events if e.kind == "validation.kept"]
+    assert [e.data for e in kept] == [{
+        "connector": MG_NAME, "last_validation_timestamp": "2026-07-24T18:59:12.000Z",
+        "validation_recipients": ["adm@example.com"], "connector_source": "AdminUI"}]
+    assert "not by this run" in kept[0].message
+    assert not [e for e in outcome.events if e.kind == "validation.passed"]

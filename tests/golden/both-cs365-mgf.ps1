@@ -96,6 +96,7 @@ Set-ProvisionedConnector -Name ('Enterprise Audit' + [string][char]0x9001 + [str
     Comment = '[managed-by:activation-provisioning] enterprise_audit'
 } -UpdateOnly @{
     TlsDomain = $null
+    IsValidated = $false
     SmartHosts = $null
 } -Recipients @('jr-0001@cs-365.cybermail.jp')
 
@@ -112,6 +113,7 @@ Set-ProvisionedConnector -Name ('MAILGATES' + [string][char]0x03A3 + ' ' + [stri
     Comment = '[managed-by:activation-provisioning] mailgates'
 } -UpdateOnly @{
     TlsDomain = $null
+    IsValidated = $false
 } -Recipients @('adm@example.com')
 
 Get-OutboundConnector | Format-Table Name, Enabled, RecipientDomains, SmartHosts, IsValidated -AutoSize

@@ -96,6 +96,7 @@ Set-ProvisionedConnector -Name ('Enterprise Audit' + [string][char]0x9001 + [str
     Comment = '[managed-by:activation-provisioning] enterprise_audit'
 } -UpdateOnly @{
     TlsDomain = $null
+    IsValidated = $false
     SmartHosts = $null
 } -Recipients @('jr-0004@cs-365.cybermail.jp')
 

@@ -97,6 +97,7 @@ Set-ProvisionedConnector -Name ('MAILGATES' + [string][char]0x03A3 + ' ' + [stri
     Comment = '[managed-by:activation-provisioning] mailgates'
 } -UpdateOnly @{
     TlsDomain = $null
+    IsValidated = $false
 } -Recipients @('it-admin@northwind.example')
 
 Get-OutboundConnector | Format-Table Name, Enabled, RecipientDomains, SmartHosts, IsValidated -AutoSize

@@ -960,3 +960,13 @@ def test_the_guard_refuses_parameters_it_does_not_know_on_routing_cmdlets() -> N
     with pytest.raises(RoutingPolicyError):
         client.invoke("Set-OutboundConnector", {"Identity": mailgates().name, "SmartHost": ["relay.attacker.example"]})
     assert adapter.sent == []
+
+
+@pytest.mark.parametrize("garbage", ["inf", "Infinity", "1e400", "nan", "-inf", "NaN"])
+@pytest.mark.parametrize("header", ["Retry-After", "Rate-Limit-Reset"])
+def test_a_non_finite_wait_header_leaves_the_wait_to_the_back_off(header: str, garbage: str) -> None:
+    # float() reads these; an infinite wait would be stored in the record as `Infinity`, which
+    # is not JSON, and a NaN wait would retry at once. Neither is a wait the service meant.
+    assert throttle_wait({header: garbage}, now=NOW) is None
+    error = error_from_response(503, {header: garbage}, b"busy", cmdlet="Get-OutboundConnector")
+    assert error.retry_after is None

@@ -9,7 +9,7 @@ import pytest
 from shared.connectors import desired_connectors
 from shared.exchange import Connector
 from shared.notice import parse_notice
-from shared.plan import Action, covers, diff, make_plan, needs_validation, operations, overlaps
+from shared.plan import Action, covers, diff, make_plan, needs_validation, operations, overlaps, write_parameters
 from shared.settings import Settings
 from tests.support import FakeConnector, as_deployed
 
@@ -47,7 +47,16 @@ def test_drift_on_one_connector_updates_only_the_differing_parameter() -> None:
     assert plan.connectors[1].needs_validation
     ops = operations(plan)
     assert ops[0].cmdlet == "Set-OutboundConnector"
-    assert ops[0].parameters == {"Identity": MG.name, "SmartHosts": ["mgf.cybermail.jp"]}
+    # the old route's validation is withdrawn with the write, so a run stopped before the
+    # Validate cannot leave it standing for the new route
+    assert ops[0].parameters == {"Identity": MG.name, "SmartHosts": ["mgf.cybermail.jp"], "IsValidated": False}
+
+
+def test_a_write_that_needs_no_new_validation_leaves_the_validation_alone() -> None:
+    assert write_parameters({"Comment": MG.comment}, validate=False) == {"Comment": MG.comment}
+    ops = operations(make_plan([MG], [as_deployed(MG, comment="")]))
+    assert [(op.cmdlet, op.parameters) for op in ops] == [
+        ("Set-OutboundConnector", {"Identity": MG.name, "Comment": MG.comment})]
 
 
 def test_lists_compare_order_insensitively_and_names_case_insensitively() -> None:
@@ -221,6 +230,10 @@ def test_renaming_our_validated_connector_back_does_not_validate_it_again() -> N
     {"validation_recipients": ("other@example.com",)},
     {"validation_recipients": ()},
     {"is_validated": False},
+    # IsValidated is a flag anyone can set (Set-OutboundConnector -IsValidated); the wizard and
+    # this product always stamp the time with it, so a flag without a time is no validation
+    {"last_validation_timestamp": None},
+    {"last_validation_timestamp": ""},
 ])
 def test_a_wizard_connector_not_validated_for_our_recipients_is_validated(override: dict[str, object]) -> None:
     assert make_plan([MG], [wizard_made(MG, **override)]).connectors[0].needs_validation is True

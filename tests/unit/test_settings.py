@@ -416,3 +416,40 @@ def test_the_validate_bound_is_host_json_function_timeout() -> None:
     from shared.settings import FUNCTION_TIMEOUT_SECONDS
     hours, minutes, seconds = json.loads(Path("host.json").read_text())["functionTimeout"].split(":")
     assert int(hours) * 3600 + int(minutes) * 60 + float(seconds) == FUNCTION_TIMEOUT_SECONDS
+
+
+def test_the_stacks_demo_pacing_and_spf_include_never_join_ones_own_services(tmp_path: Path) -> None:
+    # make run writes its local pacing, queue/table names and the SPF include of its DNS server
+    # too. With the operator's own Exchange and storage configured, none of them may count: a
+    # 20 s replication wait would fail real tenants early, the include would be enforced on
+    # customers who were never asked for it.
+    stack = {"RETRY_BASE_SECONDS": "2", "RETRY_MAX_SECONDS": "30", "REPLICATION_WAIT_SECONDS": "20",
+             "SPF_REQUIRED_INCLUDE": "spf.cybermail.jp", "ACTIVATION_QUEUE": "local-notices",
+             "ACTIVATIONS_TABLE": "localactivations", "EVENTS_TABLE": "localevents"}
+    path = _local_env(tmp_path, **stack)
+    own = {"AzureWebJobsStorage__accountName": "prodaccount", "EXO_ADMIN_API_URL": "https://outlook.office365.com"}
+    assert local_env_values(path, own) == {}
+    assert Settings.from_env(own, local_env=path) == Settings.from_env(own)
+    # each rides with the service it belongs to: the stack's storage brings its queue, tables and
+    # back-off; the stack's Exchange brings its replication wait, DNS and SPF include
+    with_storage = local_env_values(path, {"EXO_ADMIN_API_URL": "https://outlook.office365.com"})
+    assert {"RETRY_BASE_SECONDS", "ACTIVATION_QUEUE", "EVENTS_TABLE", "AzureWebJobsStorage"} <= set(with_storage)
+    assert not {"REPLICATION_WAIT_SECONDS", "SPF_REQUIRED_INCLUDE", "DNS_NAMESERVER"} & set(with_storage)
+    with_exchange = local_env_values(path, {"AzureWebJobsStorage__accountName": "prodaccount"})
+    assert {"REPLICATION_WAIT_SECONDS", "SPF_REQUIRED_INCLUDE", "DNS_NAMESERVER", "EXO_CLIENT_ID"} <= set(with_exchange)
+    assert not {"RETRY_BASE_SECONDS", "ACTIVATION_QUEUE", "ACTIVATIONS_TABLE"} & set(with_exchange)
+    # with nothing configured, the whole stack
+    assert set(stack) <= set(local_env_values(path, {}))
+
+
+def test_the_simulators_ca_is_not_made_the_only_trust_beside_ones_own_storage(tmp_path: Path) -> None:
+    # REQUESTS_CA_BUNDLE replaces the system's trust for every HTTPS call of the process; the
+    # file's CA holds only the simulator's throw-away root, so `list` against one's own storage
+    # account (HTTPS, a public certificate) would fail its TLS handshake.
+    path = _local_env(tmp_path)
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n", encoding="utf-8")
+    for own in ({"AzureWebJobsStorage__accountName": "prodaccount"},
+                {"AzureWebJobsStorage": "DefaultEndpointsProtocol=https;AccountName=prod;AccountKey=a2V5"}):
+        environ = dict(own)
+        assert trust_local_env_ca(path, environ) is None
+        assert environ == own
