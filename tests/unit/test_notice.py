@@ -190,7 +190,11 @@ def test_notice_id_accepts_1_to_64_safe_characters(value: str) -> None:
     ("ACT 2026", "invalid_format"),
     ("ACT/2026", "invalid_format"),
     ("開通-0001", "invalid_format"),
-    ("ACT\n1", "invalid_format"),
+    ("ACT\n1", "control_character"),
+    (".", "invalid_format"),  # a URL path would drop it: /api/activations/. is the list
+    ("..", "invalid_format"),
+    ("...", "invalid_format"),
+    ("ACT-1.", "invalid_format"),
     ("", "empty"),
     ("   ", "empty"),
     (2026, "wrong_type"),
