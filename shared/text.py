@@ -148,7 +148,7 @@ def restore_raw(preview: str, original: str | None) -> bytes:
             return base64.b64decode(original, validate=True)
         except (binascii.Error, ValueError):
             pass  # edited by hand: the preview is all there is
-    return preview.encode("utf-8")
+    return original_bytes(preview)
 
 
 __all__ = [
