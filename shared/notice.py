@@ -235,7 +235,7 @@ def _screen(obj: Mapping[Any, Any], errors: list[FieldError]) -> dict[str, Any]:
 
 
 def _forbidden_in(value: object) -> str | int | None:
-    """The first string in `value` (nested anywhere) with a forbidden character; an int if too big."""
+    """A string in `value` (nested anywhere) with a forbidden character; the node count if too big."""
     stack = [value]
     seen = 0
     while stack:
