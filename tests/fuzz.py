@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     parser = argparse.ArgumentParser(prog="python -m tests.fuzz", description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=200_000, help="cases in all, split over the strategies")
     args = parser.parse_args(argv)
-    per = max(1, args.examples // len(STRATEGIES))
+    per = max(1, -(-args.examples // len(STRATEGIES)))  # rounded up: at least --examples in all
     campaign = Campaign(per)
     started = time.monotonic()
     finding: BaseException | None = None
