@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit functional bench scan deps clean
+.PHONY: run test lint typecheck unit functional bench fuzz scan deps clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ unit: $(STAMP)
 
 bench: deps
 	$(PY) -m bench
+
+## make fuzz: 200,000 generated hostile inputs to the notice parser (a few minutes; make test runs a few hundred)
+fuzz: $(STAMP)
+	$(PY) -m tests.fuzz --examples 200000
 
 scan:
 	bash scripts/checkov.sh

@@ -17,11 +17,13 @@ from .notice import GUID_PATTERN, NOTICE_ID_PATTERN, NoticeError
 from .outcome import Status, now_iso
 from .requester import FUNCTION_KEY
 from .store import ActivationRecord, ActivationStore, InvalidContinuation
+from .text import clean, decode_body
 from .worker import RetryRefused, Worker
 
 MAX_TOP = 200
-MAX_EVENTS_SCANNED = 5000
+MAX_EVENTS_COUNTED = 5000  # beyond this, events_total is a lower bound (events_total_exact false)
 MAX_BODY_BYTES = 64 * 1024
+BAD_NOTICE_ID = "notice_id must be 1-64 characters of A-Z a-z 0-9 . _ -, not ending with '.'"
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,14 @@ class ApiResponse:
     headers: dict[str, str] = field(default_factory=dict)
 
     def json(self) -> str:
-        return json.dumps(self.body, ensure_ascii=False)
+        """The body as JSON text that always encodes as UTF-8.
+
+        The store already keeps every value storable text; cleaning the text once more here
+        means that no value from anywhere can make a response fail to encode (a 500 for a
+        whole list because of one row). It keeps the JSON valid: such characters only occur
+        inside JSON strings.
+        """
+        return clean(json.dumps(self.body, ensure_ascii=False))
 
 
 def _problem(status: int, code: str, message: str, **extra: Any) -> ApiResponse:
@@ -53,7 +62,7 @@ class ActivationApi:
         try:
             submitted = worker.submit(body, requested_by=requested_by)
         except NoticeError as exc:
-            rejected = worker.record_rejected(body.decode("utf-8", errors="replace"), exc)
+            rejected = worker.record_rejected(decode_body(body), exc)  # undecodable bytes kept as evidence
             return ApiResponse(400, {
                 "notice_id": rejected.notice_id,
                 "status": rejected.status,  # this notice's: rejected (a valid activation under its id is untouched)
@@ -73,21 +82,22 @@ class ActivationApi:
 
     def get(self, notice_id: str, *, events: int = 200) -> ApiResponse:
         if not NOTICE_ID_PATTERN.fullmatch(notice_id):
-            return _problem(400, "BAD_REQUEST", "notice_id must be 1-64 characters of A-Z a-z 0-9 . _ -")
+            return _problem(400, "BAD_REQUEST", BAD_NOTICE_ID)
         record = self._store.get(notice_id)
         if record is None:
             return _problem(404, "NOT_FOUND", f"no activation {notice_id}")
         # The newest events tell how the activation ended; a very long history is cut from the
-        # start, and the document says so.
-        history = self._store.list_events(notice_id, limit=MAX_EVENTS_SCANNED)
+        # start, and the document says so: events_total counts up to MAX_EVENTS_COUNTED, and
+        # events_total_exact is false when there are more than that.
+        history = self._store.history(notice_id, newest=events, count_limit=max(events, MAX_EVENTS_COUNTED))
         doc = status_document(record)
-        doc["events_total"] = len(history)
-        doc["events_truncated"] = len(history) > events
-        history = history[-events:]
+        doc["events_total"] = history.total
+        doc["events_total_exact"] = history.total_exact
+        doc["events_truncated"] = history.truncated
         doc["events"] = [{
             "at": now_iso(e.at), "kind": e.kind, "message": e.message, "attempt": e.attempt,
             "series": e.series, "duration_ms": e.duration_ms, "data": e.data or {},
-        } for e in history]
+        } for e in history.events]
         return ApiResponse(200, doc)
 
     def list(self, params: Mapping[str, str]) -> ApiResponse:
@@ -117,7 +127,7 @@ class ActivationApi:
 
     def retry(self, notice_id: str, *, requested_by: str = FUNCTION_KEY) -> ApiResponse:
         if not NOTICE_ID_PATTERN.fullmatch(notice_id):
-            return _problem(400, "BAD_REQUEST", "notice_id must be 1-64 characters of A-Z a-z 0-9 . _ -")
+            return _problem(400, "BAD_REQUEST", BAD_NOTICE_ID)
         try:
             record = self._worker().retry(notice_id, requested_by=requested_by)
         except RetryRefused as exc:

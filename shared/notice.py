@@ -13,11 +13,12 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .errors import ErrorCode, ProvisioningError
 from .settings import Settings
+from .text import display, forbidden_characters
 
 MAX_NOTICE_BYTES = 16 * 1024
 SERVICES = ("enterprise_audit", "mailgates")  # canonical order: Enterprise Audit first
@@ -36,11 +37,20 @@ ALLOWED_KEYS = (
 )
 
 # Shared with the HTTP API, CLI and worker so every entry point accepts the same identifiers.
-NOTICE_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# An id is a URL path segment (/api/activations/{notice_id}), so it must come back unchanged:
+# "." and ".." are dot-segments a client or server removes (RFC 3986 §5.2.4), and hosts that
+# map URLs onto Windows paths drop a trailing dot (azure-functions-host issues #969, #3734;
+# the trailing-dot part is inference from Windows' path rules), so the last character is never a dot.
+NOTICE_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{0,63}[A-Za-z0-9_-]")
 GUID_PATTERN = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 _LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 _MAX_TEXT = 256
+# issued_at outside this window is a typo (and near year 1 or 9999 an offset overflows the
+# calendar); real UTC offsets run from -12:00 to +14:00.
+ISSUED_AT_RANGE = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+_MAX_OFFSET = timedelta(hours=14)
+_MAX_NODES = 10_000  # more values than a 16 KiB notice can hold; bounds a Mapping given directly
 
 
 @dataclass(frozen=True)
@@ -120,8 +130,8 @@ class ActivationNotice:
 def parse_notice(data: str | bytes | Mapping[str, Any], settings: Settings | None = None) -> ActivationNotice:
     """Parse and validate a notice from JSON text, bytes, or an already-decoded object."""
     settings = settings or Settings()
-    obj = _decode(data)
     errors: list[FieldError] = []
+    obj = _screen(_decode(data), errors)
     values: dict[str, Any] = {}
 
     for key in obj:
@@ -149,9 +159,15 @@ def parse_notice(data: str | bytes | Mapping[str, Any], settings: Settings | Non
     return ActivationNotice(**values)
 
 
-def _decode(data: str | bytes | Mapping[str, Any]) -> Mapping[str, Any]:
+def _decode(data: object) -> Mapping[Any, Any]:
     if isinstance(data, Mapping):
         return data
+    if isinstance(data, bytearray | memoryview):
+        data = bytes(data)
+    if not isinstance(data, str | bytes):
+        raise NoticeError([_err("$", "not_object",
+                                f"the notice must be JSON text or an object, not {type(data).__name__}.",
+                                "開通通知は JSON テキストまたはオブジェクトである必要があります。")])
     if isinstance(data, str):
         try:
             data = data.encode("utf-8")
@@ -180,6 +196,80 @@ def _decode(data: str | bytes | Mapping[str, Any]) -> Mapping[str, Any]:
                                 f"the notice must be a JSON object, not {type(obj).__name__}.",
                                 "開通通知は JSON オブジェクト（{...}）である必要があります。")])
     return obj
+
+
+_EDGE_WHITESPACE = " \t\r\n"
+# Stands for a value that already has its field error, so no later check reports it again.
+_REPORTED = object()
+
+
+def _screen(obj: Mapping[Any, Any], errors: list[FieldError]) -> dict[str, Any]:
+    """`obj` with every key and value that holds a forbidden character reported and set aside.
+
+    Control characters, lone surrogates and noncharacters are refused anywhere in a notice,
+    in keys, in nested values and in fields of services not requested, because whatever is
+    kept of the notice must be storable and showable as text (see shared/text.py). A key
+    that is not a string is named by its type: a huge int cannot even be turned into text.
+    """
+    screened: dict[str, Any] = {}
+    for key, value in obj.items():
+        if not isinstance(key, str):
+            errors.append(_err(f"<{type(key).__name__} key>", "unknown_key",
+                               f"a {type(key).__name__} is not a notice field name; use the field names as JSON strings.",
+                               "項目名は JSON の文字列で指定してください。"))
+            continue
+        if forbidden_characters(key):
+            errors.append(_bad_characters(display(key, 64), key))
+            continue
+        found = _forbidden_in(value)
+        if found is None:
+            screened[key] = value
+        elif isinstance(found, int):
+            errors.append(_err(key, "too_large", f"'{key}' holds more than {_MAX_NODES} values; send the notice's own fields only.",
+                               f"'{key}' の値が多すぎます（上限 {_MAX_NODES}）。開通通知の項目だけを送ってください。"))
+            screened[key] = _REPORTED
+        else:
+            errors.append(_bad_characters(key, found))
+            screened[key] = _REPORTED
+    return screened
+
+
+def _forbidden_in(value: object) -> str | int | None:
+    """A string in `value` (nested anywhere) with a forbidden character; the node count if too big."""
+    stack = [value]
+    seen = 0
+    while stack:
+        item = stack.pop()
+        seen += 1
+        if seen > _MAX_NODES:
+            return seen
+        if isinstance(item, str):
+            # Tabs and line breaks around a value are copy-and-paste residue that parsing strips.
+            if forbidden_characters(item.strip(_EDGE_WHITESPACE)):
+                return item
+        elif isinstance(item, Mapping):
+            for k, v in item.items():
+                stack.append(k)
+                stack.append(v)
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return None
+
+
+def _bad_characters(field: str, text: str) -> FieldError:
+    chars = forbidden_characters(text.strip(_EDGE_WHITESPACE)) or forbidden_characters(text)
+    shown = ", ".join(display(c) for c in chars[:5])
+    if all("\ud800" <= c <= "\udfff" for c in chars):
+        return _err(field, "invalid_unicode",
+                    f"'{field}' contains an invalid Unicode escape (a lone surrogate: {shown}); remove it.",
+                    f"'{field}' に不正な Unicode 文字（サロゲート: {shown}）が含まれています。削除してください。")
+    if all(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in chars):
+        return _err(field, "control_character", f"'{field}' contains control characters ({shown}); remove them.",
+                    f"'{field}' に制御文字（{shown}）が含まれています。削除してください。")
+    return _err(field, "invalid_unicode",
+                f"'{field}' contains characters that are not text (control characters, lone surrogates or "
+                f"noncharacters: {shown}); remove them.",
+                f"'{field}' に文字として使えない文字（{shown}）が含まれています。削除してください。")
 
 
 class _DuplicateKey(ValueError):
@@ -221,14 +311,12 @@ def _string(obj: Mapping[str, Any], field: str, errors: list[FieldError], *, req
             errors.append(_missing(field, why_en, why_ja))
         return None
     value = obj[field]
+    if value is _REPORTED:
+        return None
     if not isinstance(value, str):
         errors.append(_wrong_type(field, "a string", "文字列"))
         return None
     value = value.strip()
-    if any("\ud800" <= ch <= "\udfff" for ch in value):
-        errors.append(_err(field, "invalid_unicode", f"'{field}' contains an invalid Unicode escape (a lone surrogate); remove it.",
-                           f"'{field}' に不正な Unicode 文字（サロゲート）が含まれています。削除してください。"))
-        return None
     if not value:
         if required:
             errors.append(_err(field, "empty", f"'{field}' is empty{why_en}. Fill it in.",
@@ -241,8 +329,10 @@ def _check_notice_id(obj: Mapping[str, Any], errors: list[FieldError]) -> str | 
     value = _string(obj, "notice_id", errors, required=True)
     if value is not None and not NOTICE_ID_PATTERN.fullmatch(value):
         errors.append(_err("notice_id", "invalid_format",
-                           "'notice_id' must be 1-64 characters of A-Z a-z 0-9 . _ -.",
-                           "'notice_id' は A-Z a-z 0-9 . _ - の 1～64 文字で指定してください。"))
+                           "'notice_id' must be 1-64 characters of A-Z a-z 0-9 . _ - and must not end with '.' "
+                           "(it is part of the status URL, where '.' and '..' mean something else).",
+                           "'notice_id' は A-Z a-z 0-9 . _ - の 1～64 文字で、末尾を '.' 以外にしてください"
+                           "（状態確認 URL の一部になるため）。"))
         return None
     return value
 
@@ -267,6 +357,8 @@ def _check_services(obj: Mapping[str, Any], errors: list[FieldError]) -> tuple[s
         errors.append(_missing("services"))
         return None
     value = obj["services"]
+    if value is _REPORTED:
+        return None
     if not isinstance(value, list):
         errors.append(_wrong_type("services", 'a list such as ["mailgates", "enterprise_audit"]',
                                   '["mailgates", "enterprise_audit"] のようなリスト'))
@@ -280,7 +372,7 @@ def _check_services(obj: Mapping[str, Any], errors: list[FieldError]) -> tuple[s
     for item in value:
         if not isinstance(item, str) or item not in SERVICES:
             # Never render arbitrary values: a 5000-digit int cannot even be turned into text.
-            shown = item[:40] if isinstance(item, str) else f"a {type(item).__name__}"
+            shown = display(item, 40) if isinstance(item, str) else f"a {type(item).__name__}"
             errors.append(_err("services", "unknown_service",
                                f"'{shown}' is not a service; use \"mailgates\" and/or \"enterprise_audit\".",
                                f"'{shown}' はサービス名ではありません。\"mailgates\" または \"enterprise_audit\" を指定してください。"))
@@ -351,8 +443,8 @@ def _check_mx_host(obj: Mapping[str, Any], errors: list[FieldError], settings: S
     if host not in settings.allowed_smart_hosts:
         allowed = ", ".join(sorted(settings.allowed_smart_hosts))
         errors.append(_err("mx_host", "host_not_allowed",
-                           f"'{value[:80]}' is not a MailGates host; use the MX record on the activation notice, one of: {allowed}.",
-                           f"'{value[:80]}' は MailGates のホストではありません。開通通知書の MX レコード（{allowed} のいずれか）を指定してください。"))
+                           f"'{display(value)}' is not a MailGates host; use the MX record on the activation notice, one of: {allowed}.",
+                           f"'{display(value)}' は MailGates のホストではありません。開通通知書の MX レコード（{allowed} のいずれか）を指定してください。"))
         return None
     return host
 
@@ -410,10 +502,6 @@ def _check_text(obj: Mapping[str, Any], field: str, errors: list[FieldError]) ->
         errors.append(_err(field, "too_long", f"'{field}' is longer than {_MAX_TEXT} characters; shorten it.",
                            f"'{field}' が {_MAX_TEXT} 文字を超えています。短くしてください。"))
         return None
-    if value is not None and any(ord(c) < 32 for c in value):
-        errors.append(_err(field, "control_character", f"'{field}' contains control characters; remove them.",
-                           f"'{field}' に制御文字が含まれています。削除してください。"))
-        return None
     return value
 
 
@@ -425,10 +513,23 @@ def _check_issued_at(obj: Mapping[str, Any], errors: list[FieldError]) -> str | 
         parsed = datetime.fromisoformat(value)
     except ValueError:
         parsed = None
-    if parsed is None or parsed.tzinfo is None or "T" not in value.upper():
+    offset = parsed.utcoffset() if parsed is not None else None
+    if parsed is None or offset is None or "T" not in value.upper():
         errors.append(_err("issued_at", "invalid_timestamp",
                            "'issued_at' must be an ISO 8601 timestamp with an offset, like 2026-04-01T09:00:00+09:00.",
                            "'issued_at' は 2026-04-01T09:00:00+09:00 のようなオフセット付き ISO 8601 形式で指定してください。"))
         return None
+    low, high = ISSUED_AT_RANGE
+    try:
+        instant = parsed.astimezone(UTC) if abs(offset) <= _MAX_OFFSET else None
+    except OverflowError:  # 9999-12-31T23:59:59-14:00 is after the last instant a datetime holds
+        instant = None
+    if instant is None or not low <= instant < high:
+        errors.append(_err("issued_at", "out_of_range",
+                           f"'issued_at' must be between {low.year} and {high.year - 1} with an offset between -14:00 "
+                           "and +14:00, like 2026-04-01T09:00:00+09:00; check the date on the activation notice.",
+                           f"'issued_at' は {low.year}～{high.year - 1} 年、オフセット -14:00～+14:00 の範囲で指定してください"
+                           "（例: 2026-04-01T09:00:00+09:00）。開通通知書の日付を確認してください。"))
+        return None
     # One instant, one text: the same notice re-sent with another offset must hash the same.
-    return parsed.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return instant.isoformat().replace("+00:00", "Z")

@@ -10,9 +10,13 @@ Schema (property names are the `ActivationRecord` / `EventRecord` field names):
   (services excepted) are JSON text; datetimes are Edm.DateTime in UTC; None is left out.
   One partition per notice keeps every claim a single-entity ETag write, and leaves room for
   more rows per notice later without a migration.
-* events table: PartitionKey = notice_id, RowKey = "<epoch ms, 15 digits>-<process sequence,
-  10 digits>-<8 random hex>", so a partition scan returns a notice's history in order, two
-  events in the same millisecond keep their append order, and two processes never collide.
+* events table: PartitionKey = notice_id, RowKey = "r<10^15-1 - epoch ms, 15 digits>-<10^10-1 -
+  process sequence, 10 digits>-<8 random hex>", so a partition scan returns a notice's history
+  newest first: the newest N events are one query of N rows however long the history grows,
+  two events in the same millisecond keep their append order, and two processes never
+  collide. Rows written before this scheme have RowKey "<epoch ms>-<sequence>-<hex>" (oldest
+  first); they start with a digit, so they sort before every "r" key and are read as a
+  second, ascending range (`history`).
 
 Every string property stays within the service's 64 KiB (32 Ki UTF-16 units) limit: free text
 is cut with a visible marker, JSON is shrunk string by string so it stays valid JSON.
@@ -26,8 +30,10 @@ import binascii
 import hashlib
 import itertools
 import json
+import math
 import re
 import uuid
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -50,6 +56,7 @@ from azure.data.tables import (
 
 from .outcome import Status
 from .settings import SettingsError
+from .text import clean, clean_value, is_storable, keep_raw, restore_raw
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -60,6 +67,10 @@ ACTIVATION_ROW_KEY = "activation"
 
 # The status API's vocabulary, as stored (the values of `Status`, defined once in outcome.py).
 STATUSES = tuple(s.value for s in Status)
+
+# Holds base64 of the exact bytes of a raw message that was not storable as text (see
+# shared/text.py keep_raw); `raw_message` then holds its cleaned preview.
+RAW_ORIGINAL_PROPERTY = "raw_message_original_b64"
 
 # Table storage limits: a string property holds at most 64 KiB of UTF-16 (32 Ki code units);
 # an entity at most 1 MiB; a transaction at most 100 operations and 4 MiB.
@@ -79,6 +90,11 @@ _TOKEN_VERSION = 1
 _FORBIDDEN_KEY_CHARS = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
 _MAX_KEY_UNITS = 512  # 1 KiB of UTF-16
 _URLSAFE_B64 = re.compile(r"[A-Za-z0-9_-]+")
+
+EVENT_KEY_PREFIX = "r"  # sorts after the digits that begin the older, ascending event keys
+_MAX_MILLIS = 10**15 - 1
+_MAX_SEQUENCE = 10**10 - 1
+_MAX_LEGACY_KEYS_SCANNED = 100_000  # a history in the old key scheme is read by key up to this many
 
 # Orders events appended by this process within one millisecond; itertools.count's next()
 # is atomic under the GIL, so threads sharing a store need no lock.
@@ -201,6 +217,22 @@ class EventRecord:
 
 
 @dataclass(frozen=True)
+class History:
+    """The newest events of one activation, oldest first, and how many it has.
+
+    `total` is exact when `total_exact`; otherwise counting stopped and `total` is a lower bound.
+    """
+
+    events: list[EventRecord]
+    total: int
+    total_exact: bool
+
+    @property
+    def truncated(self) -> bool:
+        return len(self.events) < self.total or not self.total_exact
+
+
+@dataclass(frozen=True)
 class Page(Generic[T]):
     """One page of a listing; pass `continuation` back to get the next (None: no more)."""
 
@@ -283,10 +315,31 @@ def _load_json(text: object) -> object:
     if not isinstance(text, str) or not text:
         return None
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
+        # An escape such as \ud800 in stored JSON text decodes to a lone surrogate: clean again.
+        return clean_value(json.loads(text))
+    except (json.JSONDecodeError, RecursionError):
         # A row edited by hand in Storage Explorer must still be readable by the status API.
         return {"unparsed": text}
+
+
+def _storable(entity: Mapping[str, Any]) -> dict[str, Any]:
+    """The entity with every string property cleaned (shared/text.py), at the table boundary.
+
+    Applied to every row written and every row read, so no value that cannot be encoded as
+    UTF-8 text (or carried in XML) reaches Table storage, and none stored by an older version
+    reaches a response. Cleaning never lengthens a string, so the caps above still hold.
+    """
+    out = {k: clean(v) if isinstance(v, str) else v for k, v in entity.items()}
+    metadata = getattr(entity, "metadata", None)
+    return _WithMetadata(out, metadata) if metadata is not None else out
+
+
+class _WithMetadata(dict[str, Any]):
+    """A cleaned copy of an SDK entity that keeps its metadata (the ETag)."""
+
+    def __init__(self, values: Mapping[str, Any], metadata: object) -> None:
+        super().__init__(values)
+        self.metadata = metadata
 
 
 def _as_list(value: object) -> list[dict[str, Any]]:
@@ -304,15 +357,30 @@ def check_key(value: str, what: str = "notice_id") -> str:
         raise ValueError(f"{what} is longer than Table storage allows for a key")
     if _FORBIDDEN_KEY_CHARS.search(value):
         raise ValueError(f"{what} contains a character Table storage forbids in keys (/ \\ # ? or control)")
+    if not is_storable(value):
+        raise ValueError(f"{what} contains a character that is not text (a lone surrogate or a noncharacter)")
     return value
 
 
 def new_event_id(at: datetime) -> str:
-    """A RowKey that sorts by `at`, then by append order in this process, and never collides."""
+    """A RowKey that sorts newest first: by `at` descending, then by append order descending."""
     millis = int(utc(at, "at").timestamp() * 1000)
     if millis < 0:
         raise ValueError("events before 1970 cannot be stored")
-    return f"{millis:015d}-{next(_SEQUENCE) % 10**10:010d}-{uuid.uuid4().hex[:8]}"
+    sequence = next(_SEQUENCE) % 10**10
+    return f"{EVENT_KEY_PREFIX}{_MAX_MILLIS - millis:015d}-{_MAX_SEQUENCE - sequence:010d}-{uuid.uuid4().hex[:8]}"
+
+
+def event_key_time(event_id: str) -> datetime:
+    """The time a RowKey of either scheme encodes (epoch for a key of neither)."""
+    try:
+        if event_id.startswith(EVENT_KEY_PREFIX):
+            millis = _MAX_MILLIS - int(event_id[1:].split("-", 1)[0])
+        else:
+            millis = int(event_id.split("-", 1)[0])
+        return datetime.fromtimestamp(millis / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        return datetime.fromtimestamp(0, UTC)
 
 
 # --------------------------------------------------------------------------- row <-> record
@@ -346,11 +414,19 @@ def record_to_entity(record: ActivationRecord) -> dict[str, Any]:
     }
     for name in _DATETIME_FIELDS:
         entity[name] = getattr(record, name)
-    return {k: v for k, v in entity.items() if v is not None}
+    entity = _storable({k: v for k, v in entity.items() if v is not None})
+    if record.raw_message is not None:
+        entity["raw_message"], original = keep_raw(record.raw_message)
+        if original is not None:
+            entity[RAW_ORIGINAL_PROPERTY] = original
+    return entity
 
 
 def entity_to_record(entity: Mapping[str, Any], etag: str | None = None) -> ActivationRecord:
     """The record for an activations-table entity; missing properties take their defaults."""
+
+    etag = etag if etag is not None else _etag_of(entity)
+    entity = _storable(entity)  # a row written before the write boundary existed reads as text too
 
     def text(name: str) -> str | None:
         value = entity.get(name)
@@ -386,7 +462,7 @@ def entity_to_record(entity: Mapping[str, Any], etag: str | None = None) -> Acti
         next_attempt_at=when("next_attempt_at"),
         lease_owner=text("lease_owner"),
         lease_expires_at=when("lease_expires_at"),
-        etag=etag if etag is not None else _etag_of(entity),
+        etag=etag,
     )
 
 
@@ -406,26 +482,40 @@ def event_to_entity(event: EventRecord) -> dict[str, Any]:
         entity["data"] = json_column(event.data, EVENT_DATA_MAX_UNITS)
     if event.duration_ms is not None:
         entity["duration_ms"] = float(event.duration_ms)
-    return entity
+    return _storable(entity)
 
 
 def entity_to_event(entity: Mapping[str, Any]) -> EventRecord:
+    """The event of a row; any row, even one edited by hand, reads as an event (never raises)."""
+    entity = _storable(entity)
     data = _load_json(entity.get("data"))
+    event_id = str(entity.get("RowKey") or "")
     at = entity.get("at")
-    if not isinstance(at, datetime):
+    if not isinstance(at, datetime) or at.tzinfo is None:
         # Fall back to the RowKey's milliseconds so a hand-written row still lists in place.
-        at = datetime.fromtimestamp(int(str(entity["RowKey"]).split("-", 1)[0]) / 1000, UTC)
+        at = event_key_time(event_id)
     return EventRecord(
-        notice_id=str(entity["PartitionKey"]),
+        notice_id=str(entity.get("PartitionKey") or ""),
         kind=str(entity.get("kind") or ""),
         message=str(entity.get("message") or ""),
         at=at,
-        attempt=int(entity.get("attempt") or 0),
-        series=int(entity.get("series") or 0),
+        attempt=int(_number(entity.get("attempt")) or 0),
+        series=int(_number(entity.get("series")) or 0),
         data=data if isinstance(data, dict) or data is None else {"value": data},
-        duration_ms=float(entity["duration_ms"]) if entity.get("duration_ms") is not None else None,
-        event_id=str(entity["RowKey"]),
+        duration_ms=_number(entity.get("duration_ms")),
+        event_id=event_id,
     )
+
+
+def _number(value: object) -> float | None:
+    """A stored number as a float; None for anything else (a hand-edited "n/a", NaN, inf)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _etag_of(entity: Mapping[str, Any]) -> str | None:
@@ -641,6 +731,28 @@ class ActivationStore:
             return None
         return entity_to_record(entity)
 
+    def raw_message_bytes(self, notice_id: str) -> bytes | None:
+        """The raw message exactly as it arrived (up to its cap), or None if none is kept.
+
+        `ActivationRecord.raw_message` is always storable text (a cleaned preview when the
+        message was not); this is the evidence itself, for an operator who needs the bytes.
+        """
+        try:
+            check_key(notice_id)
+            entity = self._activations.get_entity(notice_id, ACTIVATION_ROW_KEY,
+                                                  select=["raw_message", RAW_ORIGINAL_PROPERTY])
+        except ValueError:
+            return None
+        except ResourceNotFoundError as exc:
+            if _is_table_missing(exc):
+                raise
+            return None
+        preview = entity.get("raw_message")
+        if not isinstance(preview, str):
+            return None
+        original = entity.get(RAW_ORIGINAL_PROPERTY)
+        return restore_raw(preview, original if isinstance(original, str) else None)
+
     def create(self, record: ActivationRecord) -> ActivationRecord:
         """Insert `record`; RecordExists if the notice already has a row."""
         entity = record_to_entity(record)
@@ -762,8 +874,8 @@ class ActivationStore:
     def append_events(self, events: Iterable[EventRecord]) -> list[EventRecord]:
         """Append many events with one transaction per notice and chunk (100 rows, < 4 MiB).
 
-        Event ids are assigned here in the given order, so the stored order is the list's
-        order even when every event has the same timestamp. Each chunk is all-or-nothing.
+        Event ids are assigned here in the given order, so the history lists them in the
+        list's order even when every event has the same timestamp. Each chunk is all-or-nothing.
         """
         stamped = [replace(e, event_id=e.event_id or new_event_id(e.at)) for e in events]
         by_partition: dict[str, list[dict[str, Any]]] = {}
@@ -778,23 +890,86 @@ class ActivationStore:
         return stamped
 
     def list_events(self, notice_id: str, *, limit: int | None = None) -> list[EventRecord]:
-        """The notice's events, oldest first (RowKey order); at most `limit` of them."""
+        """The notice's events, oldest first; with `limit`, only the newest `limit` of them."""
+        if limit is not None and limit < 1:
+            raise ValueError("limit must be at least 1")
+        if limit is not None:
+            return self.history(notice_id, newest=limit, count_limit=limit).events
         try:
             check_key(notice_id)
         except ValueError:
             return []
-        if limit is not None and limit < 1:
-            raise ValueError("limit must be at least 1")
-        per_page = min(limit, MAX_PAGE_SIZE) if limit is not None else MAX_PAGE_SIZE
-        found: list[EventRecord] = []
-        entities = self._events.query_entities(
-            "PartitionKey eq @notice_id", parameters={"notice_id": notice_id}, results_per_page=per_page
-        )
-        for entity in entities:
-            found.append(entity_to_event(entity))
-            if limit is not None and len(found) >= limit:
+        newest_first = [entity_to_event(e) for e in self._event_rows(notice_id, legacy=False)]
+        legacy = [entity_to_event(e) for e in self._event_rows(notice_id, legacy=True)]
+        return sorted(legacy + newest_first[::-1], key=lambda e: e.at)  # stable: same-ms order kept
+
+    def history(self, notice_id: str, *, newest: int = 200, count_limit: int = 5000) -> History:
+        """The newest `newest` events, oldest first, and the total counted up to `count_limit`.
+
+        One query of `newest` rows reads them (new keys sort newest first); the rest are only
+        counted, by key, a page of 1000 per round trip, until `count_limit`. Only a history
+        still in the old key scheme is read in full by key (to find its newest rows), up to
+        100,000 keys.
+        """
+        if newest < 1 or count_limit < newest:
+            raise ValueError("need 1 <= newest <= count_limit")
+        try:
+            check_key(notice_id)
+        except ValueError:
+            return History([], 0, True)
+        shown: list[EventRecord] = []
+        last_key: str | None = None
+        for entity in self._event_rows(notice_id, legacy=False, per_page=min(newest, MAX_PAGE_SIZE)):
+            shown.append(entity_to_event(entity))
+            last_key = str(entity.get("RowKey"))
+            if len(shown) >= newest:
                 break
-        return found
+        counted = len(shown)
+        exact = True
+        if last_key is not None and len(shown) >= newest:
+            # The rest of the new-scheme rows are only counted, by key.
+            for _ in self._event_rows(notice_id, legacy=False, after=last_key, keys_only=True):
+                if counted >= count_limit:
+                    exact = False
+                    break
+                counted += 1
+        # Old-scheme rows sort oldest first: their newest are found by reading their keys.
+        wanted = newest - len(shown)
+        scan_limit = _MAX_LEGACY_KEYS_SCANNED if wanted else max(count_limit - counted, 0)
+        tail: deque[str] = deque(maxlen=wanted)
+        legacy = 0
+        for entity in self._event_rows(notice_id, legacy=True, keys_only=True):
+            if legacy >= scan_limit:
+                exact = False
+                break
+            legacy += 1
+            tail.append(str(entity.get("RowKey")))
+        older: list[EventRecord] = []
+        if tail:
+            rows = self._event_rows(notice_id, legacy=True, start=tail[0])
+            older = [entity_to_event(e) for e in rows][-wanted:]
+        total = counted + legacy
+        if total > count_limit:
+            total, exact = count_limit, False
+        return History(older + shown[::-1], total, exact)
+
+    def _event_rows(
+        self, notice_id: str, *, legacy: bool, per_page: int = MAX_PAGE_SIZE, after: str | None = None,
+        start: str | None = None, keys_only: bool = False,
+    ) -> Iterator[Mapping[str, Any]]:
+        """One notice's event rows of one key scheme, in RowKey order, from `after` or `start`."""
+        clauses = ["PartitionKey eq @notice_id", "RowKey lt @prefix" if legacy else "RowKey ge @prefix"]
+        parameters: dict[str, Any] = {"notice_id": notice_id, "prefix": EVENT_KEY_PREFIX}
+        if after is not None:
+            clauses.append("RowKey gt @after")
+            parameters["after"] = after
+        if start is not None:
+            clauses.append("RowKey ge @start")
+            parameters["start"] = start
+        return iter(self._events.query_entities(
+            " and ".join(clauses), parameters=parameters, results_per_page=per_page,
+            select=["RowKey"] if keys_only else None,
+        ))
 
 
 def _chunks(entities: Sequence[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:

@@ -58,6 +58,7 @@ from .outcome import Event, Outcome, Status
 from .queueing import ActivationQueue, RetryEnvelope, SentMessage, parse_retry_envelope
 from .settings import Settings
 from .store import ActivationRecord, ActivationStore, ConcurrentUpdate, EventRecord, RecordExists
+from .text import clean, decode_body
 
 if TYPE_CHECKING:
     from .provisioning import ProvisioningEngine
@@ -159,7 +160,7 @@ class Worker:
             return self._poison(body, raw, dequeue_count)
         except Exception:
             log.exception("could not record a poisoned message; it goes back on the poison queue")
-            self.queue.poison.send_notice(raw or "(empty message)", delay_seconds=POISON_REQUEUE_SECONDS)
+            self.queue.poison.send_notice(clean(raw) or "(empty message)", delay_seconds=POISON_REQUEUE_SECONDS)
             return Result.POISON_REQUEUED
 
     def _poison(self, body: bytes | str, raw: str, dequeue_count: int | None) -> Result:
@@ -517,7 +518,8 @@ def _parse(body: bytes | str, settings: Settings) -> ActivationNotice:
 
 
 def _text(body: bytes | str) -> str:
-    return body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+    """The message as text with every undecodable byte kept, so the record can keep the original."""
+    return decode_body(body)
 
 
 def _parse_at(text: str) -> datetime:

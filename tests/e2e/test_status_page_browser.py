@@ -541,4 +541,49 @@ def test_a_key_in_the_fragment_never_reaches_the_server(
     chromium.call("Page.reload")
     chromium.wait_for("document.readyState === 'complete'")
     assert chromium.wait_for(f"{ROWS}.length === 1 && {ROWS}", what="the list after reload") == [notice_id]
+
+
+def test_the_page_shows_the_newest_events_with_their_count_and_survives_rows_that_are_not_text(
+        chromium: Chromium, function_host: LocalFunctionsHost, activation_store: ActivationStore,
+        storage: StorageNames) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from azure.data.tables import TableClient
+
+    from shared.store import ACTIVATION_ROW_KEY, EventRecord
+    from tests.hostile import hostile_notices
+
+    host = function_host
+    # given a rejected notice with a long history, every hostile notice, and a row an older
+    # version stored with characters that are not text
+    long_id = "PAGE-HIST-1"
+    assert _post(host, "activations", _notice(long_id, "not-a-guid")) == 400
+    start = datetime.now(UTC) + timedelta(seconds=1)
+    activation_store.append_events(EventRecord(long_id, "step", f"step {i}", at=start + timedelta(milliseconds=i))
+                                   for i in range(1299))
+    activation_store.append_event(long_id, kind="finished", message="the newest event", attempt=1, series=1,
+                                  at=start + timedelta(minutes=1))
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    for case in hostile_notices():
+        request = urllib.request.Request(f"{host.api_url}/activations", data=case.body, method="POST",
+                                         headers={"x-functions-key": host.function_key})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            opener.open(request, timeout=10)
+        assert refused.value.code == 400, case.name
+    with TableClient.from_connection_string(storage.connection_string, storage.activations_table) as table:
+        table.create_entity({"PartitionKey": "rejected-00000000000000ff", "RowKey": ACTIVATION_ROW_KEY,
+                             "status": "rejected", "tenant_id": "\ud800", "customer_name": "old \udfff row"})
+
+    # when the operator opens the page
+    chromium.open(f"{host.api_url}/status?code={host.function_key}")
+    rows = chromium.wait_for(f"{ROWS}.length >= 3 && {ROWS}", what="the rows")
+    # then every row is listed, the old one with its bad characters shown as replacements
+    assert long_id in rows and "rejected-00000000000000ff" in rows and len(rows) == 2 + len(hostile_notices())
+    assert "old \ufffd row" in chromium.evaluate(f"{_row('rejected-00000000000000ff')}.textContent")
+    # and the long history shows its newest 200 events, ending with the newest, and how many there are
+    chromium.evaluate(f"{_row(long_id)}.click()")
+    count = chromium.wait_for(f"{_text('#detail .events-count')}", what="the history count")
+    assert "最新 200 件 / 全 1301 件" in count and "newest 200 of 1301" in count
+    assert chromium.evaluate("document.querySelectorAll('#detail ol.events li').length") == 200
+    assert "the newest event" in chromium.evaluate(_text("#detail ol.events li:last-child"))
     assert chromium.problems() == []

@@ -11,6 +11,7 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from shared.outcome import Status
 from shared.store import (
+    ACTIVATION_ROW_KEY,
     MAX_STRING_UNITS,
     ActivationRecord,
     ActivationStore,
@@ -20,6 +21,7 @@ from shared.store import (
     RecordExists,
     RecordNotFound,
 )
+from shared.text import decode_body
 from tests.fixtures.azurite import StorageNames
 
 pytestmark = pytest.mark.functional
@@ -186,7 +188,7 @@ def test_list_events_stops_at_the_limit_and_ignores_other_notices(activation_sto
     for i in range(5):
         activation_store.append_event("N-1", kind="k", message=str(i), attempt=1, series=1, at=T0)
     activation_store.append_event("N-10", kind="k", message="not mine", attempt=1, series=1, at=T0)
-    assert [e.message for e in activation_store.list_events("N-1", limit=3)] == ["0", "1", "2"]
+    assert [e.message for e in activation_store.list_events("N-1", limit=3)] == ["2", "3", "4"]  # the newest
     assert len(activation_store.list_events("N-1")) == 5
     assert activation_store.list_events("nobody") == []
 
@@ -277,3 +279,101 @@ def test_listing_rejects_an_unknown_status_and_a_silly_page_size(activation_stor
 def test_iterating_activations_walks_every_page(activation_store: ActivationStore) -> None:
     ids = _seed(activation_store, 12)
     assert [r.notice_id for r in activation_store.iter_activations()] == ids
+
+
+# ----------------------------------------------------------------- history: the newest, and how many
+
+
+def _append(store: ActivationStore, n: int, *, notice_id: str = "N-1") -> None:
+    batch = [EventRecord(notice_id, kind="step", message=f"m{i:04d}", at=T0 + timedelta(milliseconds=i // 3),
+                         attempt=1, series=1) for i in range(n)]
+    store.append_events(batch)
+
+
+def _legacy(storage: StorageNames, n: int, *, notice_id: str = "N-1") -> None:
+    """Events as the older version wrote them: RowKeys ascending from the oldest."""
+    from azure.data.tables import TableClient
+
+    with TableClient.from_connection_string(storage.connection_string, storage.events_table) as table:
+        for chunk in range(0, n, 100):
+            table.submit_transaction([("create", {
+                "PartitionKey": notice_id,
+                "RowKey": f"{int(T0.timestamp() * 1000) - 10_000 + i:015d}-{i:010d}-0000abcd",
+                "kind": "old", "message": f"old{i:04d}", "attempt": 1, "series": 1,
+                "at": T0 - timedelta(seconds=10) + timedelta(milliseconds=i),
+            }) for i in range(chunk, min(n, chunk + 100))])
+
+
+def test_history_shows_the_newest_events_of_a_long_history_and_counts_them_exactly(
+    activation_store: ActivationStore,
+) -> None:
+    _append(activation_store, 1234)
+    history = activation_store.history("N-1", newest=200, count_limit=5000)
+    assert [e.message for e in history.events] == [f"m{i:04d}" for i in range(1034, 1234)]  # oldest first
+    assert (history.total, history.total_exact, history.truncated) == (1234, True, True)
+    everything = activation_store.history("N-1", newest=2000, count_limit=5000)
+    assert len(everything.events) == 1234 and not everything.truncated
+
+
+def test_history_beyond_the_count_limit_gives_a_lower_bound(activation_store: ActivationStore) -> None:
+    _append(activation_store, 350)
+    history = activation_store.history("N-1", newest=100, count_limit=300)
+    assert [e.message for e in history.events] == [f"m{i:04d}" for i in range(250, 350)]
+    assert (history.total, history.total_exact, history.truncated) == (300, False, True)
+
+
+def test_history_in_the_older_key_scheme_still_shows_its_newest_events(
+    activation_store: ActivationStore, storage: StorageNames,
+) -> None:
+    _legacy(storage, 450)
+    history = activation_store.history("N-1", newest=50, count_limit=5000)
+    assert [e.message for e in history.events] == [f"old{i:04d}" for i in range(400, 450)]
+    assert (history.total, history.total_exact) == (450, True)
+    # new events after an upgrade come after the old ones, and the newest are the new ones
+    _append(activation_store, 30)
+    mixed = activation_store.history("N-1", newest=50, count_limit=5000)
+    assert [e.message for e in mixed.events] == [f"old{i:04d}" for i in range(430, 450)] + [
+        f"m{i:04d}" for i in range(30)]
+    assert (mixed.total, mixed.total_exact) == (480, True)
+    assert [e.message for e in activation_store.list_events("N-1")][-31:-29] == ["old0449", "m0000"]
+    assert activation_store.history("N-1", newest=10, count_limit=100).total_exact is False
+
+
+# ----------------------------------------------------------------- rows that are not text
+
+
+def test_a_row_with_characters_that_are_not_text_never_breaks_a_read_a_list_or_a_history(
+    activation_store: ActivationStore, storage: StorageNames,
+) -> None:
+    from azure.data.tables import TableClient
+
+    # as an older version stored them: straight from a decoded JSON escape
+    with TableClient.from_connection_string(storage.connection_string, storage.activations_table) as table:
+        table.create_entity({"PartitionKey": "rejected-old", "RowKey": ACTIVATION_ROW_KEY, "status": "rejected",
+                             "tenant_id": "\ud800", "customer_name": "\uffff\x01",
+                             "error": json.dumps({"code": "NOTICE_INVALID", "errors": [{"field": "\ud800"}]})})
+    with TableClient.from_connection_string(storage.connection_string, storage.events_table) as table:
+        table.create_entity({"PartitionKey": "rejected-old", "RowKey": "0001775001600000-0000000001-00000000",
+                             "kind": "notice.rejected", "message": "'\udfff' is not a field",
+                             "data": json.dumps({"errors": [{"field": "\udfff"}]}, ensure_ascii=False)
+                             .replace("\udfff", "\\udfff")})
+    activation_store.create(record("N-ok"))
+    got = activation_store.get("rejected-old")
+    assert got is not None and (got.tenant_id, got.customer_name) == ("\ufffd", "\ufffd\ufffd")
+    listed = activation_store.list_activations().items
+    events = activation_store.history("rejected-old").events
+    for value in ([r.tenant_id for r in listed], [r.error for r in listed], [(e.message, e.data) for e in events]):
+        json.dumps(value, ensure_ascii=False).encode("utf-8")  # a response can always be written
+    assert {r.notice_id for r in listed} == {"rejected-old", "N-ok"}
+
+
+def test_the_exact_bytes_of_a_raw_message_that_was_not_text_can_be_read_back(activation_store: ActivationStore) -> None:
+    arrived = b'{"notice_id": "\xc0\xaf", "customer_name": "\xed\xa0\x80"}'
+    activation_store.create(record("N-raw", status="rejected", raw_message=decode_body(arrived)))
+    stored = activation_store.get("N-raw")
+    assert stored is not None
+    assert stored.raw_message == '{"notice_id": "\ufffd\ufffd", "customer_name": "\ufffd\ufffd\ufffd"}'
+    assert activation_store.raw_message_bytes("N-raw") == arrived
+    activation_store.create(record("N-plain", raw_message='{"a": 1}'))
+    assert activation_store.raw_message_bytes("N-plain") == b'{"a": 1}'
+    assert activation_store.raw_message_bytes("N-1") is None

@@ -11,6 +11,7 @@ import json
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urljoin, urlsplit
 
 import pytest
 
@@ -24,6 +25,8 @@ from shared.notice import (
     parse_notice,
 )
 from shared.settings import Settings
+from shared.text import forbidden_characters
+from tests.hostile import Hostile, hostile_notices
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 INVALID_SAMPLES = SAMPLES / "invalid"
@@ -190,7 +193,11 @@ def test_notice_id_accepts_1_to_64_safe_characters(value: str) -> None:
     ("ACT 2026", "invalid_format"),
     ("ACT/2026", "invalid_format"),
     ("開通-0001", "invalid_format"),
-    ("ACT\n1", "invalid_format"),
+    ("ACT\n1", "control_character"),
+    (".", "invalid_format"),  # a URL path would drop it: /api/activations/. is the list
+    ("..", "invalid_format"),
+    ("...", "invalid_format"),
+    ("ACT-1.", "invalid_format"),
     ("", "empty"),
     ("   ", "empty"),
     (2026, "wrong_type"),
@@ -846,3 +853,99 @@ def test_a_mailgates_validation_recipient_in_a_journal_domain_is_refused() -> No
         "mx_host": "mgf.cybermail.jp",
         "validation_recipient": "adm@cs-365.cybermail.jp",
     }) == [("validation_recipient", "recipient_in_journal_domain")]
+
+
+# --- hostile input --------------------------------------------------------------------------
+# Each of these once failed later with a 500, broke every list view that held its row, or was
+# accepted and then unreachable by URL. Now each is a field error naming what to fix.
+
+
+@pytest.mark.parametrize("case", hostile_notices(), ids=lambda c: c.name)
+def test_a_hostile_notice_is_a_field_error_that_can_itself_be_stored(case: Hostile) -> None:
+    with pytest.raises(NoticeError) as info:
+        parse_notice(case.body)
+    assert case.field in [e.field for e in info.value.errors]
+    for error in info.value.errors:
+        for text in (error.field, error.message, error.message_ja):
+            assert not forbidden_characters(text), text  # quoted escaped, never raw
+    json.dumps(info.value.to_dict(), ensure_ascii=False).encode("utf-8")
+
+
+@pytest.mark.parametrize(("ch", "code"), [
+    ("\ud800", "invalid_unicode"), ("\udfff", "invalid_unicode"), ("\uffff", "invalid_unicode"),
+    ("\ufffe", "invalid_unicode"), ("\ufdd0", "invalid_unicode"), ("\U0010ffff", "invalid_unicode"),
+    ("\x00", "control_character"), ("\x1b", "control_character"), ("\x7f", "control_character"),
+    ("\x85", "control_character"), ("\t", "control_character"),
+])
+@pytest.mark.parametrize("field", ["notice_id", "tenant_id", "customer_name", "contract_id", "mx_host",
+                                   "validation_recipient", "journal_report_address", "tenant_domain", "issued_at"])
+def test_a_character_that_is_not_text_is_an_error_in_any_field(field: str, ch: str, code: str) -> None:
+    value = str(FULL.get(field) or "x")
+    bad = value[:2] + ch + value[2:]
+    assert errors_of(notice() | {field: bad}) == [(field, code)]
+    assert errors_of(json.dumps(notice() | {field: bad})) == [(field, code)]  # as a JSON escape too
+
+
+def test_a_character_that_is_not_text_is_an_error_in_a_key_a_list_and_an_ignored_field() -> None:
+    assert errors_of(notice() | {"\ud800": 1}) == [("\\ud800", "invalid_unicode")]
+    assert errors_of(notice(services=["mailgates", "enterprise_audit\uffff"])) == [("services", "invalid_unicode")]
+    ignored = notice(services=["enterprise_audit"], drop=("mx_host", "validation_recipient"))
+    assert errors_of(ignored | {"mx_host": {"a": ["\x00"]}}) == [("mx_host", "control_character")]
+    assert errors_of(ignored | {"mx_host": {"\udc00": 1}}) == [("mx_host", "invalid_unicode")]
+
+
+def test_surrounding_whitespace_is_still_trimmed_not_refused() -> None:
+    assert parse_notice(notice(notice_id="\tACT-2026-0001\r\n")).notice_id == "ACT-2026-0001"
+
+
+def test_a_message_quotes_bad_text_escaped() -> None:
+    with pytest.raises(NoticeError) as info:
+        parse_notice(json.dumps(notice(customer_name="a\ud800\x00")))
+    (error,) = info.value.errors
+    assert "\\ud800" in error.message and "\\u0000" in error.message
+
+
+@pytest.mark.parametrize("value", [
+    "9999-12-31T23:59:59-14:00",  # after the last instant a datetime can hold once in UTC
+    "0001-01-01T00:00:00+14:00",  # before the first
+    "9999-12-31T23:59:59.999999+00:00",
+    "0001-01-01T00:00:00Z",
+    "1999-12-31T23:59:59Z",
+    "2100-01-01T00:00:00Z",
+    "2026-04-01T09:00:00+14:01",  # no place on Earth is that far ahead
+    "2026-04-01T09:00:00-23:59",
+])
+def test_a_timestamp_at_the_calendars_edges_is_out_of_range(value: str) -> None:
+    assert errors_of(notice(issued_at=value)) == [("issued_at", "out_of_range")]
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("2000-01-01T00:00:00Z", "2000-01-01T00:00:00Z"),
+    ("2099-12-31T23:59:59.999999Z", "2099-12-31T23:59:59.999999Z"),
+    ("2026-04-01T09:00:00+14:00", "2026-03-31T19:00:00Z"),
+    ("2026-04-01T09:00:00-12:00", "2026-04-01T21:00:00Z"),
+])
+def test_a_timestamp_inside_the_window_is_accepted(value: str, expected: str) -> None:
+    assert parse_notice(notice(issued_at=value)).issued_at == expected
+
+
+@pytest.mark.parametrize("notice_id", ["ACT-2026-0001", "a", "a.b", ".hidden", "a..b", "_", "-", "x" * 64])
+def test_a_notice_id_survives_a_url_path_unchanged(notice_id: str) -> None:
+    parsed = parse_notice(notice(notice_id=notice_id))
+    base = "https://func.example/api/activations/"
+    assert urlsplit(urljoin(base, quote(parsed.notice_id, safe=""))).path == urlsplit(base).path + notice_id
+
+
+@pytest.mark.parametrize("data", [None, 42, 1.5, ["a"], object(), bytearray(b"{}"), memoryview(b"[]"),
+                                  {1: "x"}, {None: "x"}, {("t",): 1}, {10**5000: 1}])
+def test_anything_that_is_not_a_notice_is_a_notice_error(data: Any) -> None:
+    with pytest.raises(NoticeError) as info:
+        parse_notice(data)
+    json.dumps(info.value.to_dict(), ensure_ascii=False).encode("utf-8")
+
+
+def test_a_cyclic_or_huge_mapping_is_a_notice_error_not_a_hang() -> None:
+    loop: list[Any] = []
+    loop.append(loop)
+    assert ("customer_name", "too_large") in errors_of(notice(customer_name=loop))
+    assert ("contract_id", "too_large") in errors_of(notice(contract_id=[[0]] * 20_000))

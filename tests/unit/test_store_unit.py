@@ -14,6 +14,7 @@ from shared.settings import Settings, SettingsError
 from shared.store import (
     ACTIVATION_ROW_KEY,
     MAX_STRING_UNITS,
+    RAW_ORIGINAL_PROPERTY,
     ActivationRecord,
     EventRecord,
     InvalidContinuation,
@@ -25,11 +26,13 @@ from shared.store import (
     encode_continuation,
     entity_to_event,
     entity_to_record,
+    event_key_time,
     event_to_entity,
     json_column,
     new_event_id,
     record_to_entity,
 )
+from shared.text import clean, decode_body, is_storable, restore_raw
 
 T0 = datetime(2026, 4, 1, 9, 30, tzinfo=UTC)
 
@@ -158,13 +161,75 @@ def test_keys_table_storage_forbids_are_refused(bad: str) -> None:
         check_key(bad)
 
 
-def test_event_ids_sort_by_time_then_by_append_order() -> None:
+def test_event_ids_sort_newest_first_by_time_then_by_append_order() -> None:
     same_ms = [new_event_id(T0) for _ in range(1000)]
-    assert same_ms == sorted(same_ms)
+    assert same_ms == sorted(same_ms, reverse=True)
     assert len(set(same_ms)) == 1000
     later = new_event_id(T0 + timedelta(milliseconds=1))
     earlier = new_event_id(T0 - timedelta(milliseconds=1))
-    assert earlier < same_ms[0] and same_ms[-1] < later
+    assert later < same_ms[-1] and same_ms[0] < earlier
+
+
+def test_new_event_ids_sort_after_every_id_of_the_older_ascending_scheme() -> None:
+    legacy = f"{int(datetime(9999, 1, 1, tzinfo=UTC).timestamp() * 1000):015d}-0000000000-00000000"
+    assert legacy < new_event_id(datetime(1970, 1, 1, tzinfo=UTC)) and legacy < new_event_id(T0)
+    assert event_key_time(new_event_id(T0)) == T0
+    assert event_key_time(f"{int(T0.timestamp() * 1000):015d}-0000000001-abcdef01") == T0
+    assert event_key_time("hand-written") == datetime(1970, 1, 1, tzinfo=UTC)
+
+
+# ----------------------------------------------------------------- the text boundary
+
+
+HOSTILE = ["\ud800", "x\udfffy", "\uffff", "\ufffe", "\ufdd0", "\U0010ffff", "a\x00b", "\x01\x1f", "\x0b"]
+
+
+@pytest.mark.parametrize("bad", HOSTILE)
+def test_every_text_property_written_is_utf8_text_whatever_the_record_holds(bad: str) -> None:
+    rec = ActivationRecord(
+        notice_id="N-1", tenant_id=bad, customer_name=f"名前{bad}", contract_id=bad, raw_message=f'{{"k": "{bad}"}}',
+        error={"code": "NOTICE_INVALID", "errors": [{"field": bad, "message": f"'{bad}' is not a field"}], bad: 1},
+        connectors=[{"name": bad}], warnings=[{"code": bad}], lease_owner=bad,
+    )
+    entity = record_to_entity(rec)
+    for name, value in entity.items():
+        if isinstance(value, str):
+            value.encode("utf-8")  # never raises
+            assert is_storable(value), name
+    back = entity_to_record(entity)
+    assert back.error is not None and back.error["errors"][0]["field"] == clean(bad) != bad
+    assert back.customer_name == "名前" + clean(bad)
+
+
+def test_a_raw_message_that_is_not_text_keeps_its_exact_bytes_beside_a_readable_preview() -> None:
+    arrived = b'{"notice_id": "N-1", "customer_name": "\xff\xfe\xed\xa0\x80"}'
+    raw = decode_body(arrived)
+    entity = record_to_entity(ActivationRecord(notice_id="N-1", raw_message=raw))
+    assert entity["raw_message"] == '{"notice_id": "N-1", "customer_name": "\ufffd\ufffd\ufffd\ufffd\ufffd"}'
+    assert restore_raw(entity["raw_message"], entity[RAW_ORIGINAL_PROPERTY]) == arrived
+    # a storable message is kept as it is, with nothing beside it
+    plain = record_to_entity(ActivationRecord(notice_id="N-1", raw_message='{"customer_name": "\\ud800"}'))
+    assert plain["raw_message"] == '{"customer_name": "\\ud800"}' and RAW_ORIGINAL_PROPERTY not in plain
+
+
+def test_a_row_written_by_an_older_version_with_a_lone_surrogate_reads_as_text() -> None:
+    row = {"PartitionKey": "rejected-1", "RowKey": ACTIVATION_ROW_KEY, "status": "rejected", "tenant_id": "\ud800",
+           "customer_name": "a\udc00", "error": '{"code": "NOTICE_INVALID", "errors": [{"field": "\\ud800"}]}'}
+    rec = entity_to_record(row)
+    assert (rec.tenant_id, rec.customer_name) == ("\ufffd", "a\ufffd")
+    assert rec.error == {"code": "NOTICE_INVALID", "errors": [{"field": "\ufffd"}]}  # the JSON escape, too
+    json.dumps(rec.error, ensure_ascii=False).encode("utf-8")
+
+
+@pytest.mark.parametrize("row", [
+    {"PartitionKey": "N", "RowKey": "hand-written", "attempt": "n/a", "duration_ms": "fast", "data": "[[["},
+    {"PartitionKey": "N", "RowKey": "r-x", "at": "yesterday", "series": 1e300, "message": "\ud800", "kind": None},
+    {"PartitionKey": "N", "RowKey": "1700000000000-1-a", "data": '{"raw_message": "\\udfff"}', "duration_ms": "nan"},
+])
+def test_an_event_row_of_any_shape_reads_as_an_event(row: dict[str, object]) -> None:
+    event = entity_to_event(row)
+    assert event.event_id == row["RowKey"]
+    json.dumps([event.message, event.kind, event.data], ensure_ascii=False).encode("utf-8")
 
 
 def test_transactions_are_cut_at_100_rows_and_by_size() -> None:
