@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from .connectors import desired_connectors
 from .notice import ActivationNotice, NoticeError, parse_notice
 from .plan import make_plan, operations
-from .render import plan_json, plan_powershell, plan_text
+from .render import plan_json, plan_powershell, plan_text, removal_json, removal_powershell, removal_text
 from .settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -145,6 +145,8 @@ def _cmd_plan(args: argparse.Namespace, settings: Settings, stdin: TextIO, stdou
     notice = load_notice(args.notice, settings, stdin, stdout, stderr, json_errors=args.format == "json")
     if notice is None:
         return EXIT_INVALID
+    if notice.terminates:
+        return _plan_termination(notice, settings, args.format, stdout)
     specs = desired_connectors(notice, settings)
     ops = operations(make_plan(specs, []), now=args.at)
     if args.format == "json":
@@ -153,6 +155,17 @@ def _cmd_plan(args: argparse.Namespace, settings: Settings, stdin: TextIO, stdou
         stdout.write(plan_powershell(notice, specs, own_names=(settings.ea_connector_name, settings.mg_connector_name)))
     else:
         stdout.write(plan_text(notice, specs, ops))
+    return EXIT_OK
+
+
+def _plan_termination(notice: ActivationNotice, settings: Settings, fmt: str, stdout: TextIO) -> int:
+    from .provisioning import own_connectors
+    from .removal import expected_removals
+
+    own = own_connectors(settings)
+    plan = expected_removals(notice.services, own=own)
+    render = {"json": removal_json, "powershell": removal_powershell}.get(fmt, removal_text)
+    stdout.write(render(notice, plan, own=own) + ("\n" if fmt == "json" else ""))
     return EXIT_OK
 
 

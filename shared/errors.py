@@ -38,6 +38,7 @@ class ErrorCode(StrEnum):
     ROUTING_NOT_ALLOWED = "ROUTING_NOT_ALLOWED"
     MAX_ATTEMPTS_EXCEEDED = "MAX_ATTEMPTS_EXCEEDED"
     UNHANDLED = "UNHANDLED"
+    CONNECTOR_NOT_OURS = "CONNECTOR_NOT_OURS"
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,15 @@ HINTS: dict[ErrorCode, Hint] = {
         "product team, then retry.",
         "予期しないエラーで処理が停止しました（元のメッセージは保存済み）。開発チームに報告し、"
         "再試行してください。",
+    ),
+    ErrorCode.CONNECTOR_NOT_OURS: Hint(
+        "A connector has the product's name but routes mail somewhere the product never would "
+        "(a smart host or domain off the allow-list), so the termination removed nothing. Ask "
+        "the customer who uses that connector; remove or rename it by hand if it is no longer "
+        "needed, then retry.",
+        "製品と同じ名前のコネクタが、製品では設定しない宛先（許可リストにないスマート ホストまたは"
+        "ドメイン）へメールを転送しているため、解約処理では何も削除していません。そのコネクタの"
+        "利用者をお客様に確認し、不要であれば手動で削除または名前を変更してから再試行してください。",
     ),
 }
 

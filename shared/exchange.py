@@ -43,7 +43,8 @@ from .errors import (
     RoutingPolicyError,
     TransientError,
 )
-from .settings import DEFAULT_JOURNAL_DOMAINS, DEFAULT_SMART_HOSTS
+from .plan import name_key
+from .settings import DEFAULT_JOURNAL_DOMAINS, DEFAULT_SMART_HOSTS, Settings
 
 if TYPE_CHECKING:
     from requests.sessions import _Settings
@@ -82,6 +83,8 @@ ALLOWED_CMDLETS = frozenset({
     "Get-AcceptedDomain",
 })
 _ROUTING_CMDLETS = frozenset({"New-OutboundConnector", "Set-OutboundConnector"})
+# The connector names Remove-OutboundConnector may name when the caller configures none.
+DEFAULT_OWN_CONNECTOR_NAMES = (Settings().ea_connector_name, Settings().mg_connector_name)
 _LISTING_CMDLETS = frozenset({"Get-OutboundConnector", "Get-AcceptedDomain"})
 # The only parameters the product ever sends to the routing cmdlets. Anything else (an
 # abbreviation such as `SmartHost`, which PowerShell would bind to SmartHosts) is refused,
@@ -619,6 +622,7 @@ class ExchangeAdminClient:
         allowed_smart_hosts: frozenset[str] = DEFAULT_SMART_HOSTS,
         allowed_journal_domains: frozenset[str] = DEFAULT_JOURNAL_DOMAINS,
         on_call: Callable[[CallRecord], None] | None = None,
+        own_connector_names: Sequence[str] = DEFAULT_OWN_CONNECTOR_NAMES,
     ) -> None:
         if not tenant_id or "/" in tenant_id or "?" in tenant_id or "#" in tenant_id:
             raise ValueError(f"tenant_id {tenant_id!r} cannot be part of a URL path")
@@ -632,6 +636,7 @@ class ExchangeAdminClient:
         self._allowed_smart_hosts = frozenset(_norm_host(h) for h in allowed_smart_hosts)
         self._allowed_journal_domains = frozenset(_norm_host(d) for d in allowed_journal_domains)
         self._on_call = on_call
+        self._own_connector_names = frozenset(name_key(n) for n in own_connector_names)
 
     # -- context manager ---------------------------------------------------
 
@@ -786,6 +791,9 @@ class ExchangeAdminClient:
             # Only code names a cmdlet (never a notice or a setting), so this is a bug: a plain
             # ValueError, which the host retries and finally parks in the poison queue.
             raise ValueError(f"cmdlet {cmdlet!r} is not one this client may send")
+        if cmdlet == "Remove-OutboundConnector":
+            self._check_removal(params)
+            return
         if cmdlet not in _ROUTING_CMDLETS:
             return
         # PowerShell parameter names are case-insensitive, so the guard must be too.
@@ -799,6 +807,19 @@ class ExchangeAdminClient:
         for domain in _entries(by_name.get("recipientdomains")):
             if not self._recipient_domain_allowed(domain):
                 raise RoutingPolicyError(f"{cmdlet}: recipient domain {domain!r} is not on the allow-list")
+
+    def _check_removal(self, params: Mapping[str, Any]) -> None:
+        """Remove-OutboundConnector only for one of our connector names, by name, without a prompt.
+
+        Removing the wrong connector cuts a customer's mail flow, so a GUID or any other
+        connector's name is refused here, whatever the caller decided.
+        """
+        by_name = {key.casefold(): value for key, value in params.items()}
+        if set(by_name) != {"identity", "confirm"} or by_name["confirm"] is not False:
+            raise RoutingPolicyError("Remove-OutboundConnector: only Identity and Confirm=$false are sent")
+        identity = by_name["identity"]
+        if not isinstance(identity, str) or name_key(identity) not in self._own_connector_names:
+            raise RoutingPolicyError(f"Remove-OutboundConnector: {identity!r} is not one of our connectors")
 
     def _recipient_domain_allowed(self, entry: str) -> bool:
         entry = entry.strip()
@@ -854,7 +875,10 @@ class ExchangeAdminClient:
         self.invoke("Set-OutboundConnector", {"Identity": name, **changes})
 
     def remove_outbound_connector(self, name: str) -> None:
-        """Remove-OutboundConnector without a prompt; ConnectorNotFoundError if it is absent."""
+        """Remove-OutboundConnector without a prompt; ConnectorNotFoundError if it is absent.
+
+        Only a connector named as one of `own_connector_names` may be removed (the guard).
+        """
         self.invoke("Remove-OutboundConnector", {"Identity": name, "Confirm": False})
 
     def validate_outbound_connector(self, name: str, recipients: Sequence[str]) -> list[ValidationTask]:

@@ -33,7 +33,13 @@ ALLOWED_KEYS = (
     "contract_id",
     "customer_name",
     "issued_at",
+    "action",
 )
+
+# What a notice asks for: a contract that starts, or one that ends (its connectors removed).
+ACTIVATE = "activate"
+TERMINATE = "terminate"
+ACTIONS = (ACTIVATE, TERMINATE)
 
 # Shared with the HTTP API, CLI and worker so every entry point accepts the same identifiers.
 NOTICE_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -91,6 +97,11 @@ class ActivationNotice:
     contract_id: str | None = None
     customer_name: str | None = None
     issued_at: str | None = None
+    action: str = ACTIVATE
+
+    @property
+    def terminates(self) -> bool:
+        return self.action == TERMINATE
 
     @property
     def journal_domain(self) -> str | None:
@@ -103,7 +114,8 @@ class ActivationNotice:
         out: dict[str, Any] = {}
         for key in ALLOWED_KEYS:
             value = getattr(self, key)
-            if value is None:
+            if value is None or (key == "action" and value == ACTIVATE):
+                # The default action is left out, so a notice hashes as it did before actions existed.
                 continue
             out[key] = list(value) if isinstance(value, tuple) else value
         return out
@@ -135,6 +147,11 @@ def parse_notice(data: str | bytes | Mapping[str, Any], settings: Settings | Non
     services = _check_services(obj, errors)
     values["services"] = services
     values["tenant_domain"] = _check_tenant_domain(obj, errors)
+    values["action"] = action = _check_action(obj, errors)
+    if action == TERMINATE:
+        # Ending a contract needs only which services end: the routing keys of an activation
+        # are accepted and ignored, so the contract system may send the notice it has.
+        services = None
     if services is not None and "enterprise_audit" in services:
         values["journal_report_address"] = _check_journal(obj, errors, settings)
     if services is not None and "mailgates" in services:
@@ -260,6 +277,16 @@ def _check_tenant_id(obj: Mapping[str, Any], errors: list[FieldError]) -> str | 
                            "（Entra 管理センター > 概要 > テナント ID）。"))
         return None
     return lowered
+
+
+def _check_action(obj: Mapping[str, Any], errors: list[FieldError]) -> str:
+    value = _string(obj, "action", errors, required=False)
+    if value is None or value in ACTIONS:
+        return value or ACTIVATE
+    errors.append(_err("action", "unknown_action",
+                       f"'{value[:40]}' is not an action; use \"activate\" (the default) or \"terminate\".",
+                       f"'{value[:40]}' は action の値ではありません。\"activate\"（既定）または \"terminate\" を指定してください。"))
+    return ACTIVATE
 
 
 def _check_services(obj: Mapping[str, Any], errors: list[FieldError]) -> tuple[str, ...] | None:

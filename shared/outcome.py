@@ -58,7 +58,8 @@ class Event:
 class ConnectorOutcome:
     name: str
     service: str
-    action: str = "pending"  # create | update | unchanged | pending (not reached)
+    # create | update | unchanged (activation) · removed | absent (termination) · pending (not reached)
+    action: str = "pending"
     changed: list[str] = field(default_factory=list)
     validation: Validation = Validation.NOT_RUN
     tasks: list[dict[str, Any]] = field(default_factory=list)
@@ -86,6 +87,7 @@ class Outcome:
     retryable: bool = False
     retry_after: float | None = None
     writes: int = 0
+    action: str = "activate"  # the notice's action: activate | terminate
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -100,5 +102,6 @@ class Outcome:
             "retryable": self.retryable,
             "retry_after": self.retry_after,
             "writes": self.writes,
+            "action": self.action,
             "events": [e.to_dict() for e in self.events],
         }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 from .connectors import ConnectorSpec, desired_connectors
@@ -28,6 +29,7 @@ from .exchange import (
 from .notice import ActivationNotice
 from .outcome import ConnectorOutcome, Event, Outcome, Status, Validation, now_iso
 from .plan import Action, ConnectorPlan, Plan, diff, make_plan, needs_validation, timestamp, validated_parameters
+from .removal import REMOVAL_ORDER, OwnConnectors, RemovalAction, RemovalPlan, plan_removals
 from .settings import Settings
 from .spf import SpfResolver, check_domains
 
@@ -61,9 +63,14 @@ class ProvisioningEngine:
         self._clock = clock
 
     def run(self, notice: ActivationNotice, *, on_event: EventSink | None = None) -> Outcome:
-        """Provision one notice. Provisioning errors end up in the outcome; bugs propagate."""
-        outcome = Outcome(notice_id=notice.notice_id, tenant_id=notice.tenant_id)
-        run = _Run(self, notice, outcome, on_event)
+        """Provision one notice. Provisioning errors end up in the outcome; bugs propagate.
+
+        A terminate notice runs the termination instead (its connectors removed), with the same
+        Outcome, so the worker's records, claims and retries serve both without knowing which.
+        """
+        outcome = Outcome(notice_id=notice.notice_id, tenant_id=notice.tenant_id, action=notice.action)
+        run = _TerminationRun(self, notice, outcome, on_event) if notice.terminates else _Run(
+            self, notice, outcome, on_event)
         try:
             run.execute()
         except ProvisioningError as exc:
@@ -71,7 +78,8 @@ class ProvisioningEngine:
         finally:
             run.close()
         outcome.finished_at = now_iso()
-        run.emit("finished", f"activation {outcome.status.value}", status=outcome.status.value)
+        run.emit("finished", f"{'termination' if notice.terminates else 'activation'} {outcome.status.value}",
+                 status=outcome.status.value)
         return outcome
 
 
@@ -85,7 +93,7 @@ class _Run:
         self.notice = notice
         self.outcome = outcome
         self.on_event = on_event
-        self.specs = desired_connectors(notice, self.settings)
+        self.specs = [] if notice.terminates else desired_connectors(notice, self.settings)
         outcome.connectors = [ConnectorOutcome(name=s.name, service=s.service) for s in self.specs]
         self.client: ExchangeAdminClient | None = None
 
@@ -349,6 +357,89 @@ class _Run:
                 delay = min(delay * 2, 8.0)
 
 
+class _TerminationRun(_Run):
+    """A contract that ends: remove our connectors of the ended services, MailGates first.
+
+    The decision (which connectors are ours, the order, what blocks) is `removal.plan_removals`;
+    this only reads the tenant and carries the decision out.
+    """
+
+    def execute(self) -> None:
+        notice = self.notice
+        own = own_connectors(self.settings)
+        self.outcome.connectors = [ConnectorOutcome(name=own.name_of(s), service=s)
+                                   for s in _removal_order(notice.services)]
+        self.emit("started", f"terminating {', '.join(notice.services)} for tenant {notice.tenant_id}",
+                  services=list(notice.services), action=notice.action)
+        self.client = self.engine._client_factory(notice.tenant_id, self._on_call)
+        plan = plan_removals(notice.services, self.read_connectors(), own=own)
+        self.record_removals(plan)
+        if plan.blocked:
+            names = ", ".join(sorted({r.name for r in plan.refusals}))
+            raise ProvisioningError(
+                ErrorCode.CONNECTOR_NOT_OURS,
+                "; ".join(r.reason for r in plan.refusals) + "; nothing was removed",
+                needs_attention=True,
+                extra_hint=f"Connector(s): {names}",
+            )
+        results = {c.service: c for c in self.outcome.connectors}
+        for removal in plan.removals:
+            result = results[removal.service]
+            if removal.action is RemovalAction.ABSENT:
+                result.action = RemovalAction.ABSENT.value
+                self.emit("connector.absent", f"'{removal.name}' is not there; nothing to remove",
+                          connector=removal.name)
+                continue
+            identity = removal.identity or removal.name
+            assert self.client is not None
+            try:
+                self.call(partial(self.client.remove_outbound_connector, identity))
+            except ConnectorNotFoundError:
+                # Listed a moment ago, gone now (another delivery of this notice, or an admin):
+                # the end state is the one wanted.
+                if result.action != RemovalAction.REMOVED.value:
+                    result.action = RemovalAction.ABSENT.value
+                self.emit("connector.absent", f"'{identity}' was already removed", connector=identity)
+                continue
+            result.action = RemovalAction.REMOVED.value
+            self.emit("connector.removed", f"removed '{identity}'" + (" (in test mode)" if removal.test_mode else ""),
+                      connector=identity, test_mode=removal.test_mode)
+        self.outcome.status = Status.SUCCEEDED
+
+    def read_connectors(self) -> list[Connector]:
+        """Every outbound connector, in test mode or not: two listings.
+
+        Get-OutboundConnector returns only connectors not in test mode, or with
+        `-IncludeTestModeConnectors $true` only those in it; a test-mode `*` connector of ours
+        left behind would come back into service if an admin turned test mode off. Two listings
+        cost the same for one service or both, fewer than looking up each name both ways.
+        """
+        assert self.client is not None
+        client = self.client
+        started = self.engine._clock()
+        actual = self.call(client.list_outbound_connectors)
+        actual += self.call(lambda: client.list_outbound_connectors(test_mode=True))
+        self.emit("preflight", f"{len(actual)} outbound connector(s), test mode included",
+                  duration_ms=_ms(started, self.engine._clock()), connectors=[c.name for c in actual])
+        return actual
+
+    def record_removals(self, plan: RemovalPlan) -> None:
+        self.emit("plan", ", ".join(f"{r.name}: {r.action.value}" for r in plan.removals) or "nothing to remove",
+                  removals=[{"service": r.service, "name": r.name, "action": r.action.value,
+                             "identity": r.identity, "test_mode": r.test_mode} for r in plan.removals],
+                  refusals=[{"service": r.service, "name": r.name, "reason": r.reason} for r in plan.refusals])
+
+
+def own_connectors(settings: Settings) -> OwnConnectors:
+    """What makes a connector ours, from the settings (names and allow-lists)."""
+    return OwnConnectors(ea_name=settings.ea_connector_name, mg_name=settings.mg_connector_name,
+                         smart_hosts=settings.allowed_smart_hosts, journal_domains=settings.allowed_journal_domains)
+
+
+def _removal_order(services: Sequence[str]) -> list[str]:
+    return [s for s in REMOVAL_ORDER if s in services]
+
+
 def _ms(start: float, end: float) -> float:
     return round((end - start) * 1000, 1)
 
@@ -370,6 +461,7 @@ def _default_factory(settings: Settings, token_provider: TokenProvider) -> Clien
             allowed_smart_hosts=settings.allowed_smart_hosts,
             allowed_journal_domains=settings.allowed_journal_domains,
             on_call=on_call,
+            own_connector_names=(settings.ea_connector_name, settings.mg_connector_name),
         )
 
     return factory

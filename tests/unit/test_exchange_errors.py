@@ -510,9 +510,39 @@ def test_update_refuses_an_identity_inside_changes() -> None:
 
 def test_remove_does_not_prompt() -> None:
     client, adapter = client_with(Canned(body={"value": []}))
-    client.remove_outbound_connector("A")
+    client.remove_outbound_connector("MAILGATESΣ 送信コネクタ")
     assert adapter.bodies()[0]["CmdletInput"] == {"CmdletName": "Remove-OutboundConnector",
-                                                  "Parameters": {"Identity": "A", "Confirm": False}}
+                                                  "Parameters": {"Identity": "MAILGATESΣ 送信コネクタ",
+                                                                 "Confirm": False}}
+
+
+def test_remove_admits_our_name_as_people_type_it() -> None:
+    client, adapter = client_with(Canned(body={"value": []}))
+    client.remove_outbound_connector("mailgates Σ 送信コネクタ")
+    assert adapter.bodies()[0]["CmdletInput"]["Parameters"]["Identity"] == "mailgates Σ 送信コネクタ"
+
+
+@pytest.mark.parametrize("parameters", [
+    {"Identity": "Contoso relay", "Confirm": False},                        # someone else's connector
+    {"Identity": "3f2504e0-4f89-41d3-9a0c-0305e82c3301", "Confirm": False},  # a GUID names any connector
+    {"Identity": "MAILGATESΣ 送信コネクタ"},                                # would prompt
+    {"Identity": "MAILGATESΣ 送信コネクタ", "Confirm": True},
+    {"Identity": "MAILGATESΣ 送信コネクタ", "Confirm": False, "WhatIf": False},
+    {"Identity": ["MAILGATESΣ 送信コネクタ"], "Confirm": False},
+])
+def test_remove_is_refused_before_sending_unless_it_names_our_connector(parameters: dict[str, Any]) -> None:
+    client, adapter = client_with(Canned(body={"value": []}))
+    with pytest.raises(RoutingPolicyError, match="Remove-OutboundConnector"):
+        client.invoke("Remove-OutboundConnector", parameters)
+    assert adapter.sent == []
+
+
+def test_remove_follows_the_configured_connector_names() -> None:
+    client, adapter = client_with(Canned(body={"value": []}), own_connector_names=("Relay A", "Relay B"))
+    client.remove_outbound_connector("relay b")
+    with pytest.raises(RoutingPolicyError):
+        client.remove_outbound_connector("MAILGATESΣ 送信コネクタ")
+    assert len(adapter.sent) == 1
 
 
 def test_validate_returns_typed_tasks() -> None:

@@ -133,3 +133,27 @@ def test_a_missing_file_is_an_error_not_a_traceback(tmp_path: Path) -> None:
     code, _out, err = run("plan", str(tmp_path / "nope.json"))
     assert code == EXIT_INVALID
     assert "cannot read" in err
+
+
+TERMINATIONS = sorted((ROOT / "tests" / "fixtures" / "notices").glob("terminate-*.json"))
+
+
+@pytest.mark.parametrize("fmt", sorted(EXTENSIONS))
+@pytest.mark.parametrize("notice", TERMINATIONS, ids=lambda p: p.stem)
+def test_plan_of_a_terminate_notice_matches_the_reviewed_golden_file(notice: Path, fmt: str) -> None:
+    code, out, err = run("plan", str(notice), "--format", fmt, "--at", AT)
+    assert (code, err) == (EXIT_OK, "")
+    golden = GOLDEN / f"{notice.stem}.{EXTENSIONS[fmt]}"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        golden.write_text(out, encoding="utf-8")
+    assert out == golden.read_text(encoding="utf-8")
+
+
+def test_plan_json_of_a_terminate_notice_lists_the_removals_mailgates_first() -> None:
+    code, out, _ = run("plan", str(ROOT / "tests" / "fixtures" / "notices" / "terminate-both.json"),
+                       "--format", "json")
+    doc = json.loads(out)
+    assert code == EXIT_OK and doc["action"] == "terminate"
+    assert [(op["CmdletName"], op["Parameters"]["Identity"]) for op in doc["operations"]] == [
+        ("Remove-OutboundConnector", "MAILGATESΣ 送信コネクタ"),
+        ("Remove-OutboundConnector", "Enterprise Audit送信コネクタ")]
