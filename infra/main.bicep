@@ -84,6 +84,17 @@ param dnsNameserver string = ''
 @description('Port of that name server (DNS_PORT).')
 param dnsPort int = 53
 
+@description('Whether an Enterprise Audit activation also ensures its journal rule (EA_JOURNAL_RULE).')
+@allowed([
+  'off'
+  'ensure'
+])
+param eaJournalRule string = 'off'
+
+@description('Name of the Enterprise Audit journal rule (EA_JOURNAL_RULE_NAME).')
+@maxLength(64)
+param eaJournalRuleName string = 'Enterprise Audit ジャーナル ルール'
+
 // ---------------------------------------------------------------- retries and leases
 @description('Attempts of one activation before it is marked failed (MAX_ATTEMPTS).')
 @minValue(1)
@@ -267,6 +278,8 @@ var appSettings = {
   SPF_REQUIRED_INCLUDE: spfRequiredInclude
   DNS_NAMESERVER: dnsNameserver
   DNS_PORT: string(dnsPort)
+  EA_JOURNAL_RULE: eaJournalRule
+  EA_JOURNAL_RULE_NAME: eaJournalRuleName
 }
 
 module functionApp 'modules/functionapp.bicep' = {

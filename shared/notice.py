@@ -34,6 +34,7 @@ ALLOWED_KEYS = (
     "customer_name",
     "issued_at",
     "action",
+    "journal_ndr_address",
 )
 
 # What a notice asks for: a contract that starts, or one that ends (its connectors removed).
@@ -98,6 +99,7 @@ class ActivationNotice:
     customer_name: str | None = None
     issued_at: str | None = None
     action: str = ACTIVATE
+    journal_ndr_address: str | None = None
 
     @property
     def terminates(self) -> bool:
@@ -154,6 +156,7 @@ def parse_notice(data: str | bytes | Mapping[str, Any], settings: Settings | Non
         services = None
     if services is not None and "enterprise_audit" in services:
         values["journal_report_address"] = _check_journal(obj, errors, settings)
+        values["journal_ndr_address"] = _check_ndr_address(obj, errors, values["tenant_domain"], settings)
     if services is not None and "mailgates" in services:
         values["mx_host"] = _check_mx_host(obj, errors, settings)
         values["validation_recipient"] = _check_recipient(obj, errors, values["tenant_domain"], settings)
@@ -364,6 +367,41 @@ def _check_journal(obj: Mapping[str, Any], errors: list[FieldError], settings: S
         errors.append(_err("journal_report_address", "domain_not_allowed",
                            f"journal domain '{domain}' is not an Enterprise Audit domain; use one of: {allowed}.",
                            f"ジャーナル ドメイン '{domain}' は Enterprise Audit のドメインではありません。次のいずれかを指定してください: {allowed}"))
+        return None
+    return address
+
+
+def _check_ndr_address(obj: Mapping[str, Any], errors: list[FieldError], tenant_domain: str | None,
+                       settings: Settings) -> str | None:
+    """Where Exchange sends undeliverable journal reports: a plain address outside the tenant.
+
+    Like the journaling mailbox it can't be an Exchange Online mailbox (Set-TransportConfig.md),
+    so not `*.onmicrosoft.com` or the tenant's domain; and not in a journal domain, because it
+    receives exactly the reports that the journal destination could not take.
+    """
+    value = _string(obj, "journal_ndr_address", errors, required=False)
+    if value is None:
+        return None
+    address = _email(value)
+    if address is None:
+        errors.append(_err("journal_ndr_address", "invalid_email",
+                           "'journal_ndr_address' must be an address like journal-ndr@example.com.",
+                           "'journal_ndr_address' は journal-ndr@example.com のような形式で指定してください。"))
+        return None
+    domain = address.rsplit("@", 1)[1]
+    if _is_tenant_domain(domain, tenant_domain):
+        errors.append(_err("journal_ndr_address", "recipient_in_tenant",
+                           "'journal_ndr_address' must be outside Exchange Online (not *.onmicrosoft.com or the "
+                           "tenant's domain); use an external mailbox that is monitored.",
+                           "'journal_ndr_address' は Exchange Online 外（*.onmicrosoft.com やテナントのドメイン以外）の、"
+                           "確認できる外部のメールアドレスを指定してください。"))
+        return None
+    if any(domain == d or domain.endswith("." + d) for d in settings.allowed_journal_domains):
+        errors.append(_err("journal_ndr_address", "recipient_in_journal_domain",
+                           "'journal_ndr_address' must not be in an Enterprise Audit journal domain: it receives the "
+                           "reports that domain could not take. Use another external mailbox.",
+                           "'journal_ndr_address' に Enterprise Audit のジャーナル ドメインは使えません（そのドメインが"
+                           "受け取れなかったレポートの送信先です）。別の外部メールアドレスを指定してください。"))
         return None
     return address
 

@@ -24,8 +24,10 @@ from .exchange import (
     ConnectorExistsError,
     ConnectorNotFoundError,
     ExchangeAdminClient,
+    JournalRule,
     TokenProvider,
 )
+from .journal import JournalAction, JournalRulePlan, ensure_rule, remove_rule
 from .notice import ActivationNotice
 from .outcome import ConnectorOutcome, Event, Outcome, Status, Validation, now_iso
 from .plan import Action, ConnectorPlan, Plan, diff, make_plan, needs_validation, timestamp, validated_parameters
@@ -33,6 +35,10 @@ from .removal import REMOVAL_ORDER, OwnConnectors, RemovalAction, RemovalPlan, p
 from .settings import Settings
 from .spf import SpfResolver, check_domains
 
+WRITE_CMDLETS = frozenset({
+    "New-OutboundConnector", "Set-OutboundConnector", "Remove-OutboundConnector",
+    "New-JournalRule", "Set-JournalRule", "Enable-JournalRule", "Remove-JournalRule", "Set-TransportConfig",
+})
 ClientFactory = Callable[[str, Callable[[CallRecord], None]], ExchangeAdminClient]
 EventSink = Callable[[Event], None]
 T = TypeVar("T")
@@ -105,8 +111,7 @@ class _Run:
             self.on_event(event)
 
     def _on_call(self, record: CallRecord) -> None:
-        if record.cmdlet in ("New-OutboundConnector", "Set-OutboundConnector", "Remove-OutboundConnector") \
-                and record.ok:
+        if record.cmdlet in WRITE_CMDLETS and record.ok:
             self.outcome.writes += 1
         answer = record.status if record.status is not None else "no response"
         self.emit("exchange.call", f"{record.cmdlet} -> {answer}",
@@ -140,6 +145,7 @@ class _Run:
         actual, domains = self.preflight()
         self.check_recipients(domains)
         self.check_spf(domains)
+        journal = self.journal_preflight()
         plan = make_plan(self.specs, actual,
                          own_names=(self.settings.ea_connector_name, self.settings.mg_connector_name))
         self.record_plan(plan)
@@ -153,6 +159,8 @@ class _Run:
             )
         for item, result in zip(plan.connectors, self.outcome.connectors, strict=True):
             self.apply(item, result)
+        if journal is not None:
+            self.ensure_journal_rule(*journal)
         self.outcome.status = Status.SUCCEEDED
 
     def preflight(self) -> tuple[list[Connector], list[AcceptedDomain]]:
@@ -203,6 +211,57 @@ class _Run:
             if code is ErrorCode.SPF_LOOKUP_FAILED:
                 raise ProvisioningError(code, f"{domain}: {detail}", retryable=True)
             raise ProvisioningError(code, f"{domain}: {detail}", needs_attention=True)
+
+    # -- Enterprise Audit's journal rule (EA_JOURNAL_RULE=ensure) ------------------------------
+    def journal_preflight(self) -> tuple[list[JournalRule], str | None] | None:
+        """The tenant's journal rules and NDR address, read before anything is written.
+
+        Exchange Online needs an address for undeliverable journal reports before journal rules
+        work: a tenant without one, and a notice without `journal_ndr_address`, stops here with
+        nothing written (needs attention), rather than after the connectors changed.
+        """
+        if self.settings.ea_journal_rule != "ensure" or "enterprise_audit" not in self.notice.services:
+            return None
+        assert self.client is not None
+        client = self.client
+        rules = self.call(client.list_journal_rules)
+        ndr_to = self.call(client.get_journaling_report_ndr_to)
+        self.emit("journal.preflight", f"{len(rules)} journal rule(s); undeliverable reports to {ndr_to or 'nobody'}",
+                  journal_rules=[r.name for r in rules], journaling_report_ndr_to=ndr_to)
+        if ndr_to is None and self.notice.journal_ndr_address is None:
+            raise ProvisioningError(
+                ErrorCode.JOURNAL_NDR_MISSING,
+                "the tenant has no address for undeliverable journal reports (JournalingReportNdrTo) and the "
+                "notice gives no journal_ndr_address; nothing was written",
+                needs_attention=True,
+            )
+        return rules, ndr_to
+
+    def ensure_journal_rule(self, rules: list[JournalRule], ndr_to: str | None) -> None:
+        """After the Enterprise Audit connector exists, so journal reports already have their route."""
+        assert self.client is not None and self.notice.journal_report_address is not None
+        client = self.client
+        if ndr_to is None:
+            address = self.notice.journal_ndr_address
+            assert address is not None
+            self.call(lambda: client.set_journaling_report_ndr_to(address))
+            self.emit("journal.ndr_set", f"undeliverable journal reports go to {address}", address=address)
+        name = self.settings.ea_journal_rule_name
+        plan = ensure_rule(name, self.notice.journal_report_address, rules)
+        if plan.action is JournalAction.CREATE:
+            recipient = self.notice.journal_report_address
+            self.call(lambda: client.create_journal_rule(name, recipient))
+            self.emit("journal_rule.created", f"created journal rule '{name}' to {recipient}", journal_rule=name)
+            return
+        if plan.changes:
+            self.call(lambda: client.update_journal_rule(name, plan.changes))
+        if plan.enable:
+            self.call(lambda: client.enable_journal_rule(name))
+        if plan.writes_needed:
+            self.emit("journal_rule.updated", f"updated journal rule '{name}': "
+                      + ", ".join([*sorted(plan.changes), *(["Enabled"] if plan.enable else [])]), journal_rule=name)
+        else:
+            self.emit("journal_rule.unchanged", f"journal rule '{name}' already as desired", journal_rule=name)
 
     def record_plan(self, plan: Plan) -> None:
         for warning in plan.warnings:
@@ -373,17 +432,25 @@ class _TerminationRun(_Run):
                   services=list(notice.services), action=notice.action)
         self.client = self.engine._client_factory(notice.tenant_id, self._on_call)
         plan = plan_removals(notice.services, self.read_connectors(), own=own)
+        journal = self.journal_removal()
         self.record_removals(plan)
-        if plan.blocked:
-            names = ", ".join(sorted({r.name for r in plan.refusals}))
+        refusals = [(r.name, r.reason) for r in plan.refusals]
+        if journal is not None and journal.refusal:
+            refusals.append((journal.name, journal.refusal))
+        if refusals:
+            names = ", ".join(sorted({name for name, _ in refusals}))
             raise ProvisioningError(
                 ErrorCode.CONNECTOR_NOT_OURS,
-                "; ".join(r.reason for r in plan.refusals) + "; nothing was removed",
+                "; ".join(reason for _, reason in refusals) + "; nothing was removed",
                 needs_attention=True,
-                extra_hint=f"Connector(s): {names}",
+                extra_hint=f"Connector(s) / rule: {names}",
             )
         results = {c.service: c for c in self.outcome.connectors}
         for removal in plan.removals:
+            if removal.service == "enterprise_audit" and journal is not None:
+                # The rule goes before the connector its journal reports ride on.
+                self.remove_journal_rule(journal)
+                journal = None
             result = results[removal.service]
             if removal.action is RemovalAction.ABSENT:
                 result.action = RemovalAction.ABSENT.value
@@ -405,6 +472,28 @@ class _TerminationRun(_Run):
             self.emit("connector.removed", f"removed '{identity}'" + (" (in test mode)" if removal.test_mode else ""),
                       connector=identity, test_mode=removal.test_mode)
         self.outcome.status = Status.SUCCEEDED
+
+    def journal_removal(self) -> JournalRulePlan | None:
+        """Our journal rule, when Enterprise Audit ends and the product manages the rule."""
+        if self.settings.ea_journal_rule != "ensure" or "enterprise_audit" not in self.notice.services:
+            return None
+        assert self.client is not None
+        rules = self.call(self.client.list_journal_rules)
+        return remove_rule(self.settings.ea_journal_rule_name, rules,
+                           journal_domains=self.settings.allowed_journal_domains)
+
+    def remove_journal_rule(self, plan: JournalRulePlan) -> None:
+        assert self.client is not None
+        if plan.action is not JournalAction.REMOVE:
+            self.emit("journal_rule.absent", f"journal rule '{plan.name}' is not there; nothing to remove",
+                      journal_rule=plan.name)
+            return
+        try:
+            self.call(partial(self.client.remove_journal_rule, plan.name))
+        except ConnectorNotFoundError:
+            self.emit("journal_rule.absent", f"journal rule '{plan.name}' was already removed", journal_rule=plan.name)
+            return
+        self.emit("journal_rule.removed", f"removed journal rule '{plan.name}'", journal_rule=plan.name)
 
     def read_connectors(self) -> list[Connector]:
         """Every outbound connector, in test mode or not: two listings.
@@ -462,6 +551,7 @@ def _default_factory(settings: Settings, token_provider: TokenProvider) -> Clien
             allowed_journal_domains=settings.allowed_journal_domains,
             on_call=on_call,
             own_connector_names=(settings.ea_connector_name, settings.mg_connector_name),
+            journal_rule_name=settings.ea_journal_rule_name,
         )
 
     return factory

@@ -20,6 +20,7 @@ DEFAULT_JOURNAL_DOMAINS = frozenset({"cs-365.cybermail.jp", "cs-365-02.cybermail
 
 AuthMode = Literal["certificate", "secret", "federated"]
 SpfPolicy = Literal["warn", "block", "off"]
+JournalRulePolicy = Literal["off", "ensure"]
 
 
 class SettingsError(ValueError):
@@ -71,6 +72,8 @@ class Settings:
     storage_table_service_uri: str = ""
     storage_queue_service_uri: str = ""
     storage_client_id: str = ""
+    ea_journal_rule: JournalRulePolicy = "off"
+    ea_journal_rule_name: str = "Enterprise Audit ジャーナル ルール"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -94,6 +97,10 @@ class Settings:
             )
         if self.spf_policy not in ("warn", "block", "off"):
             raise SettingsError(f"SPF_POLICY={self.spf_policy!r}: use warn, block or off")
+        if self.ea_journal_rule not in ("off", "ensure"):
+            raise SettingsError(f"EA_JOURNAL_RULE={self.ea_journal_rule!r}: use off or ensure")
+        if not self.ea_journal_rule_name or len(self.ea_journal_rule_name) > 64:
+            raise SettingsError("EA_JOURNAL_RULE_NAME must be 1-64 characters (Exchange's limit)")
         for env, value in (("EXO_TIMEOUT_SECONDS", self.exo_timeout_seconds),
                            ("LEASE_SECONDS", self.lease_seconds), ("RETRY_MAX_SECONDS", self.retry_max_seconds)):
             if not value > 0:
@@ -187,6 +194,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AzureWebJobsStorage__tableServiceUri", "storage_table_service_uri", "Table service URI, when not derived from the account name."),
     Setting("AzureWebJobsStorage__queueServiceUri", "storage_queue_service_uri", "Queue service URI, when not derived from the account name."),
     Setting("AzureWebJobsStorage__clientId", "storage_client_id", "Client ID of the identity used for storage (defaults to MANAGED_IDENTITY_CLIENT_ID)."),
+    Setting("EA_JOURNAL_RULE", "ea_journal_rule", "off or ensure: whether an Enterprise Audit activation also ensures its journal rule (and termination removes it)."),
+    Setting("EA_JOURNAL_RULE_NAME", "ea_journal_rule_name", "Name of the Enterprise Audit journal rule."),
 )
 
 

@@ -451,9 +451,10 @@ def test_custom_allow_lists_replace_the_defaults() -> None:
     assert len(adapter.sent) == 1
 
 
-def test_cmdlets_outside_the_six_are_refused_before_sending() -> None:
+def test_cmdlets_outside_the_allow_list_are_refused_before_sending() -> None:
     client, adapter = client_with()
-    for cmdlet in ("Set-TransportConfig", "Remove-AcceptedDomain", "New-InboundConnector", "get-outboundconnector"):
+    for cmdlet in ("Set-OrganizationConfig", "Remove-AcceptedDomain", "New-InboundConnector", "get-outboundconnector",
+                   "New-TransportRule"):
         with pytest.raises(ValueError, match="not one this client may send"):
             client.invoke(cmdlet)
     assert adapter.sent == []
@@ -874,4 +875,67 @@ def test_the_guard_refuses_parameters_it_does_not_know_on_routing_cmdlets() -> N
     client, adapter = client_with()
     with pytest.raises(RoutingPolicyError):
         client.invoke("Set-OutboundConnector", {"Identity": mailgates().name, "SmartHost": ["relay.attacker.example"]})
+    assert adapter.sent == []
+
+
+JOURNAL_RULE = "Enterprise Audit ジャーナル ルール"
+
+
+def test_the_journal_cmdlets_send_exactly_what_the_product_needs() -> None:
+    client, adapter = client_with(*[Canned(body={"value": []}) for _ in range(6)])
+    client.create_journal_rule(JOURNAL_RULE, "jr@cs-365.cybermail.jp")
+    client.update_journal_rule(JOURNAL_RULE, {"JournalEmailAddress": "jr@cs-365-02.cybermail.jp", "Scope": "Global"})
+    client.enable_journal_rule(JOURNAL_RULE)
+    client.remove_journal_rule(JOURNAL_RULE)
+    client.set_journaling_report_ndr_to("ndr@example.com")
+    assert client.get_journaling_report_ndr_to() is None
+    assert [b["CmdletInput"] for b in adapter.bodies()] == [
+        {"CmdletName": "New-JournalRule", "Parameters": {"Name": JOURNAL_RULE, "JournalEmailAddress":
+                                                         "jr@cs-365.cybermail.jp", "Scope": "Global", "Enabled": True}},
+        {"CmdletName": "Set-JournalRule", "Parameters": {"Identity": JOURNAL_RULE, "JournalEmailAddress":
+                                                         "jr@cs-365-02.cybermail.jp", "Scope": "Global"}},
+        {"CmdletName": "Enable-JournalRule", "Parameters": {"Identity": JOURNAL_RULE}},
+        {"CmdletName": "Remove-JournalRule", "Parameters": {"Identity": JOURNAL_RULE, "Confirm": False}},
+        {"CmdletName": "Set-TransportConfig", "Parameters": {"JournalingReportNdrTo": "ndr@example.com"}},
+        {"CmdletName": "Get-TransportConfig", "Parameters": {}},
+    ]
+
+
+@pytest.mark.parametrize(("cmdlet", "parameters"), [
+    # a journal address off the allow-list copies every message of the tenant elsewhere
+    ("New-JournalRule", {"Name": JOURNAL_RULE, "JournalEmailAddress": "vault@contoso.example", "Scope": "Global",
+                         "Enabled": True}),
+    ("Set-JournalRule", {"Identity": JOURNAL_RULE, "JournalEmailAddress": "vault@contoso.example"}),
+    # another rule, another scope, a recipient filter, a disabled rule
+    ("New-JournalRule", {"Name": "Other", "JournalEmailAddress": "jr@cs-365.cybermail.jp", "Scope": "Global",
+                         "Enabled": True}),
+    ("New-JournalRule", {"Name": JOURNAL_RULE, "JournalEmailAddress": "jr@cs-365.cybermail.jp", "Scope": "Internal",
+                         "Enabled": True}),
+    ("New-JournalRule", {"Name": JOURNAL_RULE, "JournalEmailAddress": "jr@cs-365.cybermail.jp", "Scope": "Global",
+                         "Enabled": False}),
+    ("New-JournalRule", {"Name": JOURNAL_RULE, "JournalEmailAddress": "jr@cs-365.cybermail.jp"}),
+    ("Set-JournalRule", {"Identity": JOURNAL_RULE, "Recipient": "ceo@contoso.example"}),
+    ("Set-JournalRule", {"Identity": JOURNAL_RULE, "Name": "Renamed"}),
+    ("Enable-JournalRule", {"Identity": "Customer rule"}),
+    ("Remove-JournalRule", {"Identity": "Customer rule", "Confirm": False}),
+    ("Remove-JournalRule", {"Identity": JOURNAL_RULE}),
+    ("Get-JournalRule", {"Identity": JOURNAL_RULE}),
+    # the NDR address: one plain address, never in a journal domain
+    ("Set-TransportConfig", {"JournalingReportNdrTo": "ndr@cs-365.cybermail.jp"}),
+    ("Set-TransportConfig", {"JournalingReportNdrTo": ["a@example.com", "b@example.com"]}),
+    ("Set-TransportConfig", {"JournalingReportNdrTo": "ndr@example.com", "MaxSendSize": "150MB"}),
+    ("Get-TransportConfig", {"Identity": "x"}),
+])
+def test_journal_cmdlets_are_refused_before_sending_off_the_allow_list(cmdlet: str,
+                                                                       parameters: dict[str, Any]) -> None:
+    client, adapter = client_with(Canned(body={"value": []}))
+    with pytest.raises(RoutingPolicyError, match=cmdlet):
+        client.invoke(cmdlet, parameters)
+    assert adapter.sent == []
+
+
+def test_disable_journal_rule_is_not_a_cmdlet_the_client_sends() -> None:
+    client, adapter = client_with(Canned(body={"value": []}))
+    with pytest.raises(ValueError, match="Disable-JournalRule"):
+        client.invoke("Disable-JournalRule", {"Identity": JOURNAL_RULE})
     assert adapter.sent == []

@@ -69,3 +69,20 @@ def test_bad_actions_and_terminate_notices_name_the_field(raw: dict[str, Any], e
 def test_an_unknown_action_still_reports_every_other_bad_field() -> None:
     assert codes({**ACTIVATION, "action": "stop", "mx_host": "smtp.example.net"}) == [
         ("action", "unknown_action"), ("mx_host", "host_not_allowed")]
+
+
+@pytest.mark.parametrize(("address", "code"), [
+    ("not an address", "invalid_email"),
+    ("ndr@contoso.onmicrosoft.com", "recipient_in_tenant"),
+    ("ndr@cs-365.cybermail.jp", "recipient_in_journal_domain"),
+    ("ndr@x.cs-365-02.cybermail.jp", "recipient_in_journal_domain"),
+])
+def test_a_bad_journal_ndr_address_is_named(address: str, code: str) -> None:
+    assert codes({**ACTIVATION, "journal_ndr_address": address}) == [("journal_ndr_address", code)]
+
+
+def test_the_journal_ndr_address_is_kept_for_enterprise_audit_and_ignored_otherwise() -> None:
+    notice = parse_notice({**ACTIVATION, "journal_ndr_address": "Journal-NDR@Example.COM"})
+    assert notice.journal_ndr_address == "Journal-NDR@example.com"
+    mailgates = parse_notice({**ACTIVATION, "services": ["mailgates"], "journal_ndr_address": "bad"})
+    assert mailgates.journal_ndr_address is None
