@@ -163,7 +163,8 @@ def _plan_termination(notice: ActivationNotice, settings: Settings, fmt: str, st
     from .removal import expected_removals
 
     own = own_connectors(settings)
-    plan = expected_removals(notice.services, own=own)
+    plan = expected_removals(notice.services, own=own, journal_rule=settings.ea_journal_rule_name
+                             if settings.ea_journal_rule == "ensure" else None)
     render = {"json": removal_json, "powershell": removal_powershell}.get(fmt, removal_text)
     stdout.write(render(notice, plan, own=own) + ("\n" if fmt == "json" else ""))
     return EXIT_OK

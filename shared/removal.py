@@ -64,6 +64,8 @@ class Refusal:
 class RemovalPlan:
     removals: tuple[Removal, ...]
     refusals: tuple[Refusal, ...] = ()
+    # Our journal rule (EA_JOURNAL_RULE=ensure), removed just before Enterprise Audit's connector.
+    journal_rule: str | None = None
 
     @property
     def blocked(self) -> bool:
@@ -134,15 +136,22 @@ def removal_operations(plan: RemovalPlan) -> list[Operation]:
     """The cmdlets a removal plan sends, in order; none at all when it is blocked."""
     if plan.blocked:
         return []
-    return [Operation("Remove-OutboundConnector", {"Identity": r.identity or r.name, "Confirm": False})
-            for r in plan.removals if r.action is RemovalAction.REMOVE]
+    ops: list[Operation] = []
+    for removal in plan.removals:
+        if removal.service == ENTERPRISE_AUDIT and plan.journal_rule:
+            ops.append(Operation("Remove-JournalRule", {"Identity": plan.journal_rule, "Confirm": False}))
+        if removal.action is RemovalAction.REMOVE:
+            ops.append(Operation("Remove-OutboundConnector", {"Identity": removal.identity or removal.name,
+                                                              "Confirm": False}))
+    return ops
 
 
-def expected_removals(services: Iterable[str], *, own: OwnConnectors) -> RemovalPlan:
+def expected_removals(services: Iterable[str], *, own: OwnConnectors, journal_rule: str | None = None) -> RemovalPlan:
     """The removals for a tenant that has our connectors of `services`, as activation left them.
 
     What `plan` shows for a terminate notice without reading the tenant (no I/O).
     """
     ended = set(services)
     return RemovalPlan(tuple(Removal(s, own.name_of(s), RemovalAction.REMOVE, identity=own.name_of(s))
-                             for s in REMOVAL_ORDER if s in ended))
+                             for s in REMOVAL_ORDER if s in ended),
+                       journal_rule=journal_rule if ENTERPRISE_AUDIT in ended else None)

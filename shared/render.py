@@ -305,6 +305,22 @@ def removal_powershell(notice: ActivationNotice, plan: RemovalPlan, *, own: OwnC
     out += [f"    @{{ Name = {ps_string(r.name)}; Service = '{r.service}' }}" for r in plan.removals]
     out += [
         ")",
+    ]
+    if plan.journal_rule:
+        out += [
+            "",
+            "# Enterprise Audit's journal rule: ours only if it sends to a journal domain.",
+            f"$RuleName = {ps_string(plan.journal_rule)}",
+            "$JournalDomains = " + _ps_value(sorted(own.journal_domains)),
+            "$rules = @(Get-JournalRule | Where-Object { $_.Name -eq $RuleName })",
+            "foreach ($rule in $rules) {",
+            "    $domain = \"$($rule.JournalEmailAddress)\".Split('@')[-1].ToLower()",
+            "    if ($JournalDomains -notcontains $domain) {",
+            "        throw \"Journal rule '$($rule.Name)' sends elsewhere; nothing was removed.\"",
+            "    }",
+            "}",
+        ]
+    out += [
         "$remove = @()",
         "foreach ($item in $ended) {",
         "    $found = @($all | Where-Object { $_.Name -eq $item.Name })",
@@ -314,13 +330,28 @@ def removal_powershell(notice: ActivationNotice, plan: RemovalPlan, *, own: OwnC
         "            throw (\"'$($connector.Name)' has our name but routes elsewhere; nothing was removed. \" +",
         "                \"Ask the customer who uses it.\")",
         "        }",
-        "        $remove += $connector",
+        "        $remove += @{ Connector = $connector; Service = $item.Service }",
         "    }",
         "}",
-        "foreach ($connector in $remove) {",
-        "    Write-Host \"Removing $($connector.Name)\"",
-        "    Remove-OutboundConnector -Identity $connector.Identity -Confirm:$false",
+        "function Remove-Ours {",
+        "    param([string]$Service)",
+        "    foreach ($entry in @($remove | Where-Object { $_.Service -eq $Service })) {",
+        "        Write-Host \"Removing $($entry.Connector.Name)\"",
+        "        Remove-OutboundConnector -Identity $entry.Connector.Identity -Confirm:$false",
+        "    }",
         "}",
+        "Remove-Ours 'mailgates'",
+    ]
+    if plan.journal_rule:
+        out += [
+            "# The journal rule goes before the connector its reports ride on.",
+            "foreach ($rule in $rules) {",
+            "    Write-Host \"Removing journal rule $($rule.Name)\"",
+            "    Remove-JournalRule -Identity $rule.Identity -Confirm:$false",
+            "}",
+        ]
+    out += [
+        "Remove-Ours 'enterprise_audit'",
         "",
         "Get-OutboundConnector | Format-Table Name, Enabled, RecipientDomains, SmartHosts -AutoSize",
     ]

@@ -43,12 +43,17 @@ foreach ($item in $ended) {
             throw ("'$($connector.Name)' has our name but routes elsewhere; nothing was removed. " +
                 "Ask the customer who uses it.")
         }
-        $remove += $connector
+        $remove += @{ Connector = $connector; Service = $item.Service }
     }
 }
-foreach ($connector in $remove) {
-    Write-Host "Removing $($connector.Name)"
-    Remove-OutboundConnector -Identity $connector.Identity -Confirm:$false
+function Remove-Ours {
+    param([string]$Service)
+    foreach ($entry in @($remove | Where-Object { $_.Service -eq $Service })) {
+        Write-Host "Removing $($entry.Connector.Name)"
+        Remove-OutboundConnector -Identity $entry.Connector.Identity -Confirm:$false
+    }
 }
+Remove-Ours 'mailgates'
+Remove-Ours 'enterprise_audit'
 
 Get-OutboundConnector | Format-Table Name, Enabled, RecipientDomains, SmartHosts -AutoSize

@@ -157,3 +157,21 @@ def test_plan_json_of_a_terminate_notice_lists_the_removals_mailgates_first() ->
     assert [(op["CmdletName"], op["Parameters"]["Identity"]) for op in doc["operations"]] == [
         ("Remove-OutboundConnector", "MAILGATESΣ 送信コネクタ"),
         ("Remove-OutboundConnector", "Enterprise Audit送信コネクタ")]
+
+
+def test_with_journal_rules_ensured_the_plan_removes_the_rule_before_the_enterprise_audit_connector(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EA_JOURNAL_RULE", "ensure")
+    notice = str(ROOT / "tests" / "fixtures" / "notices" / "terminate-both.json")
+    _, out, _ = run("plan", notice, "--format", "json")
+    assert [(op["CmdletName"], op["Parameters"]["Identity"]) for op in json.loads(out)["operations"]] == [
+        ("Remove-OutboundConnector", "MAILGATESΣ 送信コネクタ"),
+        ("Remove-JournalRule", "Enterprise Audit ジャーナル ルール"),
+        ("Remove-OutboundConnector", "Enterprise Audit送信コネクタ")]
+    _, script, _ = run("plan", notice, "--format", "powershell")
+    lines = script.splitlines()
+    rule_removal = lines.index("    Remove-JournalRule -Identity $rule.Identity -Confirm:$false")
+    assert lines.index("Remove-Ours 'mailgates'") < rule_removal < lines.index("Remove-Ours 'enterprise_audit'")
+    # Every rule of our name is checked before anything is removed.
+    assert lines.index("        throw \"Journal rule '$($rule.Name)' sends elsewhere; nothing was removed.\"") < \
+        lines.index("Remove-Ours 'mailgates'")
