@@ -149,10 +149,18 @@ def _cmd_plan(args: argparse.Namespace, settings: Settings, stdin: TextIO, stdou
         return _plan_termination(notice, settings, args.format, stdout)
     specs = desired_connectors(notice, settings)
     ops = operations(make_plan(specs, []), now=args.at)
+    journal_rule = (settings.ea_journal_rule_name if settings.ea_journal_rule == "ensure"
+                    and notice.journal_report_address is not None else None)
+    if journal_rule is not None and notice.journal_report_address is not None:
+        from .journal import journal_operations
+
+        ops += journal_operations(journal_rule, notice.journal_report_address,
+                                  ndr_address=notice.journal_ndr_address)
     if args.format == "json":
         stdout.write(plan_json(notice, specs, ops) + "\n")
     elif args.format == "powershell":
-        stdout.write(plan_powershell(notice, specs, own_names=(settings.ea_connector_name, settings.mg_connector_name)))
+        stdout.write(plan_powershell(notice, specs, own_names=(settings.ea_connector_name, settings.mg_connector_name),
+                                     journal_rule=journal_rule))
     else:
         stdout.write(plan_text(notice, specs, ops))
     return EXIT_OK

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from .plan import Operation
+
 
 class ActualJournalRule(Protocol):
     @property
@@ -81,3 +83,14 @@ def remove_rule(name: str, rules: Sequence[ActualJournalRule], *,
                                refusal=f"journal rule '{current.name}' sends to {address or 'no address'}, "
                                        "not a journal domain on ALLOWED_JOURNAL_DOMAINS")
     return JournalRulePlan(name, JournalAction.REMOVE)
+
+
+def journal_operations(name: str, address: str, *, ndr_address: str | None) -> list[Operation]:
+    """The journal calls an activation sends to a tenant without the rule (and, with
+    `ndr_address`, without an address for undeliverable journal reports). For `plan`."""
+    ops: list[Operation] = []
+    if ndr_address is not None:
+        ops.append(Operation("Set-TransportConfig", {"JournalingReportNdrTo": ndr_address}))
+    ops.append(Operation("New-JournalRule", {"Name": name, "JournalEmailAddress": address, "Scope": "Global",
+                                             "Enabled": True}))
+    return ops

@@ -101,7 +101,7 @@ def _ps_value(value: Any) -> str:
 
 
 def plan_powershell(notice: ActivationNotice, specs: Sequence[ConnectorSpec], *,
-                    own_names: Sequence[str] = ()) -> str:
+                    own_names: Sequence[str] = (), journal_rule: str | None = None) -> str:
     """A script with the engine's safety rules: right tenant, no competitor, wait out replication.
 
     It refuses to write beside a foreign enabled connector that would compete with ours (as
@@ -199,6 +199,9 @@ def plan_powershell(notice: ActivationNotice, specs: Sequence[ConnectorSpec], *,
         "}",
         "",
     ]
+    ensure_rule = journal_rule is not None and notice.journal_report_address is not None
+    if ensure_rule:
+        out += _ps_journal_ndr(notice)
     for spec in specs:
         params = spec.new_parameters()
         del params["Name"]
@@ -213,6 +216,9 @@ def plan_powershell(notice: ActivationNotice, specs: Sequence[ConnectorSpec], *,
         out += [f"    {key} = {_ps_value(value)}" for key, value in update_only.items()]
         out.append("} -Recipients " + _ps_value(list(spec.validation_recipients)))
         out.append("")
+    if ensure_rule:
+        assert journal_rule is not None and notice.journal_report_address is not None
+        out += _ps_journal_rule(journal_rule, notice.journal_report_address)
     out.append("Get-OutboundConnector | Format-Table Name, Enabled, RecipientDomains, SmartHosts, IsValidated "
                "-AutoSize")
     return "\n".join(out) + "\n"
@@ -356,3 +362,39 @@ def removal_powershell(notice: ActivationNotice, plan: RemovalPlan, *, own: OwnC
         "Get-OutboundConnector | Format-Table Name, Enabled, RecipientDomains, SmartHosts -AutoSize",
     ]
     return "\n".join(out) + "\n"
+
+
+def _ps_journal_ndr(notice: ActivationNotice) -> list[str]:
+    """Before anything is written: journal rules need an address for undeliverable reports."""
+    out = [
+        "# Journal rules need an address for undeliverable journal reports (JournalingReportNdrTo).",
+        "$ndr = \"$((Get-TransportConfig).JournalingReportNdrTo)\"",
+        "if (-not $ndr -or $ndr -eq '<>') {",
+    ]
+    if notice.journal_ndr_address:
+        out.append(f"    Set-TransportConfig -JournalingReportNdrTo {ps_string(notice.journal_ndr_address)}")
+    else:
+        out.append("    throw (\"The tenant has no address for undeliverable journal reports; set one with \" +")
+        out.append("        \"Set-TransportConfig -JournalingReportNdrTo first. Nothing was changed.\")")
+    return [*out, "}", ""]
+
+
+def _ps_journal_rule(name: str, address: str) -> list[str]:
+    """After the connectors: one enabled rule for every message to the journal report address."""
+    return [
+        "# Enterprise Audit's journal rule: every message (Scope Global), enabled. Set-JournalRule has",
+        "# no Enabled parameter; Enable-JournalRule switches a disabled rule on.",
+        f"$RuleName = {ps_string(name)}",
+        f"$JournalAddress = {ps_string(address)}",
+        "$rule = @(Get-JournalRule | Where-Object { $_.Name -eq $RuleName })",
+        "if ($rule.Count -eq 0) {",
+        "    Write-Host \"Creating journal rule $RuleName\"",
+        "    New-JournalRule -Name $RuleName -JournalEmailAddress $JournalAddress -Scope Global `",
+        "        -Enabled $true | Out-Null",
+        "} else {",
+        "    Write-Host \"Updating journal rule $RuleName\"",
+        "    Set-JournalRule -Identity $RuleName -JournalEmailAddress $JournalAddress -Scope Global",
+        "    if (-not $rule[0].Enabled) { Enable-JournalRule -Identity $RuleName }",
+        "}",
+        "",
+    ]

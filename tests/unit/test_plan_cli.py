@@ -175,3 +175,33 @@ def test_with_journal_rules_ensured_the_plan_removes_the_rule_before_the_enterpr
     # Every rule of our name is checked before anything is removed.
     assert lines.index("        throw \"Journal rule '$($rule.Name)' sends elsewhere; nothing was removed.\"") < \
         lines.index("Remove-Ours 'mailgates'")
+
+
+def test_with_journal_rules_ensured_an_activation_plan_creates_the_rule_after_the_connectors(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("EA_JOURNAL_RULE", "ensure")
+    notice = tmp_path / "ea.json"
+    notice.write_text(json.dumps({"notice_id": "ACT-J", "tenant_id": "0b4d6e2c-93a1-4f7e-b5c8-1d2e3f405162",
+                                  "services": ["enterprise_audit"], "journal_report_address": "jr@cs-365.cybermail.jp",
+                                  "journal_ndr_address": "ndr@northwind.example"}), encoding="utf-8")
+    _, out, _ = run("plan", str(notice), "--format", "json")
+    assert [op["CmdletName"] for op in json.loads(out)["operations"]] == [
+        "New-OutboundConnector", "Validate-OutboundConnector", "Set-OutboundConnector",
+        "Set-TransportConfig", "New-JournalRule"]
+    _, script, _ = run("plan", str(notice), "--format", "powershell")
+    lines = script.splitlines()
+    # The NDR address is dealt with before any connector is written; the rule after them.
+    ndr = lines.index("    Set-TransportConfig -JournalingReportNdrTo 'ndr@northwind.example'")
+    first_connector = next(i for i, line in enumerate(lines) if line.startswith("Set-ProvisionedConnector -Name"))
+    rule = lines.index("    New-JournalRule -Name $RuleName -JournalEmailAddress $JournalAddress -Scope Global `")
+    assert ndr < first_connector < rule
+    assert "    if (-not $rule[0].Enabled) { Enable-JournalRule -Identity $RuleName }" in lines
+
+
+def test_without_an_ndr_address_the_script_stops_before_writing_when_the_tenant_has_none(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EA_JOURNAL_RULE", "ensure")
+    _, script, _ = run("plan", str(ROOT / "samples" / "enterprise-audit-only.json"), "--format", "powershell")
+    lines = script.splitlines()
+    stop = lines.index("    throw (\"The tenant has no address for undeliverable journal reports; set one with \" +")
+    assert stop < next(i for i, line in enumerate(lines) if line.startswith("Set-ProvisionedConnector -Name"))
