@@ -179,3 +179,21 @@ def test_a_termination_on_the_queue_is_recorded_and_retried_like_an_activation(
     assert writes(provisioned) == []
     again = activation_store.get("TRM-Q-1")
     assert again is not None and (again.status, again.attempts) == ("succeeded", 2)
+
+
+def test_a_termination_posted_to_the_api_is_looked_up_like_an_activation(
+        provisioned: Simulator, worker: Worker, activation_queue: ActivationQueue,
+        activation_store: ActivationStore) -> None:
+    from shared.api import ActivationApi
+
+    api = ActivationApi(activation_store, lambda: worker)
+    body = json.dumps({"notice_id": "TRM-A-1", "tenant_id": TENANT, "services": ["mailgates"],
+                       "action": "terminate"}).encode()
+    submitted = api.submit(body)
+    assert (submitted.status, submitted.body["status"]) == (202, "queued")
+    assert deliver_all(worker, activation_queue) == ["succeeded"]
+    doc = api.get("TRM-A-1").body
+    assert (doc["status"], doc["services"]) == ("succeeded", ["mailgates"])
+    assert [(c["name"], c["action"]) for c in doc["connectors"]] == [(MG_NAME, "removed")]
+    assert "connector.removed" in [e["kind"] for e in doc["events"]]
+    assert sorted(c["Name"] for c in provisioned.connectors(TENANT)) == sorted(["Bank relay", EA_NAME])
