@@ -250,9 +250,18 @@ class _Run:
         plan = ensure_rule(name, self.notice.journal_report_address, rules)
         if plan.action is JournalAction.CREATE:
             recipient = self.notice.journal_report_address
-            self.call(lambda: client.create_journal_rule(name, recipient))
-            self.emit("journal_rule.created", f"created journal rule '{name}' to {recipient}", journal_rule=name)
-            return
+            try:
+                self.call(lambda: client.create_journal_rule(name, recipient))
+            except ConnectorExistsError:
+                # Made a moment ago (another delivery, an admin): converge on it, never a second one.
+                plan = ensure_rule(name, recipient, self.call(client.list_journal_rules))
+                if plan.action is JournalAction.CREATE:
+                    raise ProvisioningError(ErrorCode.REPLICATION_TIMEOUT,
+                                            f"journal rule '{name}' exists but is not listed yet", retryable=True)
+            else:
+                self.emit("journal_rule.created", f"created journal rule '{name}' to {recipient}",
+                          journal_rule=name)
+                return
         if plan.changes:
             self.call(lambda: client.update_journal_rule(name, plan.changes))
         if plan.enable:

@@ -144,3 +144,26 @@ def test_the_simulator_models_the_documented_journal_rules(simulator: Simulator,
         assert (rule.name, rule.journal_email_address, rule.scope, rule.enabled) == (RULE, JOURNAL, "Global", True)
         client.remove_journal_rule(RULE)
         assert client.list_journal_rules() == []
+
+
+def test_a_rule_made_by_another_delivery_meanwhile_is_converged_not_duplicated(
+        simulator: Simulator, ensuring: ProvisioningEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    from exosim.core import Backend
+
+    # The listing saw no rule; just before New-JournalRule reaches Exchange another delivery
+    # makes one (disabled, to an old address). Exchange answers "already exists"; the engine
+    # converges on that rule instead of failing.
+    original = Backend.invoke
+
+    def racing(self: Backend, tenant_id: str, headers: Any, body: bytes, *rest: Any) -> Any:
+        if b"New-JournalRule" in body and not simulator.journal_rules(TENANT):
+            simulator.configure_tenant(TENANT, journal_rules=[
+                {"Name": RULE, "JournalEmailAddress": "old@cs-365.cybermail.jp", "Enabled": False}])
+        return original(self, tenant_id, headers, body, *rest)
+
+    monkeypatch.setattr(Backend, "invoke", racing)
+    outcome = ensuring.run(parse_notice(ACTIVATION))
+    assert outcome.status is Status.SUCCEEDED, outcome.error
+    [rule] = simulator.journal_rules(TENANT)
+    assert (rule["JournalEmailAddress"], rule["Enabled"]) == (JOURNAL, True)
+    assert [c for c, _ in writes(simulator)][-2:] == ["Set-JournalRule", "Enable-JournalRule"]
