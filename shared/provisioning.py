@@ -252,12 +252,13 @@ class _Run:
             recipient = self.notice.journal_report_address
             try:
                 self.call(lambda: client.create_journal_rule(name, recipient))
-            except ConnectorExistsError:
+            except ConnectorExistsError as exc:
                 # Made a moment ago (another delivery, an admin): converge on it, never a second one.
                 plan = ensure_rule(name, recipient, self.call(client.list_journal_rules))
                 if plan.action is JournalAction.CREATE:
                     raise ProvisioningError(ErrorCode.REPLICATION_TIMEOUT,
-                                            f"journal rule '{name}' exists but is not listed yet", retryable=True)
+                                            f"journal rule '{name}' exists but is not listed yet",
+                                            retryable=True) from exc
             else:
                 self.emit("journal_rule.created", f"created journal rule '{name}' to {recipient}",
                           journal_rule=name)
