@@ -30,13 +30,23 @@ from exosim.faults import (
     role_missing_403_reply,
 )
 from exosim.options import TenantOptions, apply_options, options_dict
-from exosim.state import WRITE_CMDLETS, CmdletError, TenantState, accepted_domain_rows, canonical_cmdlet
+from exosim.state import (
+    WRITE_CMDLETS,
+    CmdletError,
+    TenantState,
+    accepted_domain_rows,
+    canonical_cmdlet,
+    seed_journal_rule,
+)
 
 ANCHOR_MAILBOX = "APP:SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}@"
 DEFAULT_PAGE_SIZE = 1000
 # Exchange keeps a paging cursor for half an hour, then answers with this error.
 PAGE_EXPIRY_SECONDS = 1800.0
 PAGE_EXPIRED = "Expired or Invalid pagination request. Default Expiry time is 00:30:00"
+
+
+_UNSET = object()
 
 
 def is_guid(text: str) -> bool:
@@ -221,7 +231,9 @@ class Backend:
         """Apply options; besides `TenantOptions` fields it takes these actions:
 
         `connectors` (list of connector objects: replaces the tenant's connectors),
-        `accepted_domains` (list: replaces the accepted domains), `fail_next` (count) with
+        `accepted_domains` (list: replaces the accepted domains), `journal_rules` (list of
+        journal rule objects: replaces them), `journaling_report_ndr_to` (the transport config's
+        address for undeliverable journal reports, or null), `fail_next` (count) with
         `fault` (kind name or fault object, default "unavailable").
         """
         changes = dict(options)
@@ -229,6 +241,8 @@ class Backend:
         domains = changes.pop("accepted_domains", None)
         fail_count = changes.pop("fail_next", None)
         fault = changes.pop("fault", None)
+        journal_rules = changes.pop("journal_rules", None)
+        ndr_to = changes.pop("journaling_report_ndr_to", _UNSET)
         with self._lock:
             tenant = self._configured(tenant_id)
             new_options = apply_options(tenant.options, changes)
@@ -261,6 +275,14 @@ class Backend:
                 tenant.state.accepted_domains = rows
             if connectors is not None:
                 tenant.state.connectors = scratch.connectors
+            if ndr_to is not _UNSET:
+                tenant.state.journaling_report_ndr_to = None if ndr_to is None else str(ndr_to)
+            if journal_rules is not None:
+                if not isinstance(journal_rules, list) or not all(isinstance(r, dict) for r in journal_rules):
+                    raise ValueError("option 'journal_rules' must be a list of journal rule objects")
+                tenant.state.journal_rules = []
+                for rule in journal_rules:
+                    seed_journal_rule(tenant.state, rule)
             if spec is not None:
                 self._queue_fault(tenant_id, spec, 1 if fail_count is None else fail_count)
             return self._tenant_info(tenant)
@@ -386,6 +408,16 @@ class Backend:
         with self._lock:
             tenant = self._tenant(tenant_id)
             return [] if tenant is None else tenant.state.rows(include_hidden=True)
+
+    def journal_rules(self, tenant_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            tenant = self._tenant(tenant_id)
+            return [] if tenant is None else [rule.row() for rule in tenant.state.journal_rules]
+
+    def journaling_report_ndr_to(self, tenant_id: str) -> str | None:
+        with self._lock:
+            tenant = self._tenant(tenant_id)
+            return None if tenant is None else tenant.state.journaling_report_ndr_to
 
     def accepted_domains(self, tenant_id: str) -> list[dict[str, Any]]:
         with self._lock:

@@ -266,7 +266,7 @@ class Simulator:
         return self.backend.calls(tenant)
 
     def writes(self, tenant: str | None = None) -> list[dict[str, Any]]:
-        """Successful New-/Set-/Remove-OutboundConnector calls, in order."""
+        """Successful writes (connectors, journal rules, transport config), in order."""
         return self.backend.writes(tenant)
 
     def test_messages(self, tenant: str | None = None) -> list[dict[str, Any]]:
@@ -276,6 +276,14 @@ class Simulator:
     def connectors(self, tenant: str) -> list[dict[str, Any]]:
         """What Exchange really holds for the tenant, replicated or not."""
         return self.backend.connectors(tenant)
+
+    def journal_rules(self, tenant: str) -> list[dict[str, Any]]:
+        """The tenant's journal rules as Get-JournalRule returns them."""
+        return self.backend.journal_rules(tenant)
+
+    def journaling_report_ndr_to(self, tenant: str) -> str | None:
+        """The transport config's address for undeliverable journal reports."""
+        return self.backend.journaling_report_ndr_to(tenant)
 
     def accepted_domains(self, tenant: str) -> list[dict[str, Any]]:
         return self.backend.accepted_domains(tenant)

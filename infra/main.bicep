@@ -95,6 +95,17 @@ param dnsNameserver string = ''
 @description('Port of that name server (DNS_PORT).')
 param dnsPort int = 53
 
+@description('Whether an Enterprise Audit activation also ensures its journal rule (EA_JOURNAL_RULE).')
+@allowed([
+  'off'
+  'ensure'
+])
+param eaJournalRule string = 'off'
+
+@description('Name of the Enterprise Audit journal rule (EA_JOURNAL_RULE_NAME).')
+@maxLength(64)
+param eaJournalRuleName string = 'Enterprise Audit ジャーナル ルール'
+
 // ---------------------------------------------------------------- retries and leases
 @description('Attempts of one activation before it is marked failed (MAX_ATTEMPTS).')
 @minValue(1)
@@ -340,6 +351,8 @@ var appSettings = {
   DNS_PORT: string(dnsPort)
   // App Service Authentication guards the operators' routes (authsettingsV2 in functionapp.bicep).
   OPERATOR_AUTH: 'entra'
+  EA_JOURNAL_RULE: eaJournalRule
+  EA_JOURNAL_RULE_NAME: eaJournalRuleName
 }
 
 module functionApp 'modules/functionapp.bicep' = {

@@ -25,7 +25,7 @@ from typing import IO, TYPE_CHECKING, Any, TextIO, cast
 from .connectors import desired_connectors
 from .notice import GUID_PATTERN, ActivationNotice, NoticeError, parse_notice
 from .plan import make_plan, operations
-from .render import plan_json, plan_powershell, plan_text
+from .render import plan_json, plan_powershell, plan_text, removal_json, removal_powershell, removal_text
 from .settings import LOCAL_ENV_FILE, Settings, SettingsError, local_env_values, trust_local_env_ca
 
 if TYPE_CHECKING:
@@ -265,14 +265,36 @@ def _cmd_plan(args: argparse.Namespace, settings: Settings, stdin: TextIO, stdou
     notice = load_notice(args.notice, settings, stdin, stdout, stderr, json_errors=args.format == "json")
     if notice is None:
         return EXIT_INVALID
+    if notice.terminates:
+        return _plan_termination(notice, settings, args.format, stdout)
     specs = desired_connectors(notice, settings)
     ops = operations(make_plan(specs, []), now=args.at)
+    journal_rule = (settings.ea_journal_rule_name if settings.ea_journal_rule == "ensure"
+                    and notice.journal_report_address is not None else None)
+    if journal_rule is not None and notice.journal_report_address is not None:
+        from .journal import journal_operations
+
+        ops += journal_operations(journal_rule, notice.journal_report_address,
+                                  ndr_address=notice.journal_ndr_address)
     if args.format == "json":
         stdout.write(plan_json(notice, specs, ops) + "\n")
     elif args.format == "powershell":
-        stdout.write(plan_powershell(notice, specs, own_names=(settings.ea_connector_name, settings.mg_connector_name)))
+        stdout.write(plan_powershell(notice, specs, own_names=(settings.ea_connector_name, settings.mg_connector_name),
+                                     journal_rule=journal_rule))
     else:
         stdout.write(plan_text(notice, specs, ops))
+    return EXIT_OK
+
+
+def _plan_termination(notice: ActivationNotice, settings: Settings, fmt: str, stdout: TextIO) -> int:
+    from .provisioning import own_connectors
+    from .removal import expected_removals
+
+    own = own_connectors(settings)
+    plan = expected_removals(notice.services, own=own, journal_rule=settings.ea_journal_rule_name
+                             if settings.ea_journal_rule == "ensure" else None)
+    render = {"json": removal_json, "powershell": removal_powershell}.get(fmt, removal_text)
+    stdout.write(render(notice, plan, own=own) + ("\n" if fmt == "json" else ""))
     return EXIT_OK
 
 

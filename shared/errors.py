@@ -42,6 +42,8 @@ class ErrorCode(StrEnum):
     ROUTING_NOT_ALLOWED = "ROUTING_NOT_ALLOWED"
     MAX_ATTEMPTS_EXCEEDED = "MAX_ATTEMPTS_EXCEEDED"
     UNHANDLED = "UNHANDLED"
+    CONNECTOR_NOT_OURS = "CONNECTOR_NOT_OURS"
+    JOURNAL_NDR_MISSING = "JOURNAL_NDR_MISSING"
 
 
 @dataclass(frozen=True)
@@ -199,6 +201,25 @@ HINTS: dict[ErrorCode, Hint] = {
         "予期しないエラーで処理が停止しました（元のメッセージは保存済み）。開発チームに報告し、"
         "再試行してください。",
     ),
+    ErrorCode.CONNECTOR_NOT_OURS: Hint(
+        "A connector (or journal rule) has the product's name but routes mail somewhere the "
+        "product never would (a smart host or domain off the allow-list), so the termination "
+        "removed nothing. Ask the customer who uses it; remove or rename it by hand if it is no "
+        "longer needed, then retry.",
+        "製品と同じ名前のコネクタ（またはジャーナル ルール）が、製品では設定しない宛先（許可リストにない"
+        "スマート ホストまたはドメイン）へメールを転送しているため、解約処理では何も削除していません。その"
+        "利用者をお客様に確認し、不要であれば手動で削除または名前を変更してから再試行してください。",
+    ),
+    ErrorCode.JOURNAL_NDR_MISSING: Hint(
+        "Exchange Online needs an address for undeliverable journal reports before a journal rule "
+        "works, and the tenant has none. Resubmit the notice with journal_ndr_address (a mailbox "
+        "outside Exchange Online), or ask the customer to set one (Set-TransportConfig "
+        "-JournalingReportNdrTo), then retry.",
+        "Exchange Online ではジャーナル ルールを使う前に、配信できないジャーナル レポートの送信先"
+        "アドレスが必要ですが、テナントに設定されていません。journal_ndr_address（Exchange Online "
+        "外のメールボックス）を付けて開通通知を再送信するか、お客様に設定を依頼し（Set-TransportConfig "
+        "-JournalingReportNdrTo）、再試行してください。",
+    ),
 }
 
 
@@ -221,6 +242,8 @@ POLICY: Mapping[ErrorCode, Disposition] = MappingProxyType({
     ErrorCode.CONFIG_INVALID: Disposition.ATTENTION,  # a setting is fixed by an operator, never poison
     ErrorCode.CONSENT_MISSING: Disposition.RETRY_THEN_ATTENTION,
     ErrorCode.APP_NOT_IN_TENANT: Disposition.ATTENTION,  # the app is not in the tenant: no wait can fix it
+    ErrorCode.CONNECTOR_NOT_OURS: Disposition.ATTENTION,  # a connector of our name routes elsewhere: a person decides
+    ErrorCode.JOURNAL_NDR_MISSING: Disposition.ATTENTION,  # the tenant needs an address for undeliverable journal reports
     ErrorCode.CREDENTIAL_INVALID: Disposition.ATTENTION,
     ErrorCode.TENANT_NOT_FOUND: Disposition.FAIL,
     ErrorCode.ROLE_MISSING: Disposition.RETRY_THEN_ATTENTION,

@@ -9,7 +9,8 @@ connector). Callers see typed rows and the error taxonomy of `errors.py`, nothin
 
 Because a `*` smart-host connector redirects all of a customer's outbound mail, the client
 refuses, before sending anything, any connector change that names a smart host or recipient
-domain off the allow-list, and any cmdlet other than the six the product uses.
+domain off the allow-list, any journal rule or transport change for another rule or address, and any
+cmdlet not in ALLOWED_CMDLETS.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ from .errors import (
     RoutingPolicyError,
     TransientError,
 )
-from .settings import DEFAULT_JOURNAL_DOMAINS, DEFAULT_SMART_HOSTS
+from .plan import name_key
+from .settings import DEFAULT_JOURNAL_DOMAINS, DEFAULT_SMART_HOSTS, Settings
 
 if TYPE_CHECKING:
     from requests.sessions import _Settings
@@ -58,6 +60,7 @@ __all__ = [
     "ConnectorExistsError",
     "ConnectorNotFoundError",
     "ExchangeAdminClient",
+    "JournalRule",
     "RoutingPolicyError",
     "TokenProvider",
     "ValidationTask",
@@ -82,10 +85,23 @@ ALLOWED_CMDLETS = frozenset({
     "Remove-OutboundConnector",
     "Validate-OutboundConnector",
     "Get-AcceptedDomain",
+    # Enterprise Audit's journal rule (EA_JOURNAL_RULE=ensure) and the address Exchange needs
+    # for undeliverable journal reports.
+    "Get-JournalRule",
+    "New-JournalRule",
+    "Set-JournalRule",
+    "Enable-JournalRule",
+    "Remove-JournalRule",
+    "Get-TransportConfig",
+    "Set-TransportConfig",
 })
+_JOURNAL_CMDLETS = frozenset(c for c in ALLOWED_CMDLETS if c.endswith(("JournalRule", "TransportConfig")))
+DEFAULT_JOURNAL_RULE_NAME = Settings().ea_journal_rule_name
 _ROUTING_CMDLETS = frozenset({"New-OutboundConnector", "Set-OutboundConnector"})
-_LISTING_CMDLETS = frozenset({"Get-OutboundConnector", "Get-AcceptedDomain"})
+_LISTING_CMDLETS = frozenset({"Get-OutboundConnector", "Get-AcceptedDomain", "Get-JournalRule"})
 VALIDATE_CMDLET = "Validate-OutboundConnector"
+# The connector names Remove-OutboundConnector may name when the caller configures none.
+DEFAULT_OWN_CONNECTOR_NAMES = (Settings().ea_connector_name, Settings().mg_connector_name)
 # The only parameters the product ever sends to the routing cmdlets. Anything else (an
 # abbreviation such as `SmartHost`, which PowerShell would bind to SmartHosts) is refused,
 # so the allow-list checks below cannot be walked around by spelling.
@@ -122,6 +138,17 @@ _MAX_PAGES = 1000
 # possibly small); 1000 is what CIPP-API sends (New-ExoRequest.ps1) and the service honours
 # it (rknightion/graph2otel internal/exoclient/exoclient.go, live-verified).
 _PREFER_PAGE_SIZE = "odata.maxpagesize=1000"
+# Per journal cmdlet: the parameters it may carry, and those it must (casefolded).
+_JOURNAL_PARAMETERS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "Get-JournalRule": (frozenset(), frozenset()),
+    "New-JournalRule": (frozenset({"name", "journalemailaddress", "scope", "enabled"}),
+                        frozenset({"name", "journalemailaddress", "scope", "enabled"})),
+    "Set-JournalRule": (frozenset({"identity", "journalemailaddress", "scope"}), frozenset({"identity"})),
+    "Enable-JournalRule": (frozenset({"identity"}), frozenset({"identity"})),
+    "Remove-JournalRule": (frozenset({"identity", "confirm"}), frozenset({"identity", "confirm"})),
+    "Get-TransportConfig": (frozenset(), frozenset()),
+    "Set-TransportConfig": (frozenset({"journalingreportndrto"}), frozenset({"journalingreportndrto"})),
+}
 # A follow-up page the service cannot serve: its cursor is bound to one backend server, and a
 # POST to the front door may land on another (graph2otel, live capture).
 _PAGE_EXPIRED_TEXT = re.compile(r"expired or invalid pagination request", re.IGNORECASE)
@@ -204,6 +231,28 @@ class Connector:
     def last_validated_at(self) -> datetime | None:
         """LastValidationTimestamp as an aware UTC datetime (see `parse_exchange_time`)."""
         return parse_exchange_time(self.last_validation_timestamp)
+
+
+@dataclass(frozen=True)
+class JournalRule:
+    """A journal rule as Get-JournalRule reports it."""
+
+    name: str
+    journal_email_address: str
+    scope: str
+    enabled: bool
+    recipient: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> JournalRule:
+        return cls(
+            name=_as_str(row.get("Name")) or _as_str(row.get("Identity")),
+            journal_email_address=_as_str(row.get("JournalEmailAddress")),
+            scope=_as_enum(row.get("Scope"), ("Global", "Internal", "External")) or "Global",
+            # A rule that does not say it is enabled may be disabled: ensure enables it.
+            enabled=_as_bool(row.get("Enabled"), default=False),
+            recipient=_as_str(row.get("Recipient")) or None,
+        )
 
 
 @dataclass(frozen=True)
@@ -661,7 +710,7 @@ def _decode_entity(data: bytes, content_encoding: str) -> bytes:
 
 
 class ExchangeAdminClient:
-    """Run the product's six Exchange Online cmdlets in one tenant, with typed results.
+    """Run the product's Exchange Online cmdlets (ALLOWED_CMDLETS) in one tenant, with typed results.
 
     One instance per tenant and activation; the Session is reused across calls for
     connection pooling. Every error is a `ProvisioningError` from `errors.py`.
@@ -679,6 +728,8 @@ class ExchangeAdminClient:
         allowed_journal_domains: frozenset[str] = DEFAULT_JOURNAL_DOMAINS,
         on_call: Callable[[CallRecord], None] | None = None,
         validate_timeout: float | None = None,
+        own_connector_names: Sequence[str] = DEFAULT_OWN_CONNECTOR_NAMES,
+        journal_rule_name: str = DEFAULT_JOURNAL_RULE_NAME,
     ) -> None:
         if not tenant_id or "/" in tenant_id or "?" in tenant_id or "#" in tenant_id:
             raise ValueError(f"tenant_id {tenant_id!r} cannot be part of a URL path")
@@ -695,6 +746,8 @@ class ExchangeAdminClient:
         self._allowed_smart_hosts = frozenset(_norm_host(h) for h in allowed_smart_hosts)
         self._allowed_journal_domains = frozenset(_norm_host(d) for d in allowed_journal_domains)
         self._on_call = on_call
+        self._own_connector_names = frozenset(name_key(n) for n in own_connector_names)
+        self._journal_rule_name = journal_rule_name
 
     # -- context manager ---------------------------------------------------
 
@@ -875,6 +928,12 @@ class ExchangeAdminClient:
             # Only code names a cmdlet (never a notice or a setting), so this is a bug: a plain
             # ValueError, which the host retries and finally parks in the poison queue.
             raise ValueError(f"cmdlet {cmdlet!r} is not one this client may send")
+        if cmdlet == "Remove-OutboundConnector":
+            self._check_removal(params)
+            return
+        if cmdlet in _JOURNAL_CMDLETS:
+            self._check_journal(cmdlet, params)
+            return
         if cmdlet not in _ROUTING_CMDLETS:
             return
         # PowerShell parameter names are case-insensitive, so the guard must be too.
@@ -888,6 +947,49 @@ class ExchangeAdminClient:
         for domain in _entries(by_name.get("recipientdomains")):
             if not self._recipient_domain_allowed(domain):
                 raise RoutingPolicyError(f"{cmdlet}: recipient domain {domain!r} is not on the allow-list")
+
+    def _check_removal(self, params: Mapping[str, Any]) -> None:
+        """Remove-OutboundConnector only for one of our connector names, by name, without a prompt.
+
+        Removing the wrong connector cuts a customer's mail flow, so a GUID or any other
+        connector's name is refused here, whatever the caller decided.
+        """
+        by_name = {key.casefold(): value for key, value in params.items()}
+        if set(by_name) != {"identity", "confirm"} or by_name["confirm"] is not False:
+            raise RoutingPolicyError("Remove-OutboundConnector: only Identity and Confirm=$false are sent")
+        identity = by_name["identity"]
+        if not isinstance(identity, str) or name_key(identity) not in self._own_connector_names:
+            raise RoutingPolicyError(f"Remove-OutboundConnector: {identity!r} is not one of our connectors")
+
+    def _check_journal(self, cmdlet: str, params: Mapping[str, Any]) -> None:
+        """Journal cmdlets only with the parameters the product sends, for our rule and addresses.
+
+        A journal rule copies every message of the tenant to its address, so that address must
+        be on ALLOWED_JOURNAL_DOMAINS; the rule named must be ours (EA_JOURNAL_RULE_NAME).
+        """
+        by_name = {key.casefold(): value for key, value in params.items()}
+        allowed, required = _JOURNAL_PARAMETERS[cmdlet]
+        keys = set(by_name)
+        if not required <= keys <= allowed:
+            raise RoutingPolicyError(f"{cmdlet}: parameter(s) {', '.join(sorted(params))} are not the ones this "
+                                     "client sends")
+        for key in ("identity", "name"):
+            if key in by_name and not (isinstance(by_name[key], str)
+                                       and by_name[key].casefold() == self._journal_rule_name.casefold()):
+                raise RoutingPolicyError(f"{cmdlet}: {by_name[key]!r} is not our journal rule")
+        if "journalemailaddress" in by_name:
+            address = by_name["journalemailaddress"]
+            if not (isinstance(address, str) and address.count("@") == 1
+                    and _norm_host(address.rsplit("@", 1)[1]) in self._allowed_journal_domains):
+                raise RoutingPolicyError(f"{cmdlet}: journal address {address!r} is not on the allow-list")
+        if "journalingreportndrto" in by_name:
+            address = by_name["journalingreportndrto"]
+            if not (isinstance(address, str) and address.count("@") == 1
+                    and _norm_host(address.rsplit("@", 1)[1]) not in self._allowed_journal_domains):
+                raise RoutingPolicyError(f"{cmdlet}: {address!r} is not an address this client sets")
+        if by_name.get("scope", "Global") != "Global" or by_name.get("enabled", True) is not True \
+                or by_name.get("confirm", False) is not False:
+            raise RoutingPolicyError(f"{cmdlet}: only Scope Global, Enabled $true and Confirm $false are sent")
 
     def _recipient_domain_allowed(self, entry: str) -> bool:
         entry = entry.strip()
@@ -943,7 +1045,10 @@ class ExchangeAdminClient:
         self.invoke("Set-OutboundConnector", {"Identity": name, **changes})
 
     def remove_outbound_connector(self, name: str) -> None:
-        """Remove-OutboundConnector without a prompt; ConnectorNotFoundError if it is absent."""
+        """Remove-OutboundConnector without a prompt; ConnectorNotFoundError if it is absent.
+
+        Only a connector named as one of `own_connector_names` may be removed (the guard).
+        """
         self.invoke("Remove-OutboundConnector", {"Identity": name, "Confirm": False})
 
     def validate_outbound_connector(self, name: str, recipients: Sequence[str]) -> list[ValidationTask]:
@@ -966,6 +1071,41 @@ class ExchangeAdminClient:
             "ValidationRecipients": list(recipients),
             "LastValidationTimestamp": stamp,
         })
+
+    # -- Enterprise Audit's journal rule ---------------------------------------------------
+
+    def list_journal_rules(self) -> list[JournalRule]:
+        """Every journal rule (Get-JournalRule with an unknown Identity returns all rules anyway)."""
+        return [JournalRule.from_row(row) for row in self.invoke("Get-JournalRule")]
+
+    def create_journal_rule(self, name: str, journal_email_address: str) -> None:
+        """New-JournalRule for every message (Scope Global, no Recipient), enabled at once.
+
+        A new rule is disabled unless `-Enabled $true` is sent (New-JournalRule.md).
+        """
+        self.invoke("New-JournalRule", {"Name": name, "JournalEmailAddress": journal_email_address,
+                                        "Scope": "Global", "Enabled": True})
+
+    def update_journal_rule(self, name: str, changes: Mapping[str, Any]) -> None:
+        """Set-JournalRule with only `changes` (JournalEmailAddress, Scope); it has no Enabled."""
+        self.invoke("Set-JournalRule", {"Identity": name, **changes})
+
+    def enable_journal_rule(self, name: str) -> None:
+        self.invoke("Enable-JournalRule", {"Identity": name})
+
+    def remove_journal_rule(self, name: str) -> None:
+        """Remove-JournalRule without a prompt; ConnectorNotFoundError (Exchange's not-found) if absent."""
+        self.invoke("Remove-JournalRule", {"Identity": name, "Confirm": False})
+
+    def get_journaling_report_ndr_to(self) -> str | None:
+        """The tenant's address for undeliverable journal reports, or None when it has none."""
+        rows = self.invoke("Get-TransportConfig")
+        value = _as_str(rows[0].get("JournalingReportNdrTo")).strip() if rows else ""
+        # An unset SmtpAddress reads as null or, in some serialisations, as "<>" (inference).
+        return None if value in ("", "<>") else value
+
+    def set_journaling_report_ndr_to(self, address: str) -> None:
+        self.invoke("Set-TransportConfig", {"JournalingReportNdrTo": address})
 
     def list_accepted_domains(self) -> list[AcceptedDomain]:
         """The tenant's accepted domains."""

@@ -34,7 +34,14 @@ ALLOWED_KEYS = (
     "contract_id",
     "customer_name",
     "issued_at",
+    "action",
+    "journal_ndr_address",
 )
+
+# What a notice asks for: a contract that starts, or one that ends (its connectors removed).
+ACTIVATE = "activate"
+TERMINATE = "terminate"
+ACTIONS = (ACTIVATE, TERMINATE)
 
 # Shared with the HTTP API, CLI and worker so every entry point accepts the same identifiers.
 # An id is a URL path segment (/api/activations/{notice_id}), so it must come back unchanged:
@@ -101,6 +108,12 @@ class ActivationNotice:
     contract_id: str | None = None
     customer_name: str | None = None
     issued_at: str | None = None
+    action: str = ACTIVATE
+    journal_ndr_address: str | None = None
+
+    @property
+    def terminates(self) -> bool:
+        return self.action == TERMINATE
 
     @property
     def journal_domain(self) -> str | None:
@@ -113,7 +126,8 @@ class ActivationNotice:
         out: dict[str, Any] = {}
         for key in ALLOWED_KEYS:
             value = getattr(self, key)
-            if value is None:
+            if value is None or (key == "action" and value == ACTIVATE):
+                # The default action is left out, so a notice hashes as it did before actions existed.
                 continue
             out[key] = list(value) if isinstance(value, tuple) else value
         return out
@@ -145,8 +159,14 @@ def parse_notice(data: str | bytes | Mapping[str, Any], settings: Settings | Non
     services = _check_services(obj, errors)
     values["services"] = services
     values["tenant_domain"] = _check_tenant_domain(obj, errors)
+    values["action"] = action = _check_action(obj, errors)
+    if action == TERMINATE:
+        # Ending a contract needs only which services end: the routing keys of an activation
+        # are accepted and ignored, so the contract system may send the notice it has.
+        services = None
     if services is not None and "enterprise_audit" in services:
         values["journal_report_address"] = _check_journal(obj, errors, settings)
+        values["journal_ndr_address"] = _check_ndr_address(obj, errors, values["tenant_domain"], settings)
     if services is not None and "mailgates" in services:
         values["mx_host"] = _check_mx_host(obj, errors, settings)
         values["validation_recipient"] = _check_recipient(obj, errors, values["tenant_domain"], settings)
@@ -352,6 +372,16 @@ def _check_tenant_id(obj: Mapping[str, Any], errors: list[FieldError]) -> str | 
     return lowered
 
 
+def _check_action(obj: Mapping[str, Any], errors: list[FieldError]) -> str:
+    value = _string(obj, "action", errors, required=False)
+    if value is None or value in ACTIONS:
+        return value or ACTIVATE
+    errors.append(_err("action", "unknown_action",
+                       f"'{value[:40]}' is not an action; use \"activate\" (the default) or \"terminate\".",
+                       f"'{value[:40]}' は action の値ではありません。\"activate\"（既定）または \"terminate\" を指定してください。"))
+    return ACTIVATE
+
+
 def _check_services(obj: Mapping[str, Any], errors: list[FieldError]) -> tuple[str, ...] | None:
     if "services" not in obj or obj["services"] is None:
         errors.append(_missing("services"))
@@ -429,6 +459,41 @@ def _check_journal(obj: Mapping[str, Any], errors: list[FieldError], settings: S
         errors.append(_err("journal_report_address", "domain_not_allowed",
                            f"journal domain '{domain}' is not an Enterprise Audit domain; use one of: {allowed}.",
                            f"ジャーナル ドメイン '{domain}' は Enterprise Audit のドメインではありません。次のいずれかを指定してください: {allowed}"))
+        return None
+    return address
+
+
+def _check_ndr_address(obj: Mapping[str, Any], errors: list[FieldError], tenant_domain: str | None,
+                       settings: Settings) -> str | None:
+    """Where Exchange sends undeliverable journal reports: a plain address outside the tenant.
+
+    Like the journaling mailbox it can't be an Exchange Online mailbox (Set-TransportConfig.md),
+    so not `*.onmicrosoft.com` or the tenant's domain; and not in a journal domain, because it
+    receives exactly the reports that the journal destination could not take.
+    """
+    value = _string(obj, "journal_ndr_address", errors, required=False)
+    if value is None:
+        return None
+    address = _email(value)
+    if address is None:
+        errors.append(_err("journal_ndr_address", "invalid_email",
+                           "'journal_ndr_address' must be an address like journal-ndr@example.com.",
+                           "'journal_ndr_address' は journal-ndr@example.com のような形式で指定してください。"))
+        return None
+    domain = address.rsplit("@", 1)[1]
+    if _is_tenant_domain(domain, tenant_domain):
+        errors.append(_err("journal_ndr_address", "recipient_in_tenant",
+                           "'journal_ndr_address' must be outside Exchange Online (not *.onmicrosoft.com or the "
+                           "tenant's domain); use an external mailbox that is monitored.",
+                           "'journal_ndr_address' は Exchange Online 外（*.onmicrosoft.com やテナントのドメイン以外）の、"
+                           "確認できる外部のメールアドレスを指定してください。"))
+        return None
+    if any(domain == d or domain.endswith("." + d) for d in settings.allowed_journal_domains):
+        errors.append(_err("journal_ndr_address", "recipient_in_journal_domain",
+                           "'journal_ndr_address' must not be in an Enterprise Audit journal domain: it receives the "
+                           "reports that domain could not take. Use another external mailbox.",
+                           "'journal_ndr_address' に Enterprise Audit のジャーナル ドメインは使えません（そのドメインが"
+                           "受け取れなかったレポートの送信先です）。別の外部メールアドレスを指定してください。"))
         return None
     return address
 

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from .plan import Action
+from .removal import RemovalAction
 
 
 def now_iso(moment: datetime | None = None) -> str:
@@ -64,7 +65,8 @@ class Event:
 class ConnectorOutcome:
     name: str
     service: str
-    action: Action | None = None  # None: the run stopped before it reached this connector
+    # create | update | unchanged (activation) · removed | absent (termination); None: not reached
+    action: Action | RemovalAction | None = None
     changed: list[str] = field(default_factory=list)
     validation: Validation = Validation.NOT_RUN
     tasks: list[dict[str, Any]] = field(default_factory=list)
@@ -93,6 +95,7 @@ class Outcome:
     retryable: bool = False
     retry_after: float | None = None
     writes: int = 0
+    action: str = "activate"  # the notice's action: activate | terminate
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -107,5 +110,6 @@ class Outcome:
             "retryable": self.retryable,
             "retry_after": self.retry_after,
             "writes": self.writes,
+            "action": self.action,
             "events": [e.to_dict() for e in self.events],
         }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 from .connectors import ConnectorSpec, desired_connectors
@@ -23,9 +24,11 @@ from .exchange import (
     ConnectorExistsError,
     ConnectorNotFoundError,
     ExchangeAdminClient,
+    JournalRule,
     TokenProvider,
     ValidationTask,
 )
+from .journal import JournalAction, JournalRulePlan, ensure_rule, remove_rule
 from .notice import ActivationNotice
 from .outcome import ConnectorOutcome, Event, Outcome, Status, Validation, now_iso
 from .plan import (
@@ -39,9 +42,14 @@ from .plan import (
     validated_parameters,
     write_parameters,
 )
+from .removal import REMOVAL_ORDER, OwnConnectors, RemovalAction, RemovalPlan, plan_removals
 from .settings import Settings
 from .spf import SpfResolver, check_domains
 
+WRITE_CMDLETS = frozenset({
+    "New-OutboundConnector", "Set-OutboundConnector", "Remove-OutboundConnector",
+    "New-JournalRule", "Set-JournalRule", "Enable-JournalRule", "Remove-JournalRule", "Set-TransportConfig",
+})
 ClientFactory = Callable[[str, Callable[[CallRecord], None]], ExchangeAdminClient]
 EventSink = Callable[[Event], None]
 T = TypeVar("T")
@@ -72,9 +80,14 @@ class ProvisioningEngine:
         self._clock = clock
 
     def run(self, notice: ActivationNotice, *, on_event: EventSink | None = None) -> Outcome:
-        """Provision one notice. Provisioning errors end up in the outcome; bugs propagate."""
-        outcome = Outcome(notice_id=notice.notice_id, tenant_id=notice.tenant_id)
-        run = _Run(self, notice, outcome, on_event)
+        """Provision one notice. Provisioning errors end up in the outcome; bugs propagate.
+
+        A terminate notice runs the termination instead (its connectors removed), with the same
+        Outcome, so the worker's records, claims and retries serve both without knowing which.
+        """
+        outcome = Outcome(notice_id=notice.notice_id, tenant_id=notice.tenant_id, action=notice.action)
+        run = _TerminationRun(self, notice, outcome, on_event) if notice.terminates else _Run(
+            self, notice, outcome, on_event)
         try:
             run.execute()
         except ProvisioningError as exc:
@@ -82,7 +95,8 @@ class ProvisioningEngine:
         finally:
             run.close()
         outcome.finished_at = now_iso()
-        run.emit("finished", f"activation {outcome.status.value}", status=outcome.status.value)
+        run.emit("finished", f"{'termination' if notice.terminates else 'activation'} {outcome.status.value}",
+                 status=outcome.status.value)
         return outcome
 
 
@@ -96,7 +110,7 @@ class _Run:
         self.notice = notice
         self.outcome = outcome
         self.on_event = on_event
-        self.specs = desired_connectors(notice, self.settings)
+        self.specs = [] if notice.terminates else desired_connectors(notice, self.settings)
         outcome.connectors = [ConnectorOutcome(name=s.name, service=s.service) for s in self.specs]
         self.client: ExchangeAdminClient | None = None
 
@@ -108,8 +122,7 @@ class _Run:
             self.on_event(event)
 
     def _on_call(self, record: CallRecord) -> None:
-        if record.cmdlet in ("New-OutboundConnector", "Set-OutboundConnector", "Remove-OutboundConnector") \
-                and record.ok:
+        if record.cmdlet in WRITE_CMDLETS and record.ok:
             self.outcome.writes += 1
         answer = record.status if record.status is not None else "no response"
         self.emit("exchange.call", f"{record.cmdlet} -> {answer}",
@@ -139,6 +152,7 @@ class _Run:
         actual, domains = self.preflight()
         self.check_recipients(domains)
         self.check_spf(domains)
+        journal = self.journal_preflight()
         plan = make_plan(self.specs, actual,
                          own_names=(self.settings.ea_connector_name, self.settings.mg_connector_name))
         self.record_plan(plan)
@@ -151,6 +165,8 @@ class _Run:
             )
         for item, result in zip(plan.connectors, self.outcome.connectors, strict=True):
             self.apply(item, result, actual)
+        if journal is not None:
+            self.ensure_journal_rule(*journal)
         self.outcome.status = Status.SUCCEEDED
 
     def preflight(self) -> tuple[list[Connector], list[AcceptedDomain]]:
@@ -198,6 +214,67 @@ class _Run:
         if policy == "block" and findings:
             domain, code, detail = findings[0]
             raise ProvisioningError(code, f"{domain}: {detail}")  # POLICY: lookup failures retry
+
+    # -- Enterprise Audit's journal rule (EA_JOURNAL_RULE=ensure) ------------------------------
+    def journal_preflight(self) -> tuple[list[JournalRule], str | None] | None:
+        """The tenant's journal rules and NDR address, read before anything is written.
+
+        Exchange Online needs an address for undeliverable journal reports before journal rules
+        work: a tenant without one, and a notice without `journal_ndr_address`, stops here with
+        nothing written (needs attention), rather than after the connectors changed.
+        """
+        if self.settings.ea_journal_rule != "ensure" or "enterprise_audit" not in self.notice.services:
+            return None
+        assert self.client is not None
+        client = self.client
+        rules = self.call(client.list_journal_rules)
+        ndr_to = self.call(client.get_journaling_report_ndr_to)
+        self.emit("journal.preflight", f"{len(rules)} journal rule(s); undeliverable reports to {ndr_to or 'nobody'}",
+                  journal_rules=[r.name for r in rules], journaling_report_ndr_to=ndr_to)
+        if ndr_to is None and self.notice.journal_ndr_address is None:
+            raise ProvisioningError(
+                ErrorCode.JOURNAL_NDR_MISSING,
+                "the tenant has no address for undeliverable journal reports (JournalingReportNdrTo) and the "
+                "notice gives no journal_ndr_address; nothing was written",
+                needs_attention=True,
+            )
+        return rules, ndr_to
+
+    def ensure_journal_rule(self, rules: list[JournalRule], ndr_to: str | None) -> None:
+        """After the Enterprise Audit connector exists, so journal reports already have their route."""
+        assert self.client is not None and self.notice.journal_report_address is not None
+        client = self.client
+        if ndr_to is None:
+            address = self.notice.journal_ndr_address
+            assert address is not None
+            self.call(lambda: client.set_journaling_report_ndr_to(address))
+            self.emit("journal.ndr_set", f"undeliverable journal reports go to {address}", address=address)
+        name = self.settings.ea_journal_rule_name
+        plan = ensure_rule(name, self.notice.journal_report_address, rules)
+        if plan.action is JournalAction.CREATE:
+            recipient = self.notice.journal_report_address
+            try:
+                self.call(lambda: client.create_journal_rule(name, recipient))
+            except ConnectorExistsError as exc:
+                # Made a moment ago (another delivery, an admin): converge on it, never a second one.
+                plan = ensure_rule(name, recipient, self.call(client.list_journal_rules))
+                if plan.action is JournalAction.CREATE:
+                    raise ProvisioningError(ErrorCode.REPLICATION_TIMEOUT,
+                                            f"journal rule '{name}' exists but is not listed yet",
+                                            retryable=True) from exc
+            else:
+                self.emit("journal_rule.created", f"created journal rule '{name}' to {recipient}",
+                          journal_rule=name)
+                return
+        if plan.changes:
+            self.call(lambda: client.update_journal_rule(name, plan.changes))
+        if plan.enable:
+            self.call(lambda: client.enable_journal_rule(name))
+        if plan.writes_needed:
+            self.emit("journal_rule.updated", f"updated journal rule '{name}': "
+                      + ", ".join([*sorted(plan.changes), *(["Enabled"] if plan.enable else [])]), journal_rule=name)
+        else:
+            self.emit("journal_rule.unchanged", f"journal rule '{name}' already as desired", journal_rule=name)
 
     def record_plan(self, plan: Plan) -> None:
         for warning in plan.warnings:
@@ -380,6 +457,119 @@ class _Run:
                 delay = min(delay * 2, 8.0)
 
 
+class _TerminationRun(_Run):
+    """A contract that ends: remove our connectors of the ended services, MailGates first.
+
+    The decision (which connectors are ours, the order, what blocks) is `removal.plan_removals`;
+    this only reads the tenant and carries the decision out.
+    """
+
+    def execute(self) -> None:
+        notice = self.notice
+        own = own_connectors(self.settings)
+        self.outcome.connectors = [ConnectorOutcome(name=own.name_of(s), service=s)
+                                   for s in _removal_order(notice.services)]
+        self.emit("started", f"terminating {', '.join(notice.services)} for tenant {notice.tenant_id}",
+                  services=list(notice.services), action=notice.action)
+        self.client = self.engine._client_factory(notice.tenant_id, self._on_call)
+        plan = plan_removals(notice.services, self.read_connectors(), own=own)
+        journal = self.journal_removal()
+        self.record_removals(plan)
+        refusals = [(r.name, r.reason) for r in plan.refusals]
+        if journal is not None and journal.refusal:
+            refusals.append((journal.name, journal.refusal))
+        if refusals:
+            names = ", ".join(sorted({name for name, _ in refusals}))
+            raise ProvisioningError(
+                ErrorCode.CONNECTOR_NOT_OURS,
+                "; ".join(reason for _, reason in refusals) + "; nothing was removed",
+                needs_attention=True,
+                extra_hint=f"Connector(s) / rule: {names}",
+            )
+        results = {c.service: c for c in self.outcome.connectors}
+        for removal in plan.removals:
+            if removal.service == "enterprise_audit" and journal is not None:
+                # The rule goes before the connector its journal reports ride on.
+                self.remove_journal_rule(journal)
+                journal = None
+            result = results[removal.service]
+            if removal.action is RemovalAction.ABSENT:
+                result.action = RemovalAction.ABSENT
+                self.emit("connector.absent", f"'{removal.name}' is not there; nothing to remove",
+                          connector=removal.name)
+                continue
+            identity = removal.identity or removal.name
+            assert self.client is not None
+            try:
+                self.call(partial(self.client.remove_outbound_connector, identity))
+            except ConnectorNotFoundError:
+                # Listed a moment ago, gone now (another delivery of this notice, or an admin):
+                # the end state is the one wanted.
+                if result.action != RemovalAction.REMOVED:
+                    result.action = RemovalAction.ABSENT
+                self.emit("connector.absent", f"'{identity}' was already removed", connector=identity)
+                continue
+            result.action = RemovalAction.REMOVED
+            self.emit("connector.removed", f"removed '{identity}'" + (" (in test mode)" if removal.test_mode else ""),
+                      connector=identity, test_mode=removal.test_mode)
+        self.outcome.status = Status.SUCCEEDED
+
+    def journal_removal(self) -> JournalRulePlan | None:
+        """Our journal rule, when Enterprise Audit ends and the product manages the rule."""
+        if self.settings.ea_journal_rule != "ensure" or "enterprise_audit" not in self.notice.services:
+            return None
+        assert self.client is not None
+        rules = self.call(self.client.list_journal_rules)
+        return remove_rule(self.settings.ea_journal_rule_name, rules,
+                           journal_domains=self.settings.allowed_journal_domains)
+
+    def remove_journal_rule(self, plan: JournalRulePlan) -> None:
+        assert self.client is not None
+        if plan.action is not JournalAction.REMOVE:
+            self.emit("journal_rule.absent", f"journal rule '{plan.name}' is not there; nothing to remove",
+                      journal_rule=plan.name)
+            return
+        try:
+            self.call(partial(self.client.remove_journal_rule, plan.name))
+        except ConnectorNotFoundError:
+            self.emit("journal_rule.absent", f"journal rule '{plan.name}' was already removed", journal_rule=plan.name)
+            return
+        self.emit("journal_rule.removed", f"removed journal rule '{plan.name}'", journal_rule=plan.name)
+
+    def read_connectors(self) -> list[Connector]:
+        """Every outbound connector, in test mode or not: two listings.
+
+        Get-OutboundConnector returns only connectors not in test mode, or with
+        `-IncludeTestModeConnectors $true` only those in it; a test-mode `*` connector of ours
+        left behind would come back into service if an admin turned test mode off. Two listings
+        cost the same for one service or both, fewer than looking up each name both ways.
+        """
+        assert self.client is not None
+        client = self.client
+        started = self.engine._clock()
+        actual = self.call(client.list_outbound_connectors)
+        actual += self.call(lambda: client.list_outbound_connectors(test_mode=True))
+        self.emit("preflight", f"{len(actual)} outbound connector(s), test mode included",
+                  duration_ms=_ms(started, self.engine._clock()), connectors=[c.name for c in actual])
+        return actual
+
+    def record_removals(self, plan: RemovalPlan) -> None:
+        self.emit("plan", ", ".join(f"{r.name}: {r.action.value}" for r in plan.removals) or "nothing to remove",
+                  removals=[{"service": r.service, "name": r.name, "action": r.action.value,
+                             "identity": r.identity, "test_mode": r.test_mode} for r in plan.removals],
+                  refusals=[{"service": r.service, "name": r.name, "reason": r.reason} for r in plan.refusals])
+
+
+def own_connectors(settings: Settings) -> OwnConnectors:
+    """What makes a connector ours, from the settings (names and allow-lists)."""
+    return OwnConnectors(ea_name=settings.ea_connector_name, mg_name=settings.mg_connector_name,
+                         smart_hosts=settings.allowed_smart_hosts, journal_domains=settings.allowed_journal_domains)
+
+
+def _removal_order(services: Sequence[str]) -> list[str]:
+    return [s for s in REMOVAL_ORDER if s in services]
+
+
 def _ms(start: float, end: float) -> float:
     return round((end - start) * 1000, 1)
 
@@ -424,6 +614,8 @@ def _default_factory(settings: Settings, token_provider: TokenProvider) -> Clien
             allowed_smart_hosts=settings.allowed_smart_hosts,
             allowed_journal_domains=settings.allowed_journal_domains,
             on_call=on_call,
+            own_connector_names=(settings.ea_connector_name, settings.mg_connector_name),
+            journal_rule_name=settings.ea_journal_rule_name,
         )
 
     return factory

@@ -11,9 +11,10 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from .connectors import OWNERSHIP_MARKER, ConnectorSpec
+from .connectors import MAILGATES, OWNERSHIP_MARKER, ConnectorSpec
 from .notice import ActivationNotice
 from .plan import Operation
+from .removal import OwnConnectors, RemovalPlan, removal_operations
 
 PLAN_KEYS = (
     "Name", "ConnectorType", "RecipientDomains", "SmartHosts", "UseMXRecord",
@@ -100,7 +101,7 @@ def _ps_value(value: Any) -> str:
 
 
 def plan_powershell(notice: ActivationNotice, specs: Sequence[ConnectorSpec], *,
-                    own_names: Sequence[str] = ()) -> str:
+                    own_names: Sequence[str] = (), journal_rule: str | None = None) -> str:
     """A script with the engine's safety rules: right tenant, no competitor, wait out replication.
 
     It refuses to write beside a foreign enabled connector that would compete with ours (as
@@ -198,6 +199,9 @@ def plan_powershell(notice: ActivationNotice, specs: Sequence[ConnectorSpec], *,
         "}",
         "",
     ]
+    ensure_rule = journal_rule is not None and notice.journal_report_address is not None
+    if ensure_rule:
+        out += _ps_journal_ndr(notice)
     for spec in specs:
         params = spec.new_parameters()
         del params["Name"]
@@ -214,6 +218,185 @@ def plan_powershell(notice: ActivationNotice, specs: Sequence[ConnectorSpec], *,
         out += [f"    {key} = {_ps_value(value)}" for key, value in update_only.items()]
         out.append("} -Recipients " + _ps_value(list(spec.validation_recipients)))
         out.append("")
+    if ensure_rule:
+        assert journal_rule is not None and notice.journal_report_address is not None
+        out += _ps_journal_rule(journal_rule, notice.journal_report_address)
     out.append("Get-OutboundConnector | Format-Table Name, Enabled, RecipientDomains, SmartHosts, IsValidated "
                "-AutoSize")
     return "\n".join(out) + "\n"
+
+
+# -- termination ------------------------------------------------------------------------------
+
+
+def _ours_rule(service: str, own: OwnConnectors) -> str:
+    if service == MAILGATES:
+        return "smart host(s) all among: " + ", ".join(sorted(own.smart_hosts))
+    return "MX routing for: " + ", ".join(f"*.{d}" for d in sorted(own.journal_domains))
+
+
+def removal_json(notice: ActivationNotice, plan: RemovalPlan, *, own: OwnConnectors) -> str:
+    doc: dict[str, Any] = {
+        "notice_id": notice.notice_id,
+        "tenant_id": notice.tenant_id,
+        "action": notice.action,
+        "removals": [{"Service": r.service, "Name": r.name, "OursOnlyWith": _ours_rule(r.service, own)}
+                     for r in plan.removals],
+        "operations": [op.to_dict() for op in removal_operations(plan)],
+    }
+    return json.dumps(doc, ensure_ascii=False, indent=2)
+
+
+def removal_text(notice: ActivationNotice, plan: RemovalPlan, *, own: OwnConnectors) -> str:
+    lines = [
+        f"Termination {notice.notice_id}",
+        f"  tenant:    {notice.tenant_id}" + (f" ({notice.tenant_domain})" if notice.tenant_domain else ""),
+    ]
+    if notice.customer_name:
+        lines.append(f"  customer:  {notice.customer_name}")
+    if notice.contract_id:
+        lines.append(f"  contract:  {notice.contract_id}")
+    lines += [f"  ending:    {', '.join(r.service for r in plan.removals)}", ""]
+    for number, removal in enumerate(plan.removals, start=1):
+        lines += [
+            f"{number}. remove {removal.name}  [{removal.service}]",
+            f"   only if ours:      {_ours_rule(removal.service, own)}",
+            "   otherwise:         nothing is removed (CONNECTOR_NOT_OURS); already gone: nothing to do",
+        ]
+    lines += ["", "Exchange calls for a tenant with these connectors (after listing them in and out of test mode):"]
+    lines += [f"  {i}. {op.cmdlet} {_short(op.parameters)}" for i, op in enumerate(removal_operations(plan), start=1)]
+    return "\n".join(lines) + "\n"
+
+
+def removal_powershell(notice: ActivationNotice, plan: RemovalPlan, *, own: OwnConnectors) -> str:
+    """A script that removes exactly what the engine would: ours by name and routing, MailGates first.
+
+    It checks every connector before removing any, so a connector with our name and other
+    routing stops the script with nothing removed, as it stops the engine.
+    """
+    out = [
+        f"# Remove the outbound connectors of ended services: notice {notice.notice_id}, tenant {notice.tenant_id}",
+        "# Run in Exchange Online PowerShell (module ExchangeOnlineManagement) as an Exchange",
+        "# administrator of this tenant. Safe to run again: a connector already gone is skipped.",
+        "#Requires -Modules ExchangeOnlineManagement",
+        "$ErrorActionPreference = 'Stop'",
+        f"$TenantId = '{notice.tenant_id}'",
+        "$SmartHosts = " + _ps_value(sorted(own.smart_hosts)),
+        "$JournalPatterns = " + _ps_value([f"*.{d}" for d in sorted(own.journal_domains)]),
+        "",
+        "Connect-ExchangeOnline -ShowBanner:$false",
+        "$connection = Get-ConnectionInformation | Where-Object { $_.State -eq 'Connected' } |",
+        "    Select-Object -Last 1",
+        "if (\"$($connection.TenantID)\" -ne $TenantId) {",
+        "    throw \"Signed in to tenant $($connection.TenantID); this script is for $TenantId.\"",
+        "}",
+        "",
+        "# Get-OutboundConnector leaves out connectors in test mode unless asked for them alone;",
+        "# a test-mode connector left behind would come back if test mode were turned off.",
+        "$all = @(Get-OutboundConnector) + @(Get-OutboundConnector -IncludeTestModeConnectors $true)",
+        "",
+        "function Test-Ours {",
+        "    param($Connector, [string]$Service)",
+        "    if ($Service -eq 'mailgates') {",
+        "        $hosts = @($Connector.SmartHosts | ForEach-Object { \"$_\".ToLower().TrimEnd('.') })",
+        "        return (-not $Connector.UseMXRecord) -and $hosts.Count -gt 0 -and",
+        "            @($hosts | Where-Object { $SmartHosts -notcontains $_ }).Count -eq 0",
+        "    }",
+        "    $domains = @($Connector.RecipientDomains | ForEach-Object { \"$_\".ToLower().TrimEnd('.') })",
+        "    return $Connector.UseMXRecord -and $domains.Count -gt 0 -and",
+        "        @($domains | Where-Object { $JournalPatterns -notcontains $_ }).Count -eq 0",
+        "}",
+        "",
+        "# In removal order: MailGates' '*' connector before Enterprise Audit's.",
+        "$ended = @(",
+    ]
+    out += [f"    @{{ Name = {ps_string(r.name)}; Service = '{r.service}' }}" for r in plan.removals]
+    out += [
+        ")",
+    ]
+    if plan.journal_rule:
+        out += [
+            "",
+            "# Enterprise Audit's journal rule: ours only if it sends to a journal domain.",
+            f"$RuleName = {ps_string(plan.journal_rule)}",
+            "$JournalDomains = " + _ps_value(sorted(own.journal_domains)),
+            "$rules = @(Get-JournalRule | Where-Object { $_.Name -eq $RuleName })",
+            "foreach ($rule in $rules) {",
+            "    $domain = \"$($rule.JournalEmailAddress)\".Split('@')[-1].ToLower()",
+            "    if ($JournalDomains -notcontains $domain) {",
+            "        throw \"Journal rule '$($rule.Name)' sends elsewhere; nothing was removed.\"",
+            "    }",
+            "}",
+        ]
+    out += [
+        "$remove = @()",
+        "foreach ($item in $ended) {",
+        "    $found = @($all | Where-Object { $_.Name -eq $item.Name })",
+        "    if ($found.Count -eq 0) { Write-Host \"$($item.Name): not there; nothing to remove\"; continue }",
+        "    foreach ($connector in $found) {",
+        "        if (-not (Test-Ours $connector $item.Service)) {",
+        "            throw (\"'$($connector.Name)' has our name but routes elsewhere; nothing was removed. \" +",
+        "                \"Ask the customer who uses it.\")",
+        "        }",
+        "        $remove += @{ Connector = $connector; Service = $item.Service }",
+        "    }",
+        "}",
+        "function Remove-Ours {",
+        "    param([string]$Service)",
+        "    foreach ($entry in @($remove | Where-Object { $_.Service -eq $Service })) {",
+        "        Write-Host \"Removing $($entry.Connector.Name)\"",
+        "        Remove-OutboundConnector -Identity $entry.Connector.Identity -Confirm:$false",
+        "    }",
+        "}",
+        "Remove-Ours 'mailgates'",
+    ]
+    if plan.journal_rule:
+        out += [
+            "# The journal rule goes before the connector its reports ride on.",
+            "foreach ($rule in $rules) {",
+            "    Write-Host \"Removing journal rule $($rule.Name)\"",
+            "    Remove-JournalRule -Identity $rule.Identity -Confirm:$false",
+            "}",
+        ]
+    out += [
+        "Remove-Ours 'enterprise_audit'",
+        "",
+        "Get-OutboundConnector | Format-Table Name, Enabled, RecipientDomains, SmartHosts -AutoSize",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def _ps_journal_ndr(notice: ActivationNotice) -> list[str]:
+    """Before anything is written: journal rules need an address for undeliverable reports."""
+    out = [
+        "# Journal rules need an address for undeliverable journal reports (JournalingReportNdrTo).",
+        "$ndr = \"$((Get-TransportConfig).JournalingReportNdrTo)\"",
+        "if (-not $ndr -or $ndr -eq '<>') {",
+    ]
+    if notice.journal_ndr_address:
+        out.append(f"    Set-TransportConfig -JournalingReportNdrTo {ps_string(notice.journal_ndr_address)}")
+    else:
+        out.append("    throw (\"The tenant has no address for undeliverable journal reports; set one with \" +")
+        out.append("        \"Set-TransportConfig -JournalingReportNdrTo first. Nothing was changed.\")")
+    return [*out, "}", ""]
+
+
+def _ps_journal_rule(name: str, address: str) -> list[str]:
+    """After the connectors: one enabled rule for every message to the journal report address."""
+    return [
+        "# Enterprise Audit's journal rule: every message (Scope Global), enabled. Set-JournalRule has",
+        "# no Enabled parameter; Enable-JournalRule switches a disabled rule on.",
+        f"$RuleName = {ps_string(name)}",
+        f"$JournalAddress = {ps_string(address)}",
+        "$rule = @(Get-JournalRule | Where-Object { $_.Name -eq $RuleName })",
+        "if ($rule.Count -eq 0) {",
+        "    Write-Host \"Creating journal rule $RuleName\"",
+        "    New-JournalRule -Name $RuleName -JournalEmailAddress $JournalAddress -Scope Global `",
+        "        -Enabled $true | Out-Null",
+        "} else {",
+        "    Write-Host \"Updating journal rule $RuleName\"",
+        "    Set-JournalRule -Identity $RuleName -JournalEmailAddress $JournalAddress -Scope Global",
+        "    if (-not $rule[0].Enabled) { Enable-JournalRule -Identity $RuleName }",
+        "}",
+        "",
+    ]

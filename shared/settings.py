@@ -33,6 +33,7 @@ FUNCTION_TIMEOUT_SECONDS = 600.0
 AuthMode = Literal["certificate", "secret", "federated"]
 SpfPolicy = Literal["warn", "block", "off"]
 OperatorAuth = Literal["key", "entra"]
+JournalRulePolicy = Literal["off", "ensure"]
 
 
 class SettingsError(ValueError):
@@ -93,6 +94,8 @@ class Settings:
     storage_client_id: str = ""
     operator_auth: OperatorAuth = "key"
     applicationinsights_connection_string: str = ""
+    ea_journal_rule: JournalRulePolicy = "off"
+    ea_journal_rule_name: str = "Enterprise Audit ジャーナル ルール"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, local_env: Path | None = None) -> Settings:
@@ -125,6 +128,10 @@ class Settings:
                                 "(App Service Authentication in front of the operators' routes)")
         if self.spf_policy not in ("warn", "block", "off"):
             raise SettingsError(f"SPF_POLICY={self.spf_policy!r}: use warn, block or off")
+        if self.ea_journal_rule not in ("off", "ensure"):
+            raise SettingsError(f"EA_JOURNAL_RULE={self.ea_journal_rule!r}: use off or ensure")
+        if not self.ea_journal_rule_name or len(self.ea_journal_rule_name) > 64:
+            raise SettingsError("EA_JOURNAL_RULE_NAME must be 1-64 characters (Exchange's limit)")
         for env, value in (("EXO_TIMEOUT_SECONDS", self.exo_timeout_seconds),
                            ("LEASE_SECONDS", self.lease_seconds), ("RETRY_MAX_SECONDS", self.retry_max_seconds)):
             if not value > 0:
@@ -246,6 +253,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AzureWebJobsStorage__clientId", "storage_client_id", "Client ID of the identity used for storage (defaults to MANAGED_IDENTITY_CLIENT_ID)."),
     Setting("OPERATOR_AUTH", "operator_auth", "key (function keys; local) or entra (Azure: operators sign in with App Service Authentication, automation keeps its keys)."),
     Setting("APPLICATIONINSIGHTS_CONNECTION_STRING", "applicationinsights_connection_string", "Application Insights to export logs to (Azure); unset, no telemetry SDK is loaded."),
+    Setting("EA_JOURNAL_RULE", "ea_journal_rule", "off or ensure: whether an Enterprise Audit activation also ensures its journal rule (and termination removes it)."),
+    Setting("EA_JOURNAL_RULE_NAME", "ea_journal_rule_name", "Name of the Enterprise Audit journal rule."),
 )
 
 

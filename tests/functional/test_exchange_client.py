@@ -397,6 +397,8 @@ def test_an_off_list_smart_host_is_refused_and_nothing_reaches_exchange(
     with pytest.raises(RoutingPolicyError):
         client.update_outbound_connector(EA_NAME, {"RecipientDomains": ["*.attacker.example"]})
     with pytest.raises(ValueError, match="may send"):
+        client.invoke("Set-OrganizationConfig", {"SmtpClientAuthenticationDisabled": False})
+    with pytest.raises(RoutingPolicyError, match="SmtpClientAuthenticationDisabled"):
         client.invoke("Set-TransportConfig", {"SmtpClientAuthenticationDisabled": False})
     assert trusted.log_for(exo_tenant) == []
     assert trusted.calls(exo_tenant) == {} and trusted.writes(exo_tenant) == []

@@ -454,9 +454,10 @@ def test_custom_allow_lists_replace_the_defaults() -> None:
     assert len(adapter.sent) == 1
 
 
-def test_cmdlets_outside_the_six_are_refused_before_sending() -> None:
+def test_cmdlets_outside_the_allow_list_are_refused_before_sending() -> None:
     client, adapter = client_with()
-    for cmdlet in ("Set-TransportConfig", "Remove-AcceptedDomain", "New-InboundConnector", "get-outboundconnector"):
+    for cmdlet in ("Set-OrganizationConfig", "Remove-AcceptedDomain", "New-InboundConnector", "get-outboundconnector",
+                   "New-TransportRule"):
         with pytest.raises(ValueError, match="not one this client may send"):
             client.invoke(cmdlet)
     assert adapter.sent == []
@@ -513,9 +514,39 @@ def test_update_refuses_an_identity_inside_changes() -> None:
 
 def test_remove_does_not_prompt() -> None:
     client, adapter = client_with(Canned(body={"value": []}))
-    client.remove_outbound_connector("A")
+    client.remove_outbound_connector("MAILGATESΣ 送信コネクタ")
     assert adapter.bodies()[0]["CmdletInput"] == {"CmdletName": "Remove-OutboundConnector",
-                                                  "Parameters": {"Identity": "A", "Confirm": False}}
+                                                  "Parameters": {"Identity": "MAILGATESΣ 送信コネクタ",
+                                                                 "Confirm": False}}
+
+
+def test_remove_admits_our_name_as_people_type_it() -> None:
+    client, adapter = client_with(Canned(body={"value": []}))
+    client.remove_outbound_connector("mailgates Σ 送信コネクタ")
+    assert adapter.bodies()[0]["CmdletInput"]["Parameters"]["Identity"] == "mailgates Σ 送信コネクタ"
+
+
+@pytest.mark.parametrize("parameters", [
+    {"Identity": "Contoso relay", "Confirm": False},                        # someone else's connector
+    {"Identity": "3f2504e0-4f89-41d3-9a0c-0305e82c3301", "Confirm": False},  # a GUID names any connector
+    {"Identity": "MAILGATESΣ 送信コネクタ"},                                # would prompt
+    {"Identity": "MAILGATESΣ 送信コネクタ", "Confirm": True},
+    {"Identity": "MAILGATESΣ 送信コネクタ", "Confirm": False, "WhatIf": False},
+    {"Identity": ["MAILGATESΣ 送信コネクタ"], "Confirm": False},
+])
+def test_remove_is_refused_before_sending_unless_it_names_our_connector(parameters: dict[str, Any]) -> None:
+    client, adapter = client_with(Canned(body={"value": []}))
+    with pytest.raises(RoutingPolicyError, match="Remove-OutboundConnector"):
+        client.invoke("Remove-OutboundConnector", parameters)
+    assert adapter.sent == []
+
+
+def test_remove_follows_the_configured_connector_names() -> None:
+    client, adapter = client_with(Canned(body={"value": []}), own_connector_names=("Relay A", "Relay B"))
+    client.remove_outbound_connector("relay b")
+    with pytest.raises(RoutingPolicyError):
+        client.remove_outbound_connector("MAILGATESΣ 送信コネクタ")
+    assert len(adapter.sent) == 1
 
 
 def test_validate_reads_the_nested_result_of_the_admin_api_as_its_leaf_tasks() -> None:
@@ -970,3 +1001,66 @@ def test_a_non_finite_wait_header_leaves_the_wait_to_the_back_off(header: str, g
     assert throttle_wait({header: garbage}, now=NOW) is None
     error = error_from_response(503, {header: garbage}, b"busy", cmdlet="Get-OutboundConnector")
     assert error.retry_after is None
+
+
+JOURNAL_RULE = "Enterprise Audit ジャーナル ルール"
+
+
+def test_the_journal_cmdlets_send_exactly_what_the_product_needs() -> None:
+    client, adapter = client_with(*[Canned(body={"value": []}) for _ in range(6)])
+    client.create_journal_rule(JOURNAL_RULE, "jr@cs-365.cybermail.jp")
+    client.update_journal_rule(JOURNAL_RULE, {"JournalEmailAddress": "jr@cs-365-02.cybermail.jp", "Scope": "Global"})
+    client.enable_journal_rule(JOURNAL_RULE)
+    client.remove_journal_rule(JOURNAL_RULE)
+    client.set_journaling_report_ndr_to("ndr@example.com")
+    assert client.get_journaling_report_ndr_to() is None
+    assert [b["CmdletInput"] for b in adapter.bodies()] == [
+        {"CmdletName": "New-JournalRule", "Parameters": {"Name": JOURNAL_RULE, "JournalEmailAddress":
+                                                         "jr@cs-365.cybermail.jp", "Scope": "Global", "Enabled": True}},
+        {"CmdletName": "Set-JournalRule", "Parameters": {"Identity": JOURNAL_RULE, "JournalEmailAddress":
+                                                         "jr@cs-365-02.cybermail.jp", "Scope": "Global"}},
+        {"CmdletName": "Enable-JournalRule", "Parameters": {"Identity": JOURNAL_RULE}},
+        {"CmdletName": "Remove-JournalRule", "Parameters": {"Identity": JOURNAL_RULE, "Confirm": False}},
+        {"CmdletName": "Set-TransportConfig", "Parameters": {"JournalingReportNdrTo": "ndr@example.com"}},
+        {"CmdletName": "Get-TransportConfig", "Parameters": {}},
+    ]
+
+
+@pytest.mark.parametrize(("cmdlet", "parameters"), [
+    # a journal address off the allow-list copies every message of the tenant elsewhere
+    ("New-JournalRule", {"Name": JOURNAL_RULE, "JournalEmailAddress": "vault@contoso.example", "Scope": "Global",
+                         "Enabled": True}),
+    ("Set-JournalRule", {"Identity": JOURNAL_RULE, "JournalEmailAddress": "vault@contoso.example"}),
+    # another rule, another scope, a recipient filter, a disabled rule
+    ("New-JournalRule", {"Name": "Other", "JournalEmailAddress": "jr@cs-365.cybermail.jp", "Scope": "Global",
+                         "Enabled": True}),
+    ("New-JournalRule", {"Name": JOURNAL_RULE, "JournalEmailAddress": "jr@cs-365.cybermail.jp", "Scope": "Internal",
+                         "Enabled": True}),
+    ("New-JournalRule", {"Name": JOURNAL_RULE, "JournalEmailAddress": "jr@cs-365.cybermail.jp", "Scope": "Global",
+                         "Enabled": False}),
+    ("New-JournalRule", {"Name": JOURNAL_RULE, "JournalEmailAddress": "jr@cs-365.cybermail.jp"}),
+    ("Set-JournalRule", {"Identity": JOURNAL_RULE, "Recipient": "ceo@contoso.example"}),
+    ("Set-JournalRule", {"Identity": JOURNAL_RULE, "Name": "Renamed"}),
+    ("Enable-JournalRule", {"Identity": "Customer rule"}),
+    ("Remove-JournalRule", {"Identity": "Customer rule", "Confirm": False}),
+    ("Remove-JournalRule", {"Identity": JOURNAL_RULE}),
+    ("Get-JournalRule", {"Identity": JOURNAL_RULE}),
+    # the NDR address: one plain address, never in a journal domain
+    ("Set-TransportConfig", {"JournalingReportNdrTo": "ndr@cs-365.cybermail.jp"}),
+    ("Set-TransportConfig", {"JournalingReportNdrTo": ["a@example.com", "b@example.com"]}),
+    ("Set-TransportConfig", {"JournalingReportNdrTo": "ndr@example.com", "MaxSendSize": "150MB"}),
+    ("Get-TransportConfig", {"Identity": "x"}),
+])
+def test_journal_cmdlets_are_refused_before_sending_off_the_allow_list(cmdlet: str,
+                                                                       parameters: dict[str, Any]) -> None:
+    client, adapter = client_with(Canned(body={"value": []}))
+    with pytest.raises(RoutingPolicyError, match=cmdlet):
+        client.invoke(cmdlet, parameters)
+    assert adapter.sent == []
+
+
+def test_disable_journal_rule_is_not_a_cmdlet_the_client_sends() -> None:
+    client, adapter = client_with(Canned(body={"value": []}))
+    with pytest.raises(ValueError, match="Disable-JournalRule"):
+        client.invoke("Disable-JournalRule", {"Identity": JOURNAL_RULE})
+    assert adapter.sent == []

@@ -556,6 +556,8 @@ def test_every_field_wrong_at_once_is_reported_field_by_field() -> None:
         "contract_id": 1,
         "customer_name": "a\x00b",
         "issued_at": "today",
+        "action": "stop",
+        "journal_ndr_address": "nope",
         "extra": 1,
     }
     errors = errors_of(data)

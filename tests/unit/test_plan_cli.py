@@ -133,3 +133,75 @@ def test_a_missing_file_is_an_error_not_a_traceback(tmp_path: Path) -> None:
     code, _out, err = run("plan", str(tmp_path / "nope.json"))
     assert code == EXIT_INVALID
     assert "cannot read" in err
+
+
+TERMINATIONS = sorted((ROOT / "tests" / "fixtures" / "notices").glob("terminate-*.json"))
+
+
+@pytest.mark.parametrize("fmt", sorted(EXTENSIONS))
+@pytest.mark.parametrize("notice", TERMINATIONS, ids=lambda p: p.stem)
+def test_plan_of_a_terminate_notice_matches_the_reviewed_golden_file(notice: Path, fmt: str) -> None:
+    code, out, err = run("plan", str(notice), "--format", fmt, "--at", AT)
+    assert (code, err) == (EXIT_OK, "")
+    golden = GOLDEN / f"{notice.stem}.{EXTENSIONS[fmt]}"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        golden.write_text(out, encoding="utf-8")
+    assert out == golden.read_text(encoding="utf-8")
+
+
+def test_plan_json_of_a_terminate_notice_lists_the_removals_mailgates_first() -> None:
+    code, out, _ = run("plan", str(ROOT / "tests" / "fixtures" / "notices" / "terminate-both.json"),
+                       "--format", "json")
+    doc = json.loads(out)
+    assert code == EXIT_OK and doc["action"] == "terminate"
+    assert [(op["CmdletName"], op["Parameters"]["Identity"]) for op in doc["operations"]] == [
+        ("Remove-OutboundConnector", "MAILGATESΣ 送信コネクタ"),
+        ("Remove-OutboundConnector", "Enterprise Audit送信コネクタ")]
+
+
+def test_with_journal_rules_ensured_the_plan_removes_the_rule_before_the_enterprise_audit_connector(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EA_JOURNAL_RULE", "ensure")
+    notice = str(ROOT / "tests" / "fixtures" / "notices" / "terminate-both.json")
+    _, out, _ = run("plan", notice, "--format", "json")
+    assert [(op["CmdletName"], op["Parameters"]["Identity"]) for op in json.loads(out)["operations"]] == [
+        ("Remove-OutboundConnector", "MAILGATESΣ 送信コネクタ"),
+        ("Remove-JournalRule", "Enterprise Audit ジャーナル ルール"),
+        ("Remove-OutboundConnector", "Enterprise Audit送信コネクタ")]
+    _, script, _ = run("plan", notice, "--format", "powershell")
+    lines = script.splitlines()
+    rule_removal = lines.index("    Remove-JournalRule -Identity $rule.Identity -Confirm:$false")
+    assert lines.index("Remove-Ours 'mailgates'") < rule_removal < lines.index("Remove-Ours 'enterprise_audit'")
+    # Every rule of our name is checked before anything is removed.
+    assert lines.index("        throw \"Journal rule '$($rule.Name)' sends elsewhere; nothing was removed.\"") < \
+        lines.index("Remove-Ours 'mailgates'")
+
+
+def test_with_journal_rules_ensured_an_activation_plan_creates_the_rule_after_the_connectors(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("EA_JOURNAL_RULE", "ensure")
+    notice = tmp_path / "ea.json"
+    notice.write_text(json.dumps({"notice_id": "ACT-J", "tenant_id": "0b4d6e2c-93a1-4f7e-b5c8-1d2e3f405162",
+                                  "services": ["enterprise_audit"], "journal_report_address": "jr@cs-365.cybermail.jp",
+                                  "journal_ndr_address": "ndr@northwind.example"}), encoding="utf-8")
+    _, out, _ = run("plan", str(notice), "--format", "json")
+    assert [op["CmdletName"] for op in json.loads(out)["operations"]] == [
+        "New-OutboundConnector", "Validate-OutboundConnector", "Set-OutboundConnector",
+        "Set-TransportConfig", "New-JournalRule"]
+    _, script, _ = run("plan", str(notice), "--format", "powershell")
+    lines = script.splitlines()
+    # The NDR address is dealt with before any connector is written; the rule after them.
+    ndr = lines.index("    Set-TransportConfig -JournalingReportNdrTo 'ndr@northwind.example'")
+    first_connector = next(i for i, line in enumerate(lines) if line.startswith("Set-ProvisionedConnector -Name"))
+    rule = lines.index("    New-JournalRule -Name $RuleName -JournalEmailAddress $JournalAddress -Scope Global `")
+    assert ndr < first_connector < rule
+    assert "    if (-not $rule[0].Enabled) { Enable-JournalRule -Identity $RuleName }" in lines
+
+
+def test_without_an_ndr_address_the_script_stops_before_writing_when_the_tenant_has_none(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EA_JOURNAL_RULE", "ensure")
+    _, script, _ = run("plan", str(ROOT / "samples" / "enterprise-audit-only.json"), "--format", "powershell")
+    lines = script.splitlines()
+    stop = lines.index("    throw (\"The tenant has no address for undeliverable journal reports; set one with \" +")
+    assert stop < next(i for i, line in enumerate(lines) if line.startswith("Set-ProvisionedConnector -Name"))
