@@ -169,6 +169,9 @@ class Backend:
         self._token_counts: Counter[str] = Counter()
         self._calls: dict[str, Counter[str]] = {}
         self._writes: list[dict[str, Any]] = []
+        # Called with each answered InvokeCommand call after it took effect and before its
+        # reply is sent; it may block, so a test can hold an answer and kill the client then.
+        self.answer_hook: Callable[[LogEntry], None] | None = None
         self._reset_clients()
 
     # -- registry --------------------------------------------------------------------------------
@@ -615,21 +618,23 @@ class Backend:
             if entered and tenant is not None:
                 with self._lock:
                     tenant.in_flight -= 1
-        self._record(
-            LogEntry(
-                time=self.clock(),
-                tenant=key,
-                kind="invoke",
-                cmdlet=None if cmdlet is None else _display_cmdlet(cmdlet),
-                parameters=parameters or {},
-                status=reply.status,
-                duration_ms=(time.perf_counter() - started) * 1000,
-                fault=fault_name,
-                client_id=client_id or None,
-                error=_error_text(reply),
-                page="$skiptoken" in query,
+        entry = LogEntry(
+            time=self.clock(),
+            tenant=key,
+            kind="invoke",
+            cmdlet=None if cmdlet is None else _display_cmdlet(cmdlet),
+            parameters=parameters or {},
+            status=reply.status,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            fault=fault_name,
+            client_id=client_id or None,
+            error=_error_text(reply),
+            page="$skiptoken" in query,
             )
-        )
+        self._record(entry)
+        hook = self.answer_hook
+        if hook is not None:
+            hook(entry)
         return reply
 
     def _authorize(self, key: str, headers: Mapping[str, str]) -> tuple[HttpReply | None, str]:
