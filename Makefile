@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit functional bench scan deps clean
+.PHONY: run test lint typecheck unit functional bench chaos chaos-small scan deps clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,13 +30,21 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy shared exosim localrun bench tests function_app.py
+	$(VENV)/bin/mypy shared exosim localrun bench chaos tests function_app.py
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
 
 bench: deps
 	$(PY) -m bench
+
+## make chaos: the reliability suite (crashes, outages, faults, mutated notices), full size, about 10 minutes
+chaos: deps
+	$(PY) -m chaos
+
+## make chaos-small: the same scenarios at CI size (a couple of minutes)
+chaos-small: deps
+	$(PY) -m chaos --small
 
 scan:
 	bash scripts/checkov.sh
