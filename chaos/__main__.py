@@ -7,6 +7,7 @@ problem; 1 otherwise; 2 when the stack could not be started.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -27,6 +28,11 @@ from .stack import ChaosStack, RunnerSettings, StackError
 PACING = {"RETRY_BASE_SECONDS": "0.5", "RETRY_MAX_SECONDS": "2", "MAX_ATTEMPTS": "12", "EXO_CALL_RETRIES": "2",
           "REPLICATION_WAIT_SECONDS": "20", "EXO_TIMEOUT_SECONDS": "20"}
 
+FULL_BUDGET_S = 600.0
+SMALL_BUDGET_S = 240.0
+FUZZ_CHECK_RESERVE_S = 90.0  # list views, look-ups by id, Exchange state after the mutated notices
+MIN_FUZZ_SEND_S = 30.0
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__.split("\n\n")[0])
@@ -41,10 +47,13 @@ def _parser() -> argparse.ArgumentParser:
                              "(same as --lease-seconds 0 --visibility-seconds 0 --recovery-timeout 900)")
     parser.add_argument("--recovery-timeout", type=float, default=None,
                         help="seconds a notice may take to converge after a crash (default 120)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds for the whole run (default 600 full, 240 small): the mutated notices "
+                             "are sent only while it lasts, and the line says so when they are cut short")
     parser.add_argument("--fuzz-notices", type=int, default=None, help="mutated notices (full 10000, small 400)")
     parser.add_argument("--only", action="append", default=[], help="run only this scenario (repeatable)")
     parser.add_argument("--workdir", type=Path, default=None, help="Azurite's files and the runner's log "
-                        "(default: a new temporary folder)")
+                        "(default: a new temporary folder, removed when every scenario passed)")
     return parser
 
 
@@ -62,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if lease:
         product["LEASE_SECONDS"] = f"{lease:g}"
     runner = RunnerSettings(product, visibility or None)
+    budget = args.budget or (SMALL_BUDGET_S if args.small else FULL_BUDGET_S)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="chaos-"))
     scenarios = [(n, s) for n, s in all_scenarios() if not args.only or n in args.only]
     print(f"chaos: {'small' if args.small else 'full'} size, {runner.describe()}, recovery bound "
@@ -72,6 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with ChaosStack(workdir=workdir, runner_settings=runner) as stack:
             for name, scenario in scenarios:
                 began = time.monotonic()
+                if name == "mutated-notices":
+                    # What is left of the budget, less the time its checks take afterwards.
+                    left = budget - (began - started) - size.fuzz_settle_s - FUZZ_CHECK_RESERVE_S
+                    size = replace(size, fuzz_send_budget_s=max(MIN_FUZZ_SEND_S, left))
                 try:
                     result = scenario(stack, size)
                 except Exception as exc:
@@ -87,9 +101,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StackError, AzuriteError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"chaos: finished in {time.monotonic() - started:.0f}s; runner log {workdir / 'functions.log'}")
+    ok = all(r.ok for r in results)
+    if ok and args.workdir is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+        where = "work folder removed"
+    else:
+        where = f"runner log {workdir / 'functions.log'}"
+    print(f"chaos: finished in {time.monotonic() - started:.0f}s; {where}")
     print(summary(results), flush=True)
-    return 0 if all(r.ok for r in results) else 1
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
