@@ -19,7 +19,7 @@ from pathlib import Path
 from localrun.azurite import AzuriteError
 
 from .report import details, scenario_line, summary
-from .scenarios import FULL, SMALL, Result, all_scenarios
+from .scenarios import FULL, SMALL, Result, all_scenarios, check_poison
 from .stack import ChaosStack, RunnerSettings, StackError
 
 # Product settings of the runner, by their app-setting names: back-off compressed from
@@ -93,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     traceback.print_exc()
                     if not stack.runner_alive():
                         stack.start_runner()
+                check_poison(result, stack)
                 result.elapsed_s = time.monotonic() - began
                 results.append(result)
                 print(scenario_line(result), flush=True)

@@ -139,12 +139,18 @@ def _check_exchange(result: Result, stack: ChaosStack, tenants: Iterable[str]) -
         result.problems.append(f"tenant {tenant} holds {count} extra connector(s) of our names")
 
 
-def _check_poison(result: Result, stack: ChaosStack) -> None:
-    """Nothing may sit in `<queue>-poison-poison`: that is a notice even the poison trigger failed on."""
+def check_poison(result: Result, stack: ChaosStack) -> None:
+    """Nothing may sit in `<queue>-poison-poison`: that is a notice even the poison trigger failed on.
+
+    The queue is shared by the scenarios, so each is charged with what arrived during it.
+    """
     name = f"{stack.queue_name}-poison-poison"
     depth = queue_depth(stack.storage.connection_string, name)
-    if depth:
-        result.lost.append(f"{name} holds {depth} message(s)" if depth > 0 else f"{name}: storage did not answer")
+    if depth < 0:
+        result.problems.append(f"{name}: storage did not answer")
+    elif depth > stack.poison_poison_seen:
+        result.lost.extend(f"a message in {name}" for _ in range(depth - stack.poison_poison_seen))
+        stack.poison_poison_seen = depth
 
 
 def _recovery_notes(result: Result) -> None:
@@ -230,23 +236,34 @@ def kill_at_boundary(stack: ChaosStack, size: Size, name: str, cmdlet: str, occu
         stack.sim.on_answer(hold)
         try:
             _send_queue(stack, [json.dumps(n, ensure_ascii=False) for n in notices])
-            if not hold.reached.wait(HOLD_TIMEOUT_S):
-                result.problems.append(f"round {round_no}: {cmdlet} #{occurrence} was never answered")
-                continue
-            before = {n["notice_id"]: status_of(stack.api(), n["notice_id"])[1] for n in notices}
-            killed_at = stack.kill_runner()
-            result.crashes += 1
+            killed_at: float | None = None
+            before: dict[str, dict[str, Any] | None] = {}
+            if hold.reached.wait(HOLD_TIMEOUT_S):
+                for notice in notices:
+                    code, doc = status_of(stack.api(), notice["notice_id"])
+                    before[notice["notice_id"]] = doc if code == 200 else None
+                killed_at = stack.kill_runner()
+                result.crashes += 1
+            else:
+                result.problems.append(f"round {round_no}: {cmdlet} #{occurrence} was never answered; no kill")
         finally:
             hold.release.set()
             stack.sim.on_answer(None)
-        stack.start_runner()
+        if killed_at is not None:
+            stack.start_runner()
         ids = [n["notice_id"] for n in notices]
         settled = await_final(stack.api(), ids, timeout=size.recovery_timeout_s)
         result.notices += len(ids)
+        # Recovery is timed for the notices the killed runner had taken (a record not yet
+        # final); one still waiting on the queue was never interrupted.
         for notice_id in ids:
-            doc = before.get(notice_id) or {}
-            if doc.get("status") not in FINAL_STATUSES and notice_id in settled.final_at:
+            doc = before.get(notice_id)
+            if (killed_at is not None and doc is not None and doc.get("status") not in FINAL_STATUSES
+                    and notice_id in settled.final_at):
                 result.recovery_s.append(settled.final_at[notice_id] - killed_at)
+        if killed_at is not None and ids[0] in settled.final_at:
+            result.notes.append(f"round {round_no}: the notice killed at the boundary converged "
+                                f"{settled.final_at[ids[0]] - killed_at:.1f}s after the kill")
         _judge(result, settled, dict.fromkeys(ids, frozenset({"succeeded"})), size.recovery_timeout_s)
         _check_exchange(result, stack, [t.tenant_id for t in tenants])
         news = new_connector_calls(stack.sim, tenants[0].tenant_id)
@@ -310,7 +327,14 @@ def triple_delivery(stack: ChaosStack, size: Size, *, copies: int = 3) -> Result
         if news != 2:
             result.problems.append(f"tenant {tenant.tenant_id}: {news} New-OutboundConnector calls, expected 2")
     attempts = Counter(int(d.get("attempts") or 0) for d in settled.docs.values() if d)
-    result.notes.append(f"{copies} copies each; attempts {dict(sorted(attempts.items()))}")
+    kinds: Counter[str] = Counter()
+    for notice_id, doc in settled.docs.items():
+        mine = Counter(str(e.get("kind")) for e in (doc or {}).get("events") or [])
+        kinds.update(mine)
+        if mine["claimed"] != 1:
+            result.problems.append(f"{notice_id}: claimed {mine['claimed']} times, so it ran more than once")
+    result.notes.append(f"{copies} copies each; attempts {dict(sorted(attempts.items()))}; history: "
+                        f"{kinds['claimed']} claimed, {kinds['busy']} busy, {kinds['duplicate']} duplicate")
     return result
 
 
@@ -441,7 +465,6 @@ def mutated_notices(stack: ChaosStack, size: Size, *, threads: int = 6) -> Resul
         errors.append(f"GET /status answered {page.status}")
     if errors:
         result.problems.append(f"{len(errors)} list/page answer(s) not 200, e.g. {errors[:2]}")
-    _check_poison(result, stack)
     _check_exchange(result, stack, [t.tenant_id for t in tenants])
     rows = Counter(str(i.get("status")) for i in items)
     queued = len(sent) - len(answers) - sum(refused.values())

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import secrets
 import signal
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -34,6 +35,7 @@ from shared.settings import Settings
 from .runner import VISIBILITY_VARIABLE
 
 RUNNER_START_TIMEOUT_S = 60.0
+_PR_SET_PDEATHSIG = 1
 _TLS_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
 
 
@@ -56,6 +58,25 @@ class RunnerSettings:
         return ", ".join(parts)
 
 
+def _die_with_parent() -> Callable[[], None] | None:
+    """A pre-exec hook asking Linux to SIGTERM the runner when the suite's thread dies.
+
+    The runner has its own process group (so the suite can kill it alone), which also means a
+    suite killed by its user would leave it behind; this ends it with the suite instead.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork
+    except (OSError, AttributeError):
+        return None
+
+    def hook() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+
+    return hook
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -75,6 +96,7 @@ class ChaosStack:
     runner_starts: int = 0
     azurite_kills: int = 0
     runner_kills: int = 0
+    poison_poison_seen: int = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> ChaosStack:
@@ -160,7 +182,8 @@ class ChaosStack:
                 [sys.executable, "-m", "chaos.runner", "--port", str(self.port), "--ready-file", str(ready),
                  "--log-file", str(log_path)],
                 cwd=PROJECT_DIR, env=self.env(), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=True,  # its own group: a kill takes the runner and nothing else
+                preexec_fn=_die_with_parent(),  # noqa: PLW1509 - only sets the parent-death signal
             )
         deadline = time.monotonic() + RUNNER_START_TIMEOUT_S
         while not ready.exists():
