@@ -6,14 +6,14 @@ import json
 import random
 from collections import Counter
 
-from bench.harness import make_tenant
+from bench.harness import Tenant, make_tenant
 from chaos.mutate import mutants
 from chaos.report import scenario_line, summary
 from chaos.scenarios import Result
 from shared.notice import NOTICE_ID_PATTERN
 
 
-def _tenants() -> list:  # type: ignore[type-arg]
+def _tenants() -> list[Tenant]:
     rng = random.Random(3)
     return [make_tenant(i, rng, "U") for i in range(4)]
 
