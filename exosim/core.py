@@ -388,6 +388,9 @@ class Backend:
     def _record(self, entry: LogEntry) -> None:
         with self._lock:
             self._log.append(entry)
+        hook = self.answer_hook  # called without the lock: it may block
+        if hook is not None and entry.kind == "invoke":
+            hook(entry)
 
     # -- Entra ID --------------------------------------------------------------------------------
 
@@ -618,23 +621,21 @@ class Backend:
             if entered and tenant is not None:
                 with self._lock:
                     tenant.in_flight -= 1
-        entry = LogEntry(
-            time=self.clock(),
-            tenant=key,
-            kind="invoke",
-            cmdlet=None if cmdlet is None else _display_cmdlet(cmdlet),
-            parameters=parameters or {},
-            status=reply.status,
-            duration_ms=(time.perf_counter() - started) * 1000,
-            fault=fault_name,
-            client_id=client_id or None,
-            error=_error_text(reply),
-            page="$skiptoken" in query,
+        self._record(
+            LogEntry(
+                time=self.clock(),
+                tenant=key,
+                kind="invoke",
+                cmdlet=None if cmdlet is None else _display_cmdlet(cmdlet),
+                parameters=parameters or {},
+                status=reply.status,
+                duration_ms=(time.perf_counter() - started) * 1000,
+                fault=fault_name,
+                client_id=client_id or None,
+                error=_error_text(reply),
+                page="$skiptoken" in query,
             )
-        self._record(entry)
-        hook = self.answer_hook
-        if hook is not None:
-            hook(entry)
+        )
         return reply
 
     def _authorize(self, key: str, headers: Mapping[str, str]) -> tuple[HttpReply | None, str]:
