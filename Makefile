@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit functional bench fuzz scan deps clean
+.PHONY: run test lint typecheck unit functional bench fuzz chaos chaos-small scan deps clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy shared exosim localrun bench tests function_app.py
+	$(VENV)/bin/mypy shared exosim localrun bench chaos tests function_app.py
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
@@ -41,6 +41,14 @@ bench: deps
 ## make fuzz: 200,000 generated hostile inputs to the notice parser (a few minutes; make test runs a few hundred)
 fuzz: $(STAMP)
 	$(PY) -m tests.fuzz --examples 200000
+
+## make chaos: the reliability suite (crashes, outages, faults, mutated notices), full size, about 10 minutes
+chaos: deps
+	$(PY) -m chaos
+
+## make chaos-small: the same scenarios at CI size (a couple of minutes)
+chaos-small: deps
+	$(PY) -m chaos --small
 
 scan:
 	bash scripts/checkov.sh

@@ -190,6 +190,9 @@ class Backend:
         self._calls: dict[str, Counter[str]] = {}
         self._writes: list[dict[str, Any]] = []
         self._test_messages: list[dict[str, Any]] = []
+        # Called with each answered InvokeCommand call after it took effect and before its
+        # reply is sent; it may block, so a test can hold an answer and kill the client then.
+        self.answer_hook: Callable[[LogEntry], None] | None = None
         self._reset_clients()
 
     # -- registry --------------------------------------------------------------------------------
@@ -438,6 +441,9 @@ class Backend:
     def _record(self, entry: LogEntry) -> None:
         with self._lock:
             self._log.append(entry)
+        hook = self.answer_hook  # called without the lock: it may block
+        if hook is not None and entry.kind == "invoke":
+            hook(entry)
 
     # -- Entra ID --------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import json
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -208,6 +209,15 @@ class Simulator:
         """The next `count` matching calls fail with `kind` (see `exosim.faults.FAULT_KINDS`)."""
         spec = FaultSpec(kind, status, shape, retry_after, message, cmdlet, target, gzip)
         self.backend.fail_next(tenant, spec, count)
+
+    def on_answer(self, hook: Callable[[LogEntry], None] | None) -> None:
+        """Call `hook` with every answered InvokeCommand call, after its effect, before its reply.
+
+        The hook runs on the request's thread and may block: holding a New-OutboundConnector
+        answer while the client is killed leaves Exchange with a connector the client never
+        heard of, the crash a reliability test needs at an exact step. `None` removes it.
+        """
+        self.backend.answer_hook = hook
 
     def clear_faults(self, tenant: str) -> None:
         self.backend.clear_faults(tenant)

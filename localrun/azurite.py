@@ -88,6 +88,7 @@ class AzuriteProcess:
     workdir: Path
     log_path: Path
     _log: IO[bytes] | None = field(default=None, repr=False)
+    in_memory: bool = True
 
     @property
     def pid(self) -> int:
@@ -120,6 +121,29 @@ class AzuriteProcess:
             if self._log is not None:
                 self._log.close()
                 self._log = None
+
+    def kill(self, *, timeout: float = 10.0) -> None:
+        """SIGKILL Azurite at once, as a crashed host would lose it (a reliability test's fault)."""
+        try:
+            if self.process.poll() is None:
+                _signal_group(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=timeout)
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+
+    def restart(self, *, timeout: float = 30.0) -> AzuriteProcess:
+        """A new Azurite on the same ports and location (stop or kill this one first).
+
+        With data on disk (`in_memory=False` at start) the new one serves what the old one
+        had written, so clients that keep their connection string carry on.
+        """
+        if self.running():
+            raise AzuriteError(f"Azurite (pid {self.pid}) is still running; stop or kill it first")
+        return start_azurite(workdir=self.workdir, blob_port=self.blob_port, queue_port=self.queue_port,
+                             table_port=self.table_port, in_memory=self.in_memory, host=self.host,
+                             timeout=timeout)
 
     def __enter__(self) -> AzuriteProcess:
         return self
@@ -240,7 +264,7 @@ def _launch(
     except OSError as exc:
         log.close()
         raise AzuriteError(f"cannot run {binary}: {exc}") from exc
-    azurite = AzuriteProcess(process, host, blob, queue, table, workdir, log_path, log)
+    azurite = AzuriteProcess(process, host, blob, queue, table, workdir, log_path, log, in_memory=in_memory)
     if detach:
         log.close()
         azurite._log = None

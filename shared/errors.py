@@ -243,7 +243,7 @@ POLICY: Mapping[ErrorCode, Disposition] = MappingProxyType({
     ErrorCode.CONSENT_MISSING: Disposition.RETRY_THEN_ATTENTION,
     ErrorCode.APP_NOT_IN_TENANT: Disposition.ATTENTION,  # the app is not in the tenant: no wait can fix it
     ErrorCode.CONNECTOR_NOT_OURS: Disposition.ATTENTION,  # a connector of our name routes elsewhere: a person decides
-    ErrorCode.JOURNAL_NDR_MISSING: Disposition.ATTENTION,  # the tenant needs an address for undeliverable journal reports
+    ErrorCode.JOURNAL_NDR_MISSING: Disposition.ATTENTION,  # no address for undeliverable journal reports
     ErrorCode.CREDENTIAL_INVALID: Disposition.ATTENTION,
     ErrorCode.TENANT_NOT_FOUND: Disposition.FAIL,
     ErrorCode.ROLE_MISSING: Disposition.RETRY_THEN_ATTENTION,
