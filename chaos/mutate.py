@@ -14,16 +14,16 @@ through the list views and the poison queues, since its record's key is the prod
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
-import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from bench.harness import BOTH, Tenant, notice_for
+from shared.notice import NOTICE_ID_PATTERN
 
-_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 ODD_TEXT = (
     "\ud800",  # a lone surrogate: valid as a JSON escape, not encodable as UTF-8
     "\udfff tail",
@@ -69,8 +69,18 @@ class Mutant:
         return self.body if isinstance(self.body, str) else None
 
 
-def _usable_id(value: object) -> str | None:
-    return value if isinstance(value, str) and _ID.fullmatch(value) else None
+def _usable_id(value: object, body: str | bytes) -> str | None:
+    """The id the product files the mutant under: its notice_id when that is a valid one; for an
+    invalid notice_id, the id the product derives from the text (`rejected-<16 hex of its
+    SHA-256>`, shared/worker.py), since an id that does not round-trip through a URL is itself a
+    field error; None when the product has no id to file it under that the suite can know."""
+    if not isinstance(value, str):
+        return None
+    if NOTICE_ID_PATTERN.fullmatch(value):
+        return value
+    if isinstance(body, str):
+        return f"rejected-{hashlib.sha256(body.encode('utf-8')).hexdigest()[:16]}"
+    return None
 
 
 def _dump(doc: dict[str, Any]) -> str:
@@ -179,4 +189,4 @@ def mutants(count: int, tenants: Sequence[Tenant], *, seed: int, prefix: str = "
         doc = notice_for(tenant, f"{prefix}-{index:05d}", rng.choice(services), sequence=index)
         kind, mutate = table[index % len(table)]
         body, notice_id = mutate(doc)
-        yield Mutant(kind, body, _usable_id(notice_id))
+        yield Mutant(kind, body, _usable_id(notice_id, body))

@@ -26,7 +26,6 @@ from typing import Any
 from bench.harness import BOTH, Tenant, make_fleet, make_tenant, notice_for
 from exosim.core import LogEntry
 from localrun.status import FINAL_STATUSES
-from shared.notice import NOTICE_ID_PATTERN
 
 from .mutate import Mutant, mutants
 from .stack import ChaosStack
@@ -421,7 +420,7 @@ def mutated_notices(stack: ChaosStack, size: Size, *, threads: int = 6) -> Resul
         # A slow machine is not a defect of the product: reported, never a failure.
         result.notes.append(f"CUT SHORT: {len(sent)} of {len(made)} mutated notices sent within the sending "
                             f"budget of {size.fuzz_send_budget_s:.0f}s")
-    kind_of = {record_id: m.kind for m in sent if (record_id := _record_id(m)) is not None}
+    kind_of = {m.notice_id: m.kind for m in sent if m.notice_id is not None}
     by_status = Counter(code for _, code in answers)
     five = Counter(m.kind for m, code in answers if code >= 500 or code == 0)
     if five:
@@ -476,18 +475,6 @@ def mutated_notices(stack: ChaosStack, size: Size, *, threads: int = 6) -> Resul
         result.notes.append(f"refused by the queue SDK before sending: {dict(refused)}")
     result.notes.append(f"rows by status: {dict(sorted(rows.items())) if listed else 'GET /activations failed'}")
     return result
-
-
-def _record_id(mutant: Mutant) -> str | None:
-    """Where the product records a mutant: under its notice_id when that is a valid one, else
-    under the id it derives from the text (`rejected-<first 16 hex of its SHA-256>`), as
-    an id that does not round-trip through a URL is itself a field error."""
-    if mutant.notice_id is not None and NOTICE_ID_PATTERN.fullmatch(mutant.notice_id):
-        return mutant.notice_id
-    text = mutant.text()
-    if mutant.notice_id is None or text is None:
-        return None
-    return f"rejected-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:16]}"
 
 
 Scenario = Callable[[ChaosStack, Size], Result]
