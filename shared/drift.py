@@ -36,7 +36,7 @@ from .outcome import Status
 from .plan import Action, ActualConnector, make_plan
 
 if TYPE_CHECKING:
-    from .exchange import ExchangeAdminClient
+    from .exchange import ExchangeAdminClient, TokenProvider
     from .settings import Settings
     from .store import ActivationRecord, ActivationStore
     from .worker import Worker
@@ -254,12 +254,12 @@ def _created(record: ActivationRecord) -> str:
     return record.created_at.isoformat() if record.created_at is not None else ""
 
 
-def client_factory_from_settings(settings: Settings) -> ClientFactory:
+def client_factory_from_settings(settings: Settings, token_provider: TokenProvider | None = None) -> ClientFactory:
     """Exchange clients as a run builds them (same endpoint, token, allow-lists), with no call log."""
     from .auth import token_provider_from_settings
     from .provisioning import client_factory
 
-    make = client_factory(settings, token_provider_from_settings(settings))
+    make = client_factory(settings, token_provider or token_provider_from_settings(settings))
     return lambda tenant_id: make(tenant_id, lambda _call: None)
 
 
