@@ -180,3 +180,31 @@ def test_a_bad_drift_request_is_refused_naming_the_field(
     _, api = product()
     response = api.drift(body)
     assert response.status == 400 and response.body["error"]["code"] == "BAD_REQUEST"
+
+
+def test_the_command_line_checks_a_tenant_and_status_shows_desired_against_actual(
+        succeeded: None, settings: Settings, token_provider: MsalTokenProvider, storage: StorageNames,
+        simulator: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from shared.cli import EXIT_OK, main
+
+    for name, value in (("AzureWebJobsStorage", storage.connection_string), ("ACTIVATION_QUEUE", storage.queue),
+                        ("ACTIVATIONS_TABLE", storage.activations_table), ("EVENTS_TABLE", storage.events_table)):
+        monkeypatch.setenv(name, value)
+    admin_edits(settings, token_provider, {"TlsSettings": "EncryptionOnly"})
+    simulator.reset_log()
+
+    def run(*argv: str) -> tuple[int, str]:
+        out = io.StringIO()
+        code = main(list(argv), stdin=io.StringIO(""), stdout=out, stderr=io.StringIO(), local_env=None)
+        return code, out.getvalue()
+
+    code, out = run("drift", "--tenant-id", TENANT)
+    assert code == EXIT_OK, out
+    assert "ACT-D-1  drifted" in out and "1 tenant(s) checked, 1 drifted" in out
+    assert simulator.writes(TENANT) == []
+    code, out = run("status", "ACT-D-1")
+    assert code == EXIT_OK and "ACT-D-1  drifted" in out
+    drift = out[out.index("drift found"):]
+    assert f'{MG_NAME}: TlsSettings desired "CertificateValidation", actual "EncryptionOnly"' in drift
