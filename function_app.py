@@ -15,6 +15,8 @@ describes (Azure/azure-functions-host#11394).
 
 from __future__ import annotations
 
+import logging
+
 import azure.functions as func
 
 from shared import requester, runtime, telemetry
@@ -57,6 +59,28 @@ def measure_poison_queue(timer: func.TimerRequest) -> None:
     runtime.monitoring()
     poison = runtime.queue().poison
     telemetry.record_poison_depth(queue=poison.name, depth=poison.approximate_count())
+
+
+@app.timer_trigger(arg_name="timer", schedule="%DRIFT_SCHEDULE%", run_on_startup=False)
+def check_drift(timer: func.TimerRequest) -> None:
+    """Re-read succeeded activations' connectors on DRIFT_SCHEDULE; mark (and with DRIFT_REPAIR, repair) drift.
+
+    The host resolves `%DRIFT_SCHEDULE%` from the app setting of that name (Timer trigger docs,
+    "schedule": an app setting name wrapped in % signs), so the Bicep always sets it.
+    """
+    runtime.monitoring()
+    report = runtime.drift().run()
+    logging.getLogger("activation.drift").info("drift check: %d tenant(s) checked, %d drifted",
+                                               len(report.checks), len(report.drifted))
+
+
+@app.route(route="drift", methods=["POST"], auth_level=OPERATOR_LEVEL)
+def check_drift_now(req: func.HttpRequest) -> func.HttpResponse:
+    """Run the drift check now (optional body {"tenant_id"} or {"notice_id"}); 202 with the findings."""
+    who = _requester(req)
+    if who is None:
+        return _http(SIGN_IN_REQUIRED)
+    return _http(runtime.api().drift(req.get_body(), requested_by=who.name))
 
 
 @app.route(route="activations", methods=["POST"], auth_level=OPERATOR_LEVEL)

@@ -106,6 +106,12 @@ param eaJournalRule string = 'off'
 @maxLength(64)
 param eaJournalRuleName string = 'Enterprise Audit ジャーナル ルール'
 
+@description('NCRONTAB schedule of the drift check of succeeded activations (DRIFT_SCHEDULE); the timer trigger reads it as %DRIFT_SCHEDULE%.')
+param driftSchedule string = '0 0 3 * * *'
+
+@description('Whether a drifted activation is re-provisioned at once (DRIFT_REPAIR).')
+param driftRepair bool = false
+
 // ---------------------------------------------------------------- retries and leases
 @description('Attempts of one activation before it is marked failed (MAX_ATTEMPTS).')
 @minValue(1)
@@ -353,6 +359,9 @@ var appSettings = {
   OPERATOR_AUTH: 'entra'
   EA_JOURNAL_RULE: eaJournalRule
   EA_JOURNAL_RULE_NAME: eaJournalRuleName
+  DRIFT_SCHEDULE: driftSchedule
+  DRIFT_REPAIR: string(driftRepair)
+  DRIFT_PAGE_SIZE: '100'
 }
 
 module functionApp 'modules/functionapp.bicep' = {

@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ErrorCode, error_dict
 from .notice import GUID_PATTERN, NOTICE_ID_PATTERN, NoticeError
@@ -19,6 +19,9 @@ from .requester import FUNCTION_KEY
 from .store import ActivationRecord, ActivationStore, InvalidContinuation
 from .text import clean, decode_body
 from .worker import RetryRefused, Worker
+
+if TYPE_CHECKING:
+    from .drift import DriftChecker
 
 MAX_TOP = 200
 MAX_EVENTS_COUNTED = 5000  # beyond this, events_total is a lower bound (events_total_exact false)
@@ -50,9 +53,11 @@ def _problem(status: int, code: str, message: str, **extra: Any) -> ApiResponse:
 class ActivationApi:
     """Submit, look up, list and retry activations."""
 
-    def __init__(self, store: ActivationStore, worker: Callable[[], Worker]) -> None:
+    def __init__(self, store: ActivationStore, worker: Callable[[], Worker],
+                 drift: Callable[[], DriftChecker] | None = None) -> None:
         self._store = store
         self._worker = worker
+        self._drift = drift
 
     def submit(self, body: bytes, *, base_path: str = "/api/activations",
                requested_by: str = FUNCTION_KEY) -> ApiResponse:
@@ -134,6 +139,35 @@ class ActivationApi:
             return _problem(exc.status, "NOT_FOUND" if exc.status == 404 else "CONFLICT", exc.message)
         location = f"/api/activations/{record.notice_id}"
         return ApiResponse(202, status_document(record), {"Location": location})
+
+    def drift(self, body: bytes, *, requested_by: str = FUNCTION_KEY) -> ApiResponse:
+        """Check succeeded activations' connectors now: all, one tenant's, or one notice's (202).
+
+        202: the check's findings are recorded when this answers, but the repairs it queued
+        (DRIFT_REPAIR) run afterwards, like any retry.
+        """
+        if len(body) > MAX_BODY_BYTES:
+            return _problem(413, "BAD_REQUEST", f"the body is larger than {MAX_BODY_BYTES} bytes")
+        usage = 'send no body, {"tenant_id": "<GUID>"} or {"notice_id": "<id>"}'
+        text = decode_body(body).strip()
+        try:
+            scope = json.loads(text) if text else {}
+        except (ValueError, RecursionError):
+            return _problem(400, "BAD_REQUEST", f"the body is not JSON: {usage}")
+        if not isinstance(scope, dict) or set(scope) - {"tenant_id", "notice_id"} or len(scope) > 1:
+            return _problem(400, "BAD_REQUEST", f"the body names unknown or several fields: {usage}")
+        tenant, notice_id = scope.get("tenant_id"), scope.get("notice_id")
+        if tenant is not None and not (isinstance(tenant, str) and GUID_PATTERN.fullmatch(tenant)):
+            return _problem(400, "BAD_REQUEST", "tenant_id must be a GUID")
+        if notice_id is not None and not (isinstance(notice_id, str) and NOTICE_ID_PATTERN.fullmatch(notice_id)):
+            return _problem(400, "BAD_REQUEST", f"notice_id: {BAD_NOTICE_ID}")
+        if self._drift is None:
+            return _problem(503, "UNAVAILABLE", "the drift check is not configured in this process")
+        report = self._drift().run(tenant_id=tenant.lower() if tenant else None, notice_id=notice_id,
+                                   requested_by=requested_by)
+        if notice_id is not None and not report.checks:
+            return _problem(404, "NOT_FOUND", f"no activation {notice_id}")
+        return ApiResponse(202, {"requested_by": requested_by, **report.to_dict()})
 
 
 def status_document(record: ActivationRecord) -> dict[str, Any]:

@@ -209,6 +209,12 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument("notice_id")
     retry.set_defaults(handler=_cmd_retry)
 
+    drift = sub.add_parser("drift", help="re-read succeeded activations' connectors and mark (or repair) drift")
+    drift.add_argument("--tenant-id", help="check only this tenant (GUID)")
+    drift.add_argument("--notice-id", help="check only this activation's tenant")
+    drift.add_argument("--json", action="store_true")
+    drift.set_defaults(handler=_cmd_drift)
+
     consent = sub.add_parser("consent-url", help="print the admin-consent URL a customer's admin opens")
     consent.add_argument("tenant", metavar="TENANT",
                          help="the customer's tenant ID (GUID), or one of its domains (contoso.onmicrosoft.com)")
@@ -401,6 +407,27 @@ def _print_status(doc: dict[str, Any], stdout: TextIO) -> None:
         print(f"  next attempt at {t(doc['next_attempt_at'])}", file=stdout)
     for event in _dicts(doc.get("events")):
         print(f"  {t(event.get('at'))}  {t(event.get('kind')):<20} {t(event.get('message'))}", file=stdout)
+    _print_drift(doc, stdout)
+
+
+def _print_drift(doc: dict[str, Any], stdout: TextIO) -> None:
+    """A drifted activation's differences, desired against actual, one parameter a line."""
+    t = one_line
+    for warning in _dicts(doc.get("warnings")):
+        if warning.get("code") != "CONNECTOR_DRIFT":
+            continue
+        print(f"drift found {t(warning.get('at'))}:", file=stdout)
+        for difference in _dicts(warning.get("differences")):
+            print(f"  {_difference_line(difference)}", file=stdout)
+
+
+def _difference_line(difference: dict[str, Any]) -> str:
+    t = one_line
+    if difference.get("parameter") is None:
+        return f"{t(difference.get('connector'))}: missing"
+    return (f"{t(difference.get('connector'))}: {t(difference.get('parameter'))} "
+            f"desired {t(json.dumps(difference.get('desired'), ensure_ascii=False))}, "
+            f"actual {t(json.dumps(difference.get('actual'), ensure_ascii=False))}")
 
 
 def _dicts(value: object) -> list[dict[str, Any]]:
@@ -486,6 +513,40 @@ def _cmd_consent_url(args: argparse.Namespace, settings: Settings, stdin: TextIO
         print("note: a domain works only if it is verified in the customer's tenant; the tenant ID is the form "
               "Microsoft recommends", file=stderr)
     return EXIT_OK
+
+
+def _cmd_drift(args: argparse.Namespace, settings: Settings, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
+    from .api import ActivationApi
+    from .drift import DriftChecker, client_factory_from_settings
+    from .queueing import ActivationQueue
+    from .store import ActivationStore
+    from .worker import Worker
+
+    store = ActivationStore.from_settings(settings)
+    worker = Worker(settings, store=store, queue=ActivationQueue.from_settings(settings), engine_factory=_no_engine)
+    checker = DriftChecker(settings, store=store, worker=worker,
+                           client_factory=client_factory_from_settings(settings))
+    scope = {k: v for k, v in (("tenant_id", args.tenant_id), ("notice_id", args.notice_id)) if v}
+    response = ActivationApi(store, lambda: worker, lambda: checker).drift(
+        json.dumps(scope).encode(), requested_by="command line")
+    if response.status != 202:
+        print(response.body["error"]["message"], file=stderr)
+        return EXIT_INVALID if response.status == 400 else EXIT_FAILED
+    report = response.body
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=2), file=stdout)
+    else:
+        t = one_line
+        for check in _dicts(report.get("checks")):
+            repair = f" (repair: {t(check['repair'])})" if check.get("repair") else ""
+            detail = f": {t(check['detail'])}" if check.get("detail") else ""
+            print(f"{t(check.get('notice_id'))}  {t(check.get('result'))}{repair}  tenant "
+                  f"{t(check.get('tenant_id'))}{detail}", file=stdout)
+            for difference in _dicts(check.get("differences")):
+                print(f"  {_difference_line(difference)}", file=stdout)
+        print(f"{report.get('checked')} tenant(s) checked, {report.get('drifted')} drifted", file=stdout)
+    errors = [c for c in _dicts(report.get("checks")) if c.get("result") == "error"]
+    return EXIT_FAILED if errors else EXIT_OK
 
 
 def _no_worker() -> Any:

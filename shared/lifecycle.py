@@ -22,6 +22,12 @@ The events, and what they can lead to:
   error's code: retry with back-off, wait for a grant to propagate, `needs_attention`, `failed`.
 - `Crashed` (a bug in the run): the claim is released so the host's redelivery can run it.
 - `OperatorRetry`: a fresh series of attempts.
+- `DriftFound` (a drift check's finding, `shared/drift.py`): a succeeded activation whose
+  connectors no longer match becomes `drifted`, keeping its last run's outcome and gaining the
+  differences as a warning and an event; no differences is nothing (or, for a drifted one that
+  an admin set right again, back to `succeeded`).
+- `DriftRepair`: a drifted activation's re-provision, a fresh series like an operator retry,
+  so it is claimed, run and recorded like any run (and so returns to `succeeded`).
 - `Poisoned`: the host gave up on a message. Only a copy of this very activation that nothing
   else will move on fails it; a copy of a finished, running or rescheduled activation, or one
   whose content differs, is an event and nothing more.
@@ -91,6 +97,8 @@ class Result(StrEnum):
     POISONED_DUPLICATE = "poisoned_duplicate"
     POISON_CONFLICT = "poison_conflict"
     POISON_REQUEUED = "poison_requeued"  # could not be recorded now; back on the poison queue
+    DRIFTED = "drifted"
+    IN_SYNC = "in_sync"  # a drift check found the connectors as the last run left them
 
 
 # -- effects ---------------------------------------------------------------------------------
@@ -187,6 +195,19 @@ class OperatorRetry:
 
 
 @dataclass(frozen=True)
+class DriftFound:
+    """A drift check's reading of a succeeded activation's connectors (empty: none differ)."""
+
+    differences: tuple[Mapping[str, Any], ...]
+    requested_by: str | None = None  # who asked for the check; None for the schedule
+
+
+@dataclass(frozen=True)
+class DriftRepair:
+    requested_by: str | None = None
+
+
+@dataclass(frozen=True)
 class Poisoned:
     notice_id: str
     raw: str
@@ -197,7 +218,7 @@ class Poisoned:
 
 
 LifecycleEvent = (Received | Rejected | Delivered | RetryDue | Heartbeat | AttemptFinished | Crashed
-                  | OperatorRetry | Poisoned)
+                  | OperatorRetry | Poisoned | DriftFound | DriftRepair)
 
 
 # -- rules -----------------------------------------------------------------------------------
@@ -255,6 +276,10 @@ def transition(record: ActivationRecord | None, event: LifecycleEvent, now: date
             return _finished(record, event, now, rules)
         case Crashed():
             return _crashed(record, event, now)
+        case DriftFound():
+            return _drift_found(record, event, now)
+        case DriftRepair():
+            return _drift_repair(record, now, requested_by=event.requested_by)
     raise TypeError(f"not a lifecycle event: {event!r}")
 
 
@@ -488,6 +513,57 @@ def _operator_retry(record: ActivationRecord | None, now: datetime, *, requested
                                          **_who(requested_by))))
 
 
+# -- drift -----------------------------------------------------------------------------------
+DRIFT_WARNING = "CONNECTOR_DRIFT"  # the warning on a drifted record; not an error code: no run failed
+
+
+def _drift_found(record: ActivationRecord, event: DriftFound, now: datetime) -> Decision:
+    if record.status not in (Status.SUCCEEDED, Status.DRIFTED) or record.lease_live(now):
+        return Decision(Result.STALE, detail=f"the activation is {record.status.value}; only a succeeded "
+                                             "activation is drift-checked")
+    differences = [dict(d) for d in event.differences]
+    previous = _drift_warning(record)
+    others = [w for w in record.warnings if w.get("code") != DRIFT_WARNING]
+    if not differences:
+        if record.status is Status.SUCCEEDED:
+            return Decision(Result.IN_SYNC)  # nothing to write, not even an event
+        cleared = replace(record, status=Status.SUCCEEDED, warnings=others, updated_at=now)
+        return Decision(Result.IN_SYNC, cleared, after=_append(_event(
+            "drift.cleared", "the connectors match the last run again", now, **_who(event.requested_by))))
+    if previous is not None and previous.get("differences") == differences and record.status is Status.DRIFTED:
+        return Decision(Result.DRIFTED)  # the same finding again: already on the record
+    message = "connectors changed since the last run: " + "; ".join(_describe(d) for d in differences)
+    warning = {"code": DRIFT_WARNING, "message": message, "differences": differences, "at": now_iso(now)}
+    # Only status and warnings change: outcome, connectors and timestamps stay the last run's truth.
+    drifted = replace(record, status=Status.DRIFTED, warnings=[*others, warning], updated_at=now)
+    return Decision(Result.DRIFTED, drifted, after=_append(_event(
+        "drift.found", message, now, differences=differences, **_who(event.requested_by))))
+
+
+def _drift_repair(record: ActivationRecord, now: datetime, *, requested_by: str | None = None) -> Decision:
+    if record.status is not Status.DRIFTED:
+        return Decision(Result.STALE, detail=f"the activation is {record.status.value}, not drifted")
+    decision = _operator_retry(record, now, requested_by=requested_by)
+    if decision.record is None:
+        return decision
+    fresh = decision.record
+    return replace(decision, after=_append(_event(
+        "drift.repair", f"re-provisioning the drifted connectors: series {fresh.series}", now,
+        **_who(requested_by))))
+
+
+def _drift_warning(record: ActivationRecord) -> Mapping[str, Any] | None:
+    return next((w for w in record.warnings if w.get("code") == DRIFT_WARNING), None)
+
+
+def _describe(difference: Mapping[str, Any]) -> str:
+    connector = difference.get("connector")
+    if difference.get("parameter") is None:
+        return f"{connector}: missing"
+    return (f"{connector}: {difference.get('parameter')} is {difference.get('actual')!r}, "
+            f"should be {difference.get('desired')!r}")
+
+
 # -- poison ----------------------------------------------------------------------------------
 POISON_NOTE = ("the Functions host gave up on this message after its maximum number of deliveries "
                "(host.json maxDequeueCount)")
@@ -578,7 +654,8 @@ def _iso(value: datetime | None) -> str | None:
 
 
 __all__ = [
-    "OPERATOR_RETRY_DELAY_SECONDS", "Append", "AttemptFinished", "Crashed", "Decision", "Delivered", "Effect",
+    "DRIFT_WARNING", "OPERATOR_RETRY_DELAY_SECONDS", "Append", "AttemptFinished", "Crashed", "Decision", "Delivered",
+    "DriftFound", "DriftRepair", "Effect",
     "Heartbeat", "LifecycleEvent", "OperatorRetry", "Poisoned", "Received", "Rejected", "Result", "RetryDue",
     "Rules", "RunEngine", "Send", "envelope", "transition",
 ]

@@ -30,6 +30,9 @@ class Status(StrEnum):
     NEEDS_ATTENTION = "needs_attention"
     FAILED = "failed"
     REJECTED = "rejected"
+    # Succeeded, but a later read found its connectors changed in Exchange (shared/drift.py).
+    # The record keeps its last run's truth; only a repair (a real new run) rewrites it.
+    DRIFTED = "drifted"
 
     @property
     def final(self) -> bool:
@@ -37,7 +40,8 @@ class Status(StrEnum):
         return self in FINAL_STATUSES
 
 
-FINAL_STATUSES = frozenset({Status.SUCCEEDED, Status.NEEDS_ATTENTION, Status.FAILED, Status.REJECTED})
+FINAL_STATUSES = frozenset({Status.SUCCEEDED, Status.NEEDS_ATTENTION, Status.FAILED, Status.REJECTED,
+                            Status.DRIFTED})
 
 
 class Validation(StrEnum):

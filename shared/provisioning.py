@@ -619,3 +619,7 @@ def _default_factory(settings: Settings, token_provider: TokenProvider) -> Clien
         )
 
     return factory
+
+
+# The Exchange clients a run uses, for other readers of the same tenants (shared/drift.py).
+client_factory = _default_factory

@@ -19,6 +19,7 @@ from .store import ActivationStore
 from .worker import Worker
 
 if TYPE_CHECKING:
+    from .drift import DriftChecker
     from .provisioning import ProvisioningEngine
 
 _lock = threading.Lock()
@@ -66,9 +67,18 @@ def worker() -> Worker:
 
 
 @cache
+def drift() -> DriftChecker:
+    """The drift check, with Exchange clients built as a run builds them (loads MSAL on first use)."""
+    from .drift import DriftChecker, client_factory_from_settings
+
+    return DriftChecker(settings(), store=store(), worker=worker(),
+                        client_factory=client_factory_from_settings(settings()))
+
+
+@cache
 def api() -> ActivationApi:
     monitoring()
-    return ActivationApi(store(), worker)
+    return ActivationApi(store(), worker, drift)
 
 
 def reset() -> None:
@@ -80,5 +90,5 @@ def reset() -> None:
         if queue.cache_info().currsize:
             queue().close()
         # monitoring stays: the exporter is process-wide and configured at most once.
-        for built in (settings, store, queue, worker, api):
+        for built in (settings, store, queue, worker, drift, api):
             built.cache_clear()

@@ -96,6 +96,10 @@ class Settings:
     applicationinsights_connection_string: str = ""
     ea_journal_rule: JournalRulePolicy = "off"
     ea_journal_rule_name: str = "Enterprise Audit ジャーナル ルール"
+    # The drift check (shared/drift.py): NCRONTAB with seconds, read by the host as %DRIFT_SCHEDULE%.
+    drift_schedule: str = "0 0 3 * * *"
+    drift_repair: bool = False
+    drift_page_size: int = 100
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, local_env: Path | None = None) -> Settings:
@@ -164,6 +168,11 @@ class Settings:
                                 "by ';', each name once); copy it again, or `python -m localrun.azurite env`")
         if self.exo_call_retries < 0:
             raise SettingsError("EXO_CALL_RETRIES must be 0 or more")
+        if not 1 <= self.drift_page_size <= 1000:
+            raise SettingsError("DRIFT_PAGE_SIZE must be between 1 and 1000 (one table page)")
+        if len(self.drift_schedule.split()) != 6:
+            raise SettingsError(f"DRIFT_SCHEDULE={self.drift_schedule!r}: use an NCRONTAB expression with six "
+                                "fields, {second} {minute} {hour} {day} {month} {day-of-week}, e.g. 0 0 3 * * *")
         if self.max_attempts < 1:
             raise SettingsError("MAX_ATTEMPTS must be at least 1")
         # Renewed at least twice per lease, so one slow renewal never lets another worker in.
@@ -255,6 +264,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("APPLICATIONINSIGHTS_CONNECTION_STRING", "applicationinsights_connection_string", "Application Insights to export logs to (Azure); unset, no telemetry SDK is loaded."),
     Setting("EA_JOURNAL_RULE", "ea_journal_rule", "off or ensure: whether an Enterprise Audit activation also ensures its journal rule (and termination removes it)."),
     Setting("EA_JOURNAL_RULE_NAME", "ea_journal_rule_name", "Name of the Enterprise Audit journal rule."),
+    Setting("DRIFT_SCHEDULE", "drift_schedule", "NCRONTAB schedule (six fields, UTC) of the drift check of succeeded activations' connectors; default daily at 03:00."),
+    Setting("DRIFT_REPAIR", "drift_repair", "true: a drifted activation is re-provisioned at once; false (default): it is only marked drifted."),
+    Setting("DRIFT_PAGE_SIZE", "drift_page_size", "Activations read per page by the drift check (1-1000)."),
 )
 
 

@@ -26,7 +26,7 @@ import random
 import socket
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -40,6 +40,8 @@ from .lifecycle import (
     Crashed,
     Decision,
     Delivered,
+    DriftFound,
+    DriftRepair,
     Heartbeat,
     LifecycleEvent,
     OperatorRetry,
@@ -369,6 +371,22 @@ class Worker:
         if decision.result is Result.REFUSED or written is None:
             raise RetryRefused(409, decision.detail or "the activation cannot be retried now")
         return written
+
+    # -- drift ----------------------------------------------------------------------------
+    def record_drift(self, notice_id: str, differences: Sequence[Mapping[str, Any]], *,
+                     requested_by: str | None = None) -> Result:
+        """Record a drift check's finding (shared/drift.py); the lifecycle decides what changes."""
+        decision, _ = self._step(notice_id, lambda: DriftFound(tuple(differences), requested_by))
+        return decision.result
+
+    def repair_drift(self, notice_id: str, *, requested_by: str | None = None) -> Result:
+        """Queue a drifted activation's re-provision: a fresh series, run like any other."""
+        try:
+            decision, _ = self._step(notice_id, lambda: DriftRepair(requested_by), rounds=1)
+        except ConcurrentUpdate:
+            # Changed meanwhile (a run, an operator): its message, if sent, is stale on arrival.
+            return Result.STALE
+        return decision.result
 
     # -- the loop -------------------------------------------------------------------------
     def _step(self, notice_id: str, make: Callable[[], LifecycleEvent], *, rounds: int = _WRITE_ROUNDS,

@@ -90,6 +90,7 @@ def test_automation_submits_with_its_key_and_is_recorded_as_the_function_key(
     (function_app.get_activation, "GET", "activations/ACT-1", {"notice_id": "ACT-1"}),
     (function_app.retry_activation, "POST", "activations/ACT-1/retry", {"notice_id": "ACT-1"}),
     (function_app.status_page, "GET", "status", {}),
+    (function_app.check_drift_now, "POST", "drift", {}),
 ])
 def test_with_entra_the_operators_routes_refuse_a_call_that_did_not_sign_in(
         entra: None, trigger: Any, method: str, path: str, route: dict[str, str]) -> None:
@@ -130,7 +131,8 @@ def test_the_host_sees_the_auth_level_of_the_mode(monkeypatch: pytest.MonkeyPatc
         monkeypatch.delenv("OPERATOR_AUTH")
         runtime.reset()
         importlib.reload(function_app)
-    operators = {"submit_activation", "list_activations", "get_activation", "retry_activation", "status_page"}
+    operators = {"submit_activation", "list_activations", "get_activation", "retry_activation", "status_page",
+                 "check_drift_now"}
     assert {name for name, level in entra_levels.items() if level.endswith("ANONYMOUS")} == operators | {"health"}
     assert entra_levels["submit_activation_with_key"].endswith("FUNCTION")
     # The status page is only a shell without data, so it needs no key in either mode.

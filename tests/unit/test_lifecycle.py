@@ -23,6 +23,8 @@ from shared.lifecycle import (
     Crashed,
     Decision,
     Delivered,
+    DriftFound,
+    DriftRepair,
     Heartbeat,
     LifecycleEvent,
     OperatorRetry,
@@ -122,6 +124,17 @@ class Case:
     effects: list[str]
 
 
+SMART_HOST = {"connector": "MAILGATESΣ 送信コネクタ", "service": "mailgates", "parameter": "SmartHosts",
+              "desired": ["mgf.cybermail.jp"], "actual": ["mgs.cybermail.jp"]}
+MISSING = {"connector": "Enterprise Audit送信コネクタ", "service": "enterprise_audit", "parameter": None,
+           "desired": None, "actual": None}
+
+
+def drifted_row(*differences: dict[str, Any]) -> ActivationRecord:
+    return replace(succeeded_row(), status=Status.DRIFTED, warnings=[
+        {"code": "CONNECTOR_DRIFT", "message": "…", "differences": list(differences), "at": now_iso(NOW)}])
+
+
 REJECTION = {"code": "NOTICE_INVALID", "message": "mx_host: host_not_allowed",
              "errors": [{"field": "mx_host", "code": "host_not_allowed"}]}
 
@@ -219,6 +232,25 @@ TRANSITIONS = [
     Case("an operator retry of a rejected notice is refused", row(Status.REJECTED, content_hash="", notice_json=""),
          OperatorRetry(), Result.REFUSED, Status.REJECTED, []),
     Case("an operator retry of nothing is not found", None, OperatorRetry(), Result.NOT_FOUND, None, []),
+    # drift
+    Case("a drift check finding a changed parameter marks the activation drifted", succeeded_row(),
+         DriftFound((SMART_HOST,)), Result.DRIFTED, Status.DRIFTED, ["drift.found"]),
+    Case("a drift check finding nothing writes nothing", succeeded_row(), DriftFound(()), Result.IN_SYNC,
+         Status.SUCCEEDED, []),
+    Case("the same drift found again writes nothing", drifted_row(SMART_HOST), DriftFound((SMART_HOST,)),
+         Result.DRIFTED, Status.DRIFTED, []),
+    Case("new drift on a drifted activation is recorded", drifted_row(SMART_HOST),
+         DriftFound((SMART_HOST, MISSING)), Result.DRIFTED, Status.DRIFTED, ["drift.found"]),
+    Case("a drifted activation set right again by an admin is succeeded again", drifted_row(SMART_HOST),
+         DriftFound(()), Result.IN_SYNC, Status.SUCCEEDED, ["drift.cleared"]),
+    Case("a drift finding for an activation that is not succeeded is stale", row(Status.NEEDS_ATTENTION),
+         DriftFound((SMART_HOST,)), Result.STALE, Status.NEEDS_ATTENTION, []),
+    Case("a drift finding while a run holds the activation is stale", running(OTHER), DriftFound((SMART_HOST,)),
+         Result.STALE, Status.RUNNING, []),
+    Case("a drift repair starts a fresh series", drifted_row(SMART_HOST), DriftRepair("drift check"),
+         Result.QUEUED, Status.QUEUED, ["send", "drift.repair"]),
+    Case("a drift repair of an activation that is no longer drifted is stale", succeeded_row(), DriftRepair(),
+         Result.STALE, Status.SUCCEEDED, []),
     # poisoned
     Case("a poisoned notice never seen is recorded failed", None, Poisoned(NOTICE.notice_id, "{}", notice=NOTICE),
          Result.POISONED, Status.FAILED, ["poisoned"]),
@@ -257,12 +289,35 @@ def test_transition(case: Case) -> None:
 def test_every_lifecycle_event_type_has_a_row_in_the_table() -> None:
     covered = {type(c.event) for c in TRANSITIONS}
     assert covered == {Received, Rejected, Delivered, RetryDue, Heartbeat, AttemptFinished, Crashed,
-                       OperatorRetry, Poisoned}
+                       OperatorRetry, Poisoned, DriftFound, DriftRepair}
 
 
 def test_every_status_a_record_can_have_is_reached_by_some_transition() -> None:
     reached = {status_after(c.before, transition(c.before, c.event, NOW, RULES)) for c in TRANSITIONS}
     assert reached - {None} == set(Status)
+
+
+def test_a_drift_finding_keeps_the_last_runs_truth_and_adds_the_differences() -> None:
+    before = succeeded_row()
+    decision = transition(before, DriftFound((SMART_HOST,), requested_by="ops@example.com"), NOW, RULES)
+    assert decision.record is not None
+    after = decision.record
+    assert (after.connectors, after.error, after.finished_at, after.attempts, after.series) == (
+        before.connectors, before.error, before.finished_at, before.attempts, before.series)
+    [warning] = after.warnings
+    assert warning["code"] == "CONNECTOR_DRIFT" and warning["differences"] == [SMART_HOST]
+    assert "SmartHosts is ['mgs.cybermail.jp'], should be ['mgf.cybermail.jp']" in warning["message"]
+    [event] = [e for effect in decision.after if isinstance(effect, Append) for e in effect.events]
+    assert event.data == {"differences": [SMART_HOST], "requested_by": "ops@example.com"}
+
+
+def test_a_repaired_activation_runs_and_succeeds_without_its_drift_warning() -> None:
+    queued = transition(drifted_row(SMART_HOST), DriftRepair(), NOW, RULES).record
+    assert queued is not None and queued.series == 2
+    claimed = transition(queued, RetryDue(envelope(queued), ME), NOW, RULES).record
+    assert claimed is not None and claimed.status is Status.RUNNING
+    done = transition(claimed, AttemptFinished(ME, outcome()), NOW, RULES).record
+    assert done is not None and (done.status, done.warnings) == (Status.SUCCEEDED, [])
 
 
 # -- the error policy --------------------------------------------------------------------------
