@@ -110,7 +110,8 @@ def content_security_policy(html: str) -> str:
 def page_labels() -> dict[str, dict[str, str]]:
     """The words the page shows for statuses and codes: status and code labels, Japanese hints."""
     return {
-        "status": {s.value: label for s, label in STATUS_LABELS_JA.items()},
+        # every status, so the page lists one that has no Japanese words yet, under its own name
+        "status": {s.value: STATUS_LABELS_JA.get(s, s.value) for s in Status},
         "code": {c.value: label for c, label in LABELS_JA.items()},
         "hint_ja": {c.value: hint.ja for c, hint in HINTS.items()},
         "hint_en": {c.value: hint.en for c, hint in HINTS.items()},

@@ -138,6 +138,10 @@ def test_every_error_code_has_a_short_japanese_label(code: ErrorCode) -> None:
     assert label_ja(code.value) == label and label != HINTS[code].ja
 
 
+def test_the_page_is_told_every_status_so_its_triage_order_misses_none() -> None:
+    assert list(page_labels()["status"]) == [s.value for s in Status]
+
+
 def test_an_unknown_code_has_no_label_rather_than_an_error() -> None:
     assert label_ja("NOT_A_CODE") == label_ja(None) == ""
 
