@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TextIO, cast
 
 from .connectors import desired_connectors
+from .errors import HINTS, ErrorCode, label_ja
 from .notice import GUID_PATTERN, ActivationNotice, NoticeError, parse_notice
 from .plan import make_plan, operations
 from .render import plan_json, plan_powershell, plan_text, removal_json, removal_powershell, removal_text
@@ -391,13 +392,18 @@ def _print_status(doc: dict[str, Any], stdout: TextIO) -> None:
     print(f"{t(doc.get('notice_id'))}  {t(doc.get('status'))}  tenant {t(doc.get('tenant_id'))}  "
           f"attempts {t(doc.get('attempts'))}", file=stdout)
     for connector in _dicts(doc.get("connectors")):
+        # The engine turns a connector off when its validation fails: say so in both languages.
+        off = ", 無効化済み (disabled)" if connector.get("disabled") is True else ""
         print(f"  {t(connector.get('name'))}: {t(connector.get('action'))}, "
-              f"validation {t(connector.get('validation'))}", file=stdout)
+              f"validation {t(connector.get('validation'))}{off}", file=stdout)
     # Warnings (SPF findings under SPF_POLICY=warn) do not fail an activation, so they are easy
-    # to miss; the customer still has something to fix.
+    # to miss; the customer still has something to fix. Each comes with its meaning and advice
+    # in Japanese and English, as the error does.
     for warning in _dicts(doc.get("warnings")):
         domain = f" [{t(warning['domain'])}]" if warning.get("domain") else ""
         print(f"  warning {t(warning.get('code'))}{domain}: {t(warning.get('message'))}", file=stdout)
+        for line in _warning_advice(warning.get("code")):
+            print(f"    {line}", file=stdout)
     error = doc.get("error")
     if isinstance(error, dict) and error:
         print(f"  error {t(error.get('code'))}: {t(error.get('message'))}", file=stdout)
@@ -428,6 +434,15 @@ def _difference_line(difference: dict[str, Any]) -> str:
     return (f"{t(difference.get('connector'))}: {t(difference.get('parameter'))} "
             f"desired {t(json.dumps(difference.get('desired'), ensure_ascii=False))}, "
             f"actual {t(json.dumps(difference.get('actual'), ensure_ascii=False))}")
+
+
+def _warning_advice(code: object) -> list[str]:
+    """The Japanese meaning and advice, then the English advice, for a warning's code ([] if unknown)."""
+    try:
+        hint = HINTS[ErrorCode(str(code))]
+    except (KeyError, ValueError):
+        return []
+    return [f"警告: {label_ja(code)}。{hint.ja}", f"hint: {hint.en}"]
 
 
 def _dicts(value: object) -> list[dict[str, Any]]:

@@ -382,3 +382,44 @@ class RoutingPolicyError(ProvisioningError, ValueError):
 def error_dict(code: ErrorCode, detail: str) -> dict[str, Any]:
     """The stored error shape for a code without raising an exception (POLICY says if it retries)."""
     return ProvisioningError(code, detail).to_dict()
+
+
+# A few words per code for places too small for a hint: the status page shows them beside
+# the code in its list, and the CLI beside a warning. The hint (HINTS) stays the full advice.
+LABELS_JA: dict[ErrorCode, str] = {
+    ErrorCode.NOTICE_INVALID: "通知の内容が不正",
+    ErrorCode.NOTICE_CONFLICT: "通知 ID の重複",
+    ErrorCode.CONFIG_INVALID: "アプリ設定の誤り",
+    ErrorCode.CONSENT_MISSING: "管理者の同意がない",
+    ErrorCode.APP_NOT_IN_TENANT: "アプリがテナントにない",
+    ErrorCode.CREDENTIAL_INVALID: "アプリの資格情報が無効",
+    ErrorCode.TENANT_NOT_FOUND: "テナントが見つからない",
+    ErrorCode.ROLE_MISSING: "Exchange 管理ロールがない",
+    ErrorCode.THROTTLED: "Exchange の流量制限",
+    ErrorCode.EXCHANGE_UNAVAILABLE: "Exchange が一時的に利用不可",
+    ErrorCode.NETWORK_ERROR: "ネットワーク エラー",
+    ErrorCode.EXCHANGE_REJECTED: "Exchange が要求を拒否",
+    ErrorCode.REPLICATION_TIMEOUT: "Exchange への反映待ちで時間切れ",
+    ErrorCode.CONFLICTING_CONNECTOR: "競合する既存コネクタ",
+    ErrorCode.RECIPIENT_IN_TENANT: "検証用の宛先がテナント内",
+    ErrorCode.SPF_MISSING: "SPF レコードがない",
+    ErrorCode.SPF_INCLUDE_MISSING: "SPF に include がない",
+    ErrorCode.SPF_TOO_MANY_LOOKUPS: "SPF の DNS 参照が多すぎる",
+    ErrorCode.SPF_MULTIPLE_RECORDS: "SPF レコードが複数ある",
+    ErrorCode.SPF_LOOKUP_FAILED: "SPF の DNS 照会に失敗",
+    ErrorCode.SPF_BROKEN_INCLUDE: "SPF の include 先が壊れている",
+    ErrorCode.VALIDATION_FAILED: "コネクタの検証に失敗",
+    ErrorCode.ROUTING_NOT_ALLOWED: "許可されていない配送先",
+    ErrorCode.MAX_ATTEMPTS_EXCEEDED: "再試行の上限に到達",
+    ErrorCode.UNHANDLED: "想定外のエラー",
+    ErrorCode.CONNECTOR_NOT_OURS: "同名だが当社のものではない",
+    ErrorCode.JOURNAL_NDR_MISSING: "ジャーナル NDR 宛先が未設定",
+}
+
+
+def label_ja(code: object) -> str:
+    """LABELS_JA's words for `code`, or "" for a code this build does not know (older or newer rows)."""
+    try:
+        return LABELS_JA[ErrorCode(str(code))]
+    except (KeyError, ValueError):
+        return ""

@@ -23,12 +23,20 @@ Security Policy on top of the page never writing data as HTML:
   `localStorage` or a cookie, and sends it only as the `x-functions-key` header. It also
   takes the key from the fragment (`#code=`), the form the local runner prints: a browser
   never sends a fragment, so such a link keeps the key out of request logs altogether.
+
+The page's words for statuses and error codes are not written in the HTML: `render_page`
+puts them (STATUS_LABELS_JA here, LABELS_JA and HINTS from `shared/errors.py`) into the
+page's `<meta name="labels">` as JSON, the one place a script reads them from. It is data,
+not script, so the CSP hashes do not change; a status or code added in Python shows on the
+page with its words, and one the page has no words for shows under its own name.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import html as html_text
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,7 +44,25 @@ from functools import cache
 from pathlib import Path
 from types import MappingProxyType
 
+from .errors import HINTS, LABELS_JA
+from .outcome import Status
+
 STATUS_PAGE_PATH = Path(__file__).parent / "static" / "status.html"
+
+# Japanese names of the statuses, as operators say them (the page shows the English value too).
+STATUS_LABELS_JA: dict[Status, str] = {
+    Status.QUEUED: "待機中",
+    Status.RUNNING: "実行中",
+    Status.RETRY_SCHEDULED: "再試行待ち",
+    Status.SUCCEEDED: "成功",
+    Status.NEEDS_ATTENTION: "要対応",
+    Status.FAILED: "失敗",
+    Status.REJECTED: "却下",
+    Status.DRIFTED: "設定変更検出",
+}
+
+# The page's one placeholder for its words; render_page fills it (an empty object if absent).
+LABELS_META = '<meta name="labels" content="{}">'
 
 # The page has exactly one bare <script> and one bare <style>; `render_page` refuses anything
 # else, so a new inline block cannot be added without the policy being recomputed for it.
@@ -82,11 +108,26 @@ def content_security_policy(html: str) -> str:
     ])
 
 
-def render_page(html: str) -> StaticPage:
-    """The page and its security headers, from the HTML text. Pure."""
+def page_labels() -> dict[str, dict[str, str]]:
+    """The words the page shows for statuses and codes: status and code labels, Japanese hints."""
+    return {
+        # every status, so the page lists one that has no Japanese words yet, under its own name
+        "status": {s.value: STATUS_LABELS_JA.get(s, s.value) for s in Status},
+        "code": {c.value: label for c, label in LABELS_JA.items()},
+        "hint_ja": {c.value: hint.ja for c, hint in HINTS.items()},
+        "hint_en": {c.value: hint.en for c, hint in HINTS.items()},
+    }
+
+
+def render_page(html: str, *, labels: Mapping[str, Mapping[str, str]] | None = None) -> StaticPage:
+    """The page and its security headers, from the HTML text and the words to put in it. Pure."""
     # Browsers hash inline blocks after the HTML parser has turned CRLF into LF; a checkout with
     # Windows line endings would otherwise serve hashes that match nothing and a dead page.
     html = html.replace("\r\n", "\n").replace("\r", "\n")
+    if labels is not None and LABELS_META in html:
+        # An attribute value, escaped for one: the browser gives the script back the exact JSON.
+        content = html_text.escape(json.dumps(labels, ensure_ascii=False, separators=(",", ":")), quote=True)
+        html = html.replace(LABELS_META, f'<meta name="labels" content="{content}">', 1)
     headers = {
         "Content-Security-Policy": content_security_policy(html),
         "X-Content-Type-Options": "nosniff",
@@ -100,7 +141,8 @@ def render_page(html: str) -> StaticPage:
 @cache
 def load_status_page(path: Path = STATUS_PAGE_PATH) -> StaticPage:
     """The operators' status page, read and hashed once per process."""
-    return render_page(path.read_text(encoding="utf-8"))
+    return render_page(path.read_text(encoding="utf-8"), labels=page_labels())
 
 
-__all__ = ["STATUS_PAGE_PATH", "StaticPage", "content_security_policy", "load_status_page", "render_page"]
+__all__ = ["LABELS_META", "STATUS_LABELS_JA", "STATUS_PAGE_PATH", "StaticPage", "content_security_policy",
+           "load_status_page", "page_labels", "render_page"]

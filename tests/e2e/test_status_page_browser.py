@@ -36,8 +36,10 @@ import pytest
 from exosim import Simulator
 from localrun.host import LocalFunctionsHost
 from shared import runtime
-from shared.errors import HINTS, ErrorCode
-from shared.store import ActivationStore
+from shared.errors import HINTS, LABELS_JA, ErrorCode
+from shared.outcome import Status
+from shared.page import STATUS_LABELS_JA, load_status_page
+from shared.store import ActivationRecord, ActivationStore
 from tests.fixtures.azurite import StorageNames
 
 pytestmark = pytest.mark.e2e
@@ -361,23 +363,30 @@ def test_an_operator_finds_fixes_and_retries_activations_on_the_status_page(
     # then the key is gone from the address bar, the other parameters stay
     assert chromium.wait_for("location.search === '?top=2' && location.search", what="the key removed") == "?top=2"
     assert host.function_key not in chromium.evaluate("location.href")
+    # and the list is in triage order: what needs attention first, then success, then rejected
+    assert first_page == [na_id, ok_id]
     # and the next page holds the third activation, and First goes back
     chromium.evaluate("document.getElementById('next').click()")
     second_page = chromium.wait_for(f"{ROWS}.length === 1 && {ROWS}", what="the second page")
-    assert sorted(first_page + second_page) == sorted([ok_id, na_id, bad_id])
+    assert second_page == [bad_id]
     assert chromium.evaluate("document.getElementById('next').disabled") is True
     chromium.evaluate("document.getElementById('first').click()")
     assert chromium.wait_for(f"{ROWS}.length === 2 && {ROWS}") == first_page
 
     # when the whole list is shown
     chromium.open(f"{host.api_url}/status?code={host.function_key}")
-    chromium.wait_for(f"{ROWS}.length === 3", what="three rows")
-    # then every status has its badge, and the markup in a customer name is plain text
+    assert chromium.wait_for(f"{ROWS}.length === 3 && {ROWS}", what="three rows") == [na_id, ok_id, bad_id]
+    # then every status has its badge in Japanese, and the markup in a customer name is plain text
     assert [chromium.evaluate(_row_status(i)) for i in (ok_id, na_id, bad_id)] == [
         "succeeded", "needs_attention", "rejected"]
+    badge = chromium.evaluate(f"{_row(na_id)}.querySelector('.badge').textContent")
+    assert STATUS_LABELS_JA[Status.NEEDS_ATTENTION] in badge
     assert chromium.evaluate(f"{_row(na_id)}.querySelector('.customer').textContent") == XSS
     assert chromium.evaluate(f"{_row(ok_id)}.textContent").count("EA: create/passed") == 1
     assert chromium.evaluate(f"{_row(na_id)}.textContent").count("CONFLICTING_CONNECTOR") == 1
+    # and the error code has its short meaning in Japanese beside it
+    assert chromium.evaluate(f"{_row(na_id)}.querySelector('.code-ja').textContent") == LABELS_JA[
+        ErrorCode.CONFLICTING_CONNECTOR]
     assert chromium.evaluate("document.querySelectorAll('img, [onerror]').length") == 0
 
     # when filtering by status, then only that status is listed; a bad tenant id is explained
@@ -394,10 +403,10 @@ def test_an_operator_finds_fixes_and_retries_activations_on_the_status_page(
     chromium.evaluate(f"{_row(bad_id)}.click()")
     detail = chromium.wait_for(f"{_text('#detail h2')}.includes({json.dumps(bad_id)}) && {_text('#detail')}")
     assert "mx_host" in detail and XSS in detail and "NOTICE_INVALID" in detail
-    # and Retry is refused with the API's reason (409)
-    chromium.evaluate("document.getElementById('retry').click()")
-    refused = chromium.wait_for(f"{_text('#retry-msg')}.includes('409') && {_text('#retry-msg')}")
-    assert "今は再試行できません" in refused and "submit a corrected notice" in refused
+    # and Retry is not offered (it cannot work), with the reason and what to do instead
+    assert chromium.evaluate("document.getElementById('retry').disabled") is True
+    why = chromium.evaluate(_text("#no-retry"))
+    assert "訂正した通知を送信してください" in why and "submit a corrected notice" in why
 
     # when the operator opens the activation that needs attention
     chromium.evaluate(f"{_row(na_id)}.click()")
@@ -414,7 +423,20 @@ def test_an_operator_finds_fixes_and_retries_activations_on_the_status_page(
 
     # when the customer removes the foreign connector and the operator presses Retry
     simulator.configure_tenant(na_tenant, connectors=[])
+    assert chromium.evaluate("document.getElementById('retry').disabled") is False
+    # then a confirmation is asked first, and Cancel sends nothing
     chromium.evaluate("document.getElementById('retry').click()")
+    asked = chromium.wait_for(f"document.getElementById('confirm').open && {_text('#confirm-text')}")
+    assert na_id in asked and "再試行しますか" in asked
+    chromium.evaluate("document.getElementById('confirm-cancel').click()")
+    assert chromium.evaluate("document.getElementById('confirm').open") is False
+    time.sleep(0.3)
+    assert chromium.evaluate("document.getElementById('retry-msg').hidden") is True
+    assert activation_store.get(na_id).status == "needs_attention"  # type: ignore[union-attr]
+    # and confirming it queues the retry
+    chromium.evaluate("document.getElementById('retry').click()")
+    chromium.wait_for("document.getElementById('confirm').open")
+    chromium.evaluate("document.getElementById('confirm-ok').click()")
     accepted = chromium.wait_for(f"{_text('#retry-msg')}.includes('Retry queued') && {_text('#retry-msg')}")
     assert "再試行を受け付けました" in accepted
     # then auto-refresh shows it succeed, in the list and in the open detail, with no reload
@@ -423,6 +445,9 @@ def test_an_operator_finds_fixes_and_retries_activations_on_the_status_page(
     assert "MG: create/passed" in chromium.evaluate(f"{_row(na_id)}.textContent")
     detail = chromium.wait_for(f"{_text('#detail')}.includes('retry.requested') && {_text('#detail')}")
     assert "✔" in detail and "passed" in detail
+    # and a clean success offers no retry (there is nothing for it to do)
+    chromium.wait_for("document.getElementById('retry').disabled")
+    assert "Succeeded with nothing to fix" in chromium.evaluate(_text("#no-retry"))
     chromium.evaluate("document.getElementById('detail').scrollTop = 1e6")
     chromium.screenshot(tmp_path / "status-page-history.png")
 
@@ -509,7 +534,7 @@ def test_the_page_shell_needs_no_key_but_every_data_route_does(function_host: Lo
             assert page.headers["Content-Type"].startswith("text/html")
             assert "script-src 'sha256-" in page.headers["Content-Security-Policy"]
             assert page.headers["Cache-Control"] == "no-store"
-            assert page.read() == (PROJECT / "shared" / "static" / "status.html").read_bytes()
+            assert page.read() == load_status_page().body
     for method, path in (("GET", "activations"), ("GET", "activations/PAGE-OK-1"),
                          ("POST", "activations/PAGE-OK-1/retry"), ("POST", "activations")):
         request = urllib.request.Request(f"{function_host.api_url}/{path}", data=b"{}" if method == "POST" else None,
@@ -586,4 +611,143 @@ def test_the_page_shows_the_newest_events_with_their_count_and_survives_rows_tha
     assert "最新 200 件 / 全 1301 件" in count and "newest 200 of 1301" in count
     assert chromium.evaluate("document.querySelectorAll('#detail ol.events li').length") == 200
     assert "the newest event" in chromium.evaluate(_text("#detail ol.events li:last-child"))
+    assert chromium.problems() == []
+
+
+def _seed_triage(store: ActivationStore) -> dict[str, str]:
+    """Activations in every state the triage view distinguishes, written as the engine records them."""
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    tenant = str(uuid.uuid4())
+
+    def connector(service: str, name: str, **fields: Any) -> dict[str, Any]:
+        return {"name": name, "service": service, "action": "create", "changed": [], "validation": "passed",
+                "tasks": [], "disabled": False, **fields}
+
+    spf = {"code": ErrorCode.SPF_INCLUDE_MISSING.value, "domain": "contoso.example",
+           "message": "the SPF record of contoso.example does not include the MailGates servers"}
+    rows = {
+        # the engine turned MailGates off when its validation failed
+        "TRI-A-NA": ActivationRecord("TRI-A-NA", tenant, Status.NEEDS_ATTENTION, attempts=1, notice_json="{}",
+                                     customer_name="Northwind", contract_id="K-100",
+                                     connectors=[connector("mailgates", "MailGates Outbound", validation="failed",
+                                                           disabled=True)],
+                                     error={"code": ErrorCode.VALIDATION_FAILED.value, "message": "550 5.7.1"}),
+        "TRI-B-FAIL": ActivationRecord("TRI-B-FAIL", tenant, Status.FAILED, attempts=5, notice_json="{}",
+                                       customer_name="Fabrikam", contract_id="K-200",
+                                       error={"code": ErrorCode.MAX_ATTEMPTS_EXCEEDED.value, "message": "gave up"}),
+        "TRI-C-WARN": ActivationRecord("TRI-C-WARN", tenant, Status.SUCCEEDED, attempts=1, notice_json="{}",
+                                       customer_name="Contoso", contract_id="K-300", warnings=[spf],
+                                       connectors=[connector("mailgates", "MailGates Outbound")]),
+        "TRI-D-TERM": ActivationRecord("TRI-D-TERM", tenant, Status.SUCCEEDED, attempts=1, notice_json="{}",
+                                       customer_name="Litware", contract_id="K-400",
+                                       connectors=[connector("mailgates", "MailGates Outbound", action="removed"),
+                                                   connector("enterprise_audit", "Enterprise Audit Outbound",
+                                                             action="absent")]),
+        "TRI-E-RUN": ActivationRecord("TRI-E-RUN", tenant, Status.RUNNING, attempts=1, notice_json="{}",
+                                      customer_name="Adatum", contract_id="K-500"),
+    }
+    for record in rows.values():
+        store.create(ActivationRecord(**{**record.__dict__, "created_at": now, "updated_at": now}))
+    return {notice_id: record.status.value for notice_id, record in rows.items()}
+
+
+STATUSES_SHOWN = "[...document.querySelectorAll('#rows tr')].map(r => r.querySelector('[data-status]').dataset.status)"
+
+
+def test_the_page_puts_what_needs_a_person_first_and_says_what_each_row_means(
+        chromium: Chromium, function_host: LocalFunctionsHost, activation_store: ActivationStore) -> None:
+    host = function_host
+    _seed_triage(activation_store)
+    chromium.open(f"{host.api_url}/status#code={host.function_key}")
+    # then needs_attention and failed come first, whatever their notice ids
+    chromium.wait_for(f"{ROWS}.length === 5", what="five rows")
+    assert chromium.evaluate(STATUSES_SHOWN) == ["needs_attention", "failed", "running", "succeeded", "succeeded"]
+    assert chromium.evaluate(ROWS)[:2] == ["TRI-A-NA", "TRI-B-FAIL"]
+    # and each error code has its Japanese meaning beside it
+    assert chromium.evaluate(f"{_row('TRI-B-FAIL')}.querySelector('.code-ja').textContent") == LABELS_JA[
+        ErrorCode.MAX_ATTEMPTS_EXCEEDED]
+    # and a success with warnings is marked, a clean one is not
+    assert "警告 1 件" in chromium.evaluate(f"{_row('TRI-C-WARN')}.querySelector('.warned')?.textContent || ''")
+    assert chromium.evaluate(f"{_row('TRI-D-TERM')}.querySelector('.warned')") is None
+    # and a connector the engine turned off says 無効化済み; termination's removed ones say so too
+    assert "MG: 無効化済み disabled" in chromium.evaluate(f"{_row('TRI-A-NA')}.textContent")
+    term = chromium.evaluate(f"{_row('TRI-D-TERM')}.textContent")
+    assert "MG: 削除済み removed" in term and "EA: なし absent" in term
+
+    # when the operator opens the success with a warning, it is there in both languages
+    chromium.evaluate(f"{_row('TRI-C-WARN')}.click()")
+    detail = chromium.wait_for(f"{_text('#detail h2')}.includes('TRI-C-WARN') && {_text('#detail .warnings')}")
+    hint = HINTS[ErrorCode.SPF_INCLUDE_MISSING]
+    assert LABELS_JA[ErrorCode.SPF_INCLUDE_MISSING] in detail and hint.ja in detail and hint.en in detail
+    assert "does not include the MailGates servers" in detail and "contoso.example" in detail
+    # and Retry is offered for it (a re-run checks the SPF record again)
+    assert chromium.evaluate("document.getElementById('retry').disabled") is False
+    # but not while an activation is running, nor for a clean success
+    for notice_id, reason in (("TRI-E-RUN", "Running now"), ("TRI-D-TERM", "nothing to fix")):
+        chromium.evaluate(f"{_row(notice_id)}.click()")
+        chromium.wait_for(f"{_text('#detail h2')}.includes({json.dumps(notice_id)})")
+        assert chromium.evaluate("document.getElementById('retry').disabled") is True, notice_id
+        assert reason in chromium.evaluate(_text("#no-retry")), notice_id
+    # and the disabled connector says 無効化済み in the detail too
+    chromium.evaluate(f"{_row('TRI-A-NA')}.click()")
+    detail = chromium.wait_for(f"{_text('#detail h2')}.includes('TRI-A-NA') && {_text('#detail')}")
+    assert "無効化済み disabled" in detail and LABELS_JA[ErrorCode.VALIDATION_FAILED] in detail
+    assert chromium.evaluate("document.getElementById('retry').disabled") is False
+
+    # when the operator filters to failed and opens it, then reloads
+    chromium.evaluate("document.getElementById('f-status').value = 'failed';"
+                      "document.getElementById('filters').requestSubmit()")
+    assert chromium.wait_for(f"{ROWS}.length === 1 && {ROWS}") == ["TRI-B-FAIL"]
+    chromium.evaluate(f"{_row('TRI-B-FAIL')}.click()")
+    chromium.wait_for(f"{_text('#detail h2')}.includes('TRI-B-FAIL')")
+    chromium.call("Page.reload")
+    chromium.wait_for("document.readyState === 'complete'")
+    # then the same filter and the same activation are shown, without the key in the address
+    assert chromium.wait_for(f"{ROWS}.length === 1 && {ROWS}", what="the list after reload") == ["TRI-B-FAIL"]
+    chromium.wait_for(f"{_text('#detail h2')}.includes('TRI-B-FAIL')", what="the detail after reload")
+    assert chromium.evaluate("document.getElementById('f-status').value") == "failed"
+    assert host.function_key not in chromium.evaluate("location.href")
+    assert chromium.problems() == []
+
+
+def test_the_counts_bar_shows_the_summary_and_filters_by_status(
+        chromium: Chromium, function_host: LocalFunctionsHost, activation_store: ActivationStore) -> None:
+    # Needs GET /api/summary; without that route the bar stays hidden and this test fails.
+    host = function_host
+    seeded = _seed_triage(activation_store)
+    chromium.open(f"{host.api_url}/status#code={host.function_key}")
+    chromium.wait_for(f"{ROWS}.length === 5", what="five rows")
+    chromium.wait_for("!document.getElementById('counts').hidden", what="the counts bar")
+    shown = chromium.evaluate("Object.fromEntries([...document.querySelectorAll('#counts button')]"
+                              ".map(b => [b.dataset.status, b.querySelector('.n').textContent]))")
+    expected = {s.value: str(list(seeded.values()).count(s.value)) for s in Status}
+    assert {k: v for k, v in shown.items() if k} == expected
+    assert shown[""] == "5"
+    # when the operator presses the failed count, the list is the failed activations
+    chromium.evaluate("document.querySelector('#counts button[data-status=\"failed\"]').click()")
+    assert chromium.wait_for(f"{ROWS}.length === 1 && {ROWS}") == ["TRI-B-FAIL"]
+    assert chromium.evaluate("document.getElementById('f-status').value") == "failed"
+    assert chromium.problems() == []
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ("TRI-B", ["TRI-B-FAIL"]),          # notice id prefix
+    ("Contoso", ["TRI-C-WARN"]),        # customer name
+    ("K-400", ["TRI-D-TERM"]),          # contract id
+])
+def test_the_search_finds_by_notice_id_prefix_customer_and_contract(
+        chromium: Chromium, function_host: LocalFunctionsHost, activation_store: ActivationStore,
+        query: str, expected: list[str]) -> None:
+    # Needs the list API's q parameter; an API that ignores it lists all five and this test fails.
+    host = function_host
+    _seed_triage(activation_store)
+    chromium.open(f"{host.api_url}/status#code={host.function_key}")
+    chromium.wait_for(f"{ROWS}.length === 5", what="five rows")
+    chromium.evaluate(f"document.getElementById('f-q').value = {json.dumps(query)};"
+                      "document.getElementById('filters').requestSubmit()")
+    chromium.wait_for(f"new URLSearchParams(location.search).get('q') === {json.dumps(query)}")
+    time.sleep(1.0)  # the list has answered (or a wrong one would have shown by now)
+    assert chromium.wait_for(f"{ROWS}.length > 0 && {ROWS}") == expected
     assert chromium.problems() == []
