@@ -70,15 +70,22 @@ def worker(worker_settings: Settings, activation_store: ActivationStore, activat
     return Worker(worker_settings, store=activation_store, queue=activation_queue, engine_factory=lambda: engine)
 
 
-def pump(worker: Worker, queue: ActivationQueue, *, until: float = 20.0, idle_exit: float = 1.5) -> list[str]:
-    """Deliver queue messages to the worker like the Functions host; returns the results."""
+def pump(worker: Worker, queue: ActivationQueue, *, until: float = 20.0, idle_exit: float = 1.5,
+         idle_max: float = 8.0) -> list[str]:
+    """Deliver queue messages to the worker like the Functions host; returns the results.
+
+    Stops once nothing arrived for `idle_exit` seconds and the queue holds no message, visible
+    or delayed (a retry becomes visible only on the service's next whole second, later on a
+    busy machine), or after `idle_max` idle seconds whatever it holds.
+    """
     results: list[str] = []
     deadline = time.monotonic() + until
     last_work = time.monotonic()
     while time.monotonic() < deadline:
         messages = queue.receive(max_messages=16, visibility_timeout=30)
         if not messages:
-            if time.monotonic() - last_work > idle_exit:
+            idle = time.monotonic() - last_work
+            if idle > idle_max or (idle > idle_exit and queue.approximate_count() == 0):
                 break
             time.sleep(0.1)
             continue
