@@ -429,8 +429,14 @@ def mutated_notices(stack: ChaosStack, size: Size, *, threads: int = 6) -> Resul
     drained = wait_until(lambda: _queue_depths(stack) == (0, 0), timeout=size.fuzz_settle_s, interval=2.0)
     if not drained:
         depth, poison = _queue_depths(stack)
-        result.problems.append(f"after {size.fuzz_settle_s:.0f}s the queue still holds {depth} and "
-                               f"-poison {poison} message(s)")
+        message = f"after {size.fuzz_settle_s:.0f}s the queue still holds {depth} and -poison {poison} message(s)"
+        if poison:
+            result.problems.append(message)
+        else:
+            # Delayed envelopes (a watchdog re-sent by a long run, a second retry message for
+            # one due time) stay invisible until due and are then dropped as stale; whether a
+            # notice was lost is judged from its record below, not from the queue's depth.
+            result.notes.append(message + "; delayed envelopes, judged by the records")
     expected = sorted(kind_of)
     items, errors = list_all(stack.api())
     listed = not errors
