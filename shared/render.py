@@ -32,15 +32,21 @@ def plan_json(notice: ActivationNotice, specs: Sequence[ConnectorSpec], ops: Seq
     return json.dumps(doc, ensure_ascii=False, indent=2)
 
 
-def plan_text(notice: ActivationNotice, specs: Sequence[ConnectorSpec], ops: Sequence[Operation]) -> str:
+def _heading(kind: str, notice: ActivationNotice) -> list[str]:
+    """The first lines of a text plan: which notice, tenant, customer and contract it is for."""
     lines = [
-        f"Activation {notice.notice_id}",
+        f"{kind} {notice.notice_id}",
         f"  tenant:    {notice.tenant_id}" + (f" ({notice.tenant_domain})" if notice.tenant_domain else ""),
     ]
     if notice.customer_name:
         lines.append(f"  customer:  {notice.customer_name}")
     if notice.contract_id:
         lines.append(f"  contract:  {notice.contract_id}")
+    return lines
+
+
+def plan_text(notice: ActivationNotice, specs: Sequence[ConnectorSpec], ops: Sequence[Operation]) -> str:
+    lines = _heading("Activation", notice)
     lines.append(f"  services:  {', '.join(notice.services)}")
     lines.append("")
     for number, spec in enumerate(specs, start=1):
@@ -248,14 +254,7 @@ def removal_json(notice: ActivationNotice, plan: RemovalPlan, *, own: OwnConnect
 
 
 def removal_text(notice: ActivationNotice, plan: RemovalPlan, *, own: OwnConnectors) -> str:
-    lines = [
-        f"Termination {notice.notice_id}",
-        f"  tenant:    {notice.tenant_id}" + (f" ({notice.tenant_domain})" if notice.tenant_domain else ""),
-    ]
-    if notice.customer_name:
-        lines.append(f"  customer:  {notice.customer_name}")
-    if notice.contract_id:
-        lines.append(f"  contract:  {notice.contract_id}")
+    lines = _heading("Termination", notice)
     lines += [f"  ending:    {', '.join(r.service for r in plan.removals)}", ""]
     for number, removal in enumerate(plan.removals, start=1):
         lines += [
