@@ -107,6 +107,14 @@ def list_activations(req: func.HttpRequest) -> func.HttpResponse:
     return _http(runtime.api().list(dict(req.params)))
 
 
+@app.route(route="summary", methods=["GET"], auth_level=OPERATOR_LEVEL)
+def summary(req: func.HttpRequest) -> func.HttpResponse:
+    """Activations per status (`counts`, `total`, `exact`), read from counters, not the table."""
+    if _requester(req) is None:
+        return _http(SIGN_IN_REQUIRED)
+    return _http(runtime.api().summary())
+
+
 @app.route(route="activations/{notice_id}", methods=["GET"], auth_level=OPERATOR_LEVEL)
 def get_activation(req: func.HttpRequest) -> func.HttpResponse:
     """The status of one activation, with its connectors, error and history."""

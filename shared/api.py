@@ -16,7 +16,7 @@ from .errors import ErrorCode, error_dict
 from .notice import GUID_PATTERN, NOTICE_ID_PATTERN, NoticeError
 from .outcome import Status, now_iso
 from .requester import FUNCTION_KEY
-from .store import ActivationRecord, ActivationStore, InvalidContinuation
+from .store import MAX_QUERY_CHARS, ActivationRecord, ActivationStore, InvalidContinuation
 from .text import clean, decode_body
 from .worker import RetryRefused, Worker
 
@@ -106,6 +106,7 @@ class ActivationApi:
         return ApiResponse(200, doc)
 
     def list(self, params: Mapping[str, str]) -> ApiResponse:
+        """A page of activations, newest created first; `q` searches (see ActivationStore.search)."""
         status = params.get("status") or None
         tenant = params.get("tenant_id") or None
         if status is not None and status not in {s.value for s in Status}:
@@ -120,15 +121,23 @@ class ActivationApi:
             return _problem(400, "BAD_REQUEST", "top must be an integer")
         if not 1 <= top <= MAX_TOP:
             return _problem(400, "BAD_REQUEST", f"top must be between 1 and {MAX_TOP}")
+        q = " ".join((params.get("q") or "").split()) or None
+        if q is not None and len(q) > MAX_QUERY_CHARS:
+            return _problem(400, "BAD_REQUEST", f"q must be at most {MAX_QUERY_CHARS} characters")
         try:
-            page = self._store.list_activations(status=status, tenant_id=tenant, top=top,
+            page = self._store.list_activations(status=status, tenant_id=tenant, q=q, top=top,
                                                 continuation=params.get("continuation") or None)
         except InvalidContinuation as exc:
             return _problem(400, "BAD_REQUEST", f"continuation: {exc}")
         return ApiResponse(200, {
-            "items": [status_document(r) for r in page.items],
+            "items": [{**status_document(r), "warnings_count": len(r.warnings)} for r in page.items],
             "continuation": page.continuation,
         })
+
+    def summary(self) -> ApiResponse:
+        """Activations per status, from counters (one small query, whatever the table's size)."""
+        summary = self._store.summary()
+        return ApiResponse(200, {"counts": summary.counts, "total": summary.total, "exact": summary.exact})
 
     def retry(self, notice_id: str, *, requested_by: str = FUNCTION_KEY) -> ApiResponse:
         if not NOTICE_ID_PATTERN.fullmatch(notice_id):

@@ -198,13 +198,21 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.set_defaults(handler=_cmd_status)
 
-    listing = sub.add_parser("list", help="list activations, newest information first")
+    listing = sub.add_parser("list", help="list activations, newest created first")
     listing.add_argument("--status", choices=[s.value for s in _statuses()])
     listing.add_argument("--tenant-id")
+    listing.add_argument("--q", help="search: a notice id prefix, a customer name prefix, or a contract id")
     listing.add_argument("--top", type=int, default=50)
     listing.add_argument("--continuation")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(handler=_cmd_list)
+
+    summary = sub.add_parser("summary", help="count activations per status (from counters, not a scan)")
+    summary.add_argument("--json", action="store_true")
+    summary.set_defaults(handler=_cmd_summary)
+
+    reindex = sub.add_parser("reindex", help="index every activation row (once after upgrading, or to repair)")
+    reindex.set_defaults(handler=_cmd_reindex)
 
     retry = sub.add_parser("retry", help="start a fresh series of attempts for an activation")
     retry.add_argument("notice_id")
@@ -454,8 +462,8 @@ def _cmd_list(args: argparse.Namespace, settings: Settings, stdin: TextIO, stdou
     from .store import ActivationStore
 
     api = ActivationApi(ActivationStore.from_settings(settings), _no_worker)
-    params = {k: v for k, v in {"status": args.status, "tenant_id": args.tenant_id, "top": str(args.top),
-                                "continuation": args.continuation}.items() if v}
+    params = {k: v for k, v in {"status": args.status, "tenant_id": args.tenant_id, "q": args.q,
+                                "top": str(args.top), "continuation": args.continuation}.items() if v}
     response = api.list(params)
     if response.status != 200:
         print(response.body["error"]["message"], file=stderr)
@@ -479,13 +487,39 @@ def _cmd_list(args: argparse.Namespace, settings: Settings, stdin: TextIO, stdou
     return EXIT_OK
 
 
+def _cmd_summary(args: argparse.Namespace, settings: Settings, stdin: TextIO, stdout: TextIO,
+                 stderr: TextIO) -> int:
+    from .api import ActivationApi
+    from .store import ActivationStore
+
+    body = ActivationApi(ActivationStore.from_settings(settings), _no_worker).summary().body
+    if args.json:
+        print(json.dumps(body, ensure_ascii=False, indent=2), file=stdout)
+        return EXIT_OK
+    for status, count in body["counts"].items():
+        print(f"{status:<16} {count:>8}", file=stdout)
+    print(f"{'total':<16} {body['total']:>8}" + ("" if body["exact"] else
+          "  (run `python -m shared reindex` once: rows from before the index are not counted)"), file=stdout)
+    return EXIT_OK
+
+
+def _cmd_reindex(args: argparse.Namespace, settings: Settings, stdin: TextIO, stdout: TextIO,
+                 stderr: TextIO) -> int:
+    from .store import ActivationStore
+
+    count = ActivationStore.from_settings(settings).reindex()
+    print(f"indexed {count} activation(s)", file=stdout)
+    return EXIT_OK
+
+
 def _list_row(notice_id: object, status: object, attempts: object, tenant_id: object, error: object) -> str:
     t = one_line
     return f"{t(notice_id):<24} {t(status):<16} {t(attempts):>8}  {t(tenant_id):<36}  {t(error)}".rstrip()
 
 
 def _nothing_matched(args: argparse.Namespace, *, more: bool) -> str:
-    filters = [f"{name}={value}" for name, value in (("status", args.status), ("tenant_id", args.tenant_id)) if value]
+    filters = [f"{name}={value}" for name, value in (("status", args.status), ("tenant_id", args.tenant_id),
+                                                     ("q", args.q)) if value]
     where = f" with {', '.join(filters)}" if filters else ""
     if more:
         return f"No activations{where} on this page; the next page may have some."

@@ -219,7 +219,9 @@ class DriftChecker:
 
     # -- one tenant ---------------------------------------------------------------------------
     def _check(self, tenant_id: str, record: ActivationRecord, *, requested_by: str | None) -> TenantCheck:
-        newest = self._newest(tenant_id) or record
+        listed = self._newest(tenant_id)
+        # A list item carries the listed fields only; the desired state is in the stored notice.
+        newest = (self._store.get(listed.notice_id) if listed is not None else None) or record
         check = TenantCheck(tenant_id, newest.notice_id, "skipped")
         if newest.status not in CHECKED_STATUSES:
             check.detail = f"the tenant's newest activation {newest.notice_id} is {newest.status.value}"

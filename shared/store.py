@@ -17,6 +17,12 @@ Schema (property names are the `ActivationRecord` / `EventRecord` field names):
   collide. Rows written before this scheme have RowKey "<epoch ms>-<sequence>-<hex>" (oldest
   first); they start with a digit, so they sort before every "r" key and are read as a
   second, ascending range (`history`).
+* index rows, in the activations table's partition `index.INDEX_PARTITION` (see shared/index.py
+  for their keys): what lists by status or tenant, search and the summary read, so that none
+  of them scans the table. They are written after the activation row, in one entity-group
+  transaction per change (rows, pointer and counter together, so the counts always equal the
+  rows); a crash in between leaves the index one change behind until the activation's next
+  write, its watchdog message, or `python -m shared reindex`.
 
 Every string property stays within the service's 64 KiB (32 Ki UTF-16 units) limit: free text
 is cut with a visible marker, JSON is shrunk string by string so it stays valid JSON.
@@ -30,6 +36,7 @@ import binascii
 import hashlib
 import itertools
 import json
+import logging
 import math
 import re
 import uuid
@@ -54,7 +61,8 @@ from azure.data.tables import (
     UpdateMode,
 )
 
-from .outcome import Status
+from . import index as ix
+from .outcome import Status, now_iso
 from .settings import SettingsError
 from .text import clean, clean_value, is_storable, keep_raw, restore_raw
 
@@ -101,6 +109,12 @@ _MAX_LEGACY_KEYS_SCANNED = 100_000  # a history in the old key scheme is read by
 _SEQUENCE = itertools.count()
 
 T = TypeVar("T")
+
+MAX_QUERY_CHARS = 200
+_INDEX_ROUNDS = 8  # transaction attempts when a pointer or counter row changed under us
+_NOTICE_ID_CHARS = re.compile(r"[A-Za-z0-9._-]+")  # what a notice id may hold (notice.NOTICE_ID_PATTERN)
+
+log = logging.getLogger(__name__)
 
 
 class StoreError(Exception):
@@ -238,6 +252,17 @@ class Page(Generic[T]):
 
     items: list[T]
     continuation: str | None
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Activations per status, from the counters. They move in the same transaction as the
+    status rows, so they always equal what a list by status shows; `exact` is true when every
+    activation row is known to be indexed (a table this version created, or after `reindex`)."""
+
+    counts: dict[str, int]
+    total: int
+    exact: bool
 
 
 # --------------------------------------------------------------------------- helpers
@@ -711,9 +736,15 @@ class ActivationStore:
         self._service.close()
 
     def ensure_tables(self) -> None:
-        """Create both tables if missing (idempotent: every worker may call it at start)."""
+        """Create both tables if missing (idempotent: every worker may call it at start).
+
+        An activations table with no activation row yet (new, or made by the Bicep) is marked
+        completely indexed: every row it will hold is indexed as it is written.
+        """
         for name in (self._activations_table, self._events_table):
             self._service.create_table_if_not_exists(name)
+        if self._index_row(ix.COMPLETE_ROW) is None and not any(self._activation_rows(top=1)):
+            self._mark_index_complete()
 
     # ------------------------------------------------------------------ activations
 
@@ -754,19 +785,23 @@ class ActivationStore:
         return restore_raw(preview, original if isinstance(original, str) else None)
 
     def create(self, record: ActivationRecord) -> ActivationRecord:
-        """Insert `record`; RecordExists if the notice already has a row."""
+        """Insert `record`, then its index rows; RecordExists if the notice already has a row."""
         entity = record_to_entity(record)
         try:
             metadata = self._activations.create_entity(entity)
         except ResourceExistsError as exc:
             raise RecordExists(f"activation {record.notice_id!r} already exists") from exc
-        return entity_to_record(entity, etag=_metadata_etag(metadata))
+        written = entity_to_record(entity, etag=_metadata_etag(metadata))
+        self._index_quietly(entity, fresh=True)
+        return written
 
-    def replace(self, record: ActivationRecord) -> ActivationRecord:
+    def replace(self, record: ActivationRecord, *, previous: ActivationRecord | None = None) -> ActivationRecord:
         """Overwrite the row if it is still at `record.etag`; ConcurrentUpdate if not.
 
         Replace (not merge) so that a field set to None is removed from the row rather than
-        keeping its old value. The returned record carries the new ETag.
+        keeping its old value. The returned record carries the new ETag. `previous`, the row
+        as read before this write, lets a write that changes nothing a list shows (a lease
+        renewal) skip the index entirely; without it the index is checked (one point read).
         """
         if not record.etag:
             raise ValueError("replace needs the etag of the row it was read from (use get or create first)")
@@ -781,37 +816,44 @@ class ActivationStore:
             if _is_table_missing(exc):
                 raise
             raise RecordNotFound(f"activation {record.notice_id!r} does not exist") from exc
-        return entity_to_record(entity, etag=_metadata_etag(metadata))
+        written = entity_to_record(entity, etag=_metadata_etag(metadata))
+        if previous is not None and _unchanged_in_lists(record_to_entity(previous), entity):
+            return written
+        self._index_quietly(entity)
+        return written
 
     def list_activations(
         self,
         *,
         status: str | None = None,
         tenant_id: str | None = None,
+        q: str | None = None,
         top: int = 50,
         continuation: str | None = None,
     ) -> Page[ActivationRecord]:
-        """Up to `top` activations in notice_id order, optionally by status and/or tenant.
+        """Up to `top` activations in triage order (index.TRIAGE_ORDER), newest created first
+        within a status; optionally one status's, one tenant's, or a search's (`search`).
 
-        The service may return short or even empty pages with a continuation (it stops at
-        partition-server boundaries and after 5 s of scanning), so pages are topped up here,
-        within a bounded number of round trips; a short page therefore does not mean the end,
-        only `continuation is None` does.
+        Reads index rows only, one RowKey range of one partition, so a page of `top` reads
+        about `top` rows however large the table. The items carry the listed fields (no
+        notice, no raw message): `get` reads the rest. The service may return short or even
+        empty pages with a continuation (it stops at partition-server boundaries and after
+        5 s of scanning), so pages are topped up here, within a bounded number of round trips;
+        a short page therefore does not mean the end, only `continuation is None` does.
         """
         if not 1 <= top <= MAX_PAGE_SIZE:
             raise ValueError(f"top must be between 1 and {MAX_PAGE_SIZE}")
         if status is not None and status not in STATUSES:
             raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+        if q is not None:
+            if continuation is not None:
+                raise InvalidContinuation("a search has one page only; refine the query instead")
+            return Page(self.search(q, status=status, tenant_id=tenant_id, top=top), None)
+        lo, hi = ix.tenant_range(tenant_id, status) if tenant_id is not None else ix.status_range(status)
         # Each @name must stand alone between spaces: the SDK substitutes word by word.
-        clauses = ["RowKey eq @row_key"]
-        parameters: dict[str, Any] = {"row_key": ACTIVATION_ROW_KEY}
-        if status is not None:
-            clauses.append("status eq @status")
-            parameters["status"] = status
-        if tenant_id is not None:
-            clauses.append("tenant_id eq @tenant_id")
-            parameters["tenant_id"] = tenant_id
-        query = _query_fingerprint(status, tenant_id)
+        clauses = ["PartitionKey eq @pk", "RowKey ge @lo", "RowKey lt @hi"]
+        parameters: dict[str, Any] = {"pk": ix.INDEX_PARTITION, "lo": lo, "hi": hi}
+        query = _query_fingerprint("index", status, tenant_id)
         token: dict[str, str | None] | None = (
             decode_continuation(continuation, query=query) if continuation is not None else None
         )
@@ -822,11 +864,42 @@ class ActivationStore:
             ).by_page(continuation_token=cast(Any, token))  # the SDK's hint says str; it takes its dict
             page = next(pages, None)
             if page is not None:
-                items.extend(entity_to_record(entity) for entity in page)
+                items.extend(r for r in map(index_to_record, page) if r is not None)
             token = pages.continuation_token  # type: ignore[attr-defined]
             if not token or len(items) >= top:
                 break
         return Page(items, encode_continuation(token, query=query) if token else None)
+
+    def search(self, q: str, *, status: str | None = None, tenant_id: str | None = None,
+               top: int = 50) -> list[ActivationRecord]:
+        """Activations whose notice id starts with `q` (as typed: ids are case-sensitive), whose
+        customer name starts with it (case-insensitive, spaces collapsed) or whose contract id
+        starts with it; in list order, at most `top`.
+
+        Three range queries of at most `top` rows each, every one naming its partitions: the
+        activation rows' PartitionKey range (the notice-id prefix), and the customer and
+        contract RowKey ranges of the index. Prefixes, because a substring would need a scan.
+        `status` and `tenant_id` narrow the matches afterwards.
+        """
+        text = " ".join(q.split())[:MAX_QUERY_CHARS]
+        if not text:
+            return []
+        found: dict[str, ActivationRecord] = {}
+        if _NOTICE_ID_CHARS.fullmatch(text):
+            for entity in self._activation_rows(lo=text, hi=ix.after_prefix(text), top=top):
+                if (record := _readable(entity)) is not None:
+                    found.setdefault(record.notice_id, replace(record, notice_json="", raw_message=None))
+        for lo, hi in ix.search_ranges(text):
+            rows = self._activations.query_entities(
+                "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+                parameters={"pk": ix.INDEX_PARTITION, "lo": lo, "hi": hi}, results_per_page=top)
+            for entity in itertools.islice(rows, top):
+                if (record := index_to_record(entity)) is not None:
+                    found.setdefault(record.notice_id, record)
+        matches = [r for r in found.values()
+                   if (status is None or r.status.value == status) and (tenant_id is None or r.tenant_id == tenant_id)]
+        matches.sort(key=lambda r: (ix.rank(r.status), ix.order_key(r.notice_id, r.created_at)))
+        return matches[:top]
 
     def iter_activations(
         self, *, status: str | None = None, tenant_id: str | None = None
@@ -841,6 +914,155 @@ class ActivationStore:
             if page.continuation is None:
                 return
             continuation = page.continuation
+
+    # ------------------------------------------------------------------ index and summary
+
+    def summary(self) -> Summary:
+        """Activations per status: one query of the counter rows (COUNTER_SHARDS of them and a
+        marker), whatever the table's size."""
+        counts = dict.fromkeys(STATUSES, 0)
+        complete = False
+        rows = self._activations.query_entities(
+            "PartitionKey eq @pk and RowKey ge @lo", parameters={"pk": ix.INDEX_PARTITION, "lo": "~"})
+        for row in rows:
+            key = str(row.get("RowKey"))
+            if key == ix.COMPLETE_ROW:
+                complete = True
+            elif key.startswith(ix.COUNTER_PREFIX):
+                for status in counts:
+                    counts[status] += ix.counted(row, status)
+        return Summary(counts, sum(counts.values()), complete)
+
+    def reindex(self) -> int:
+        """Bring the index of every activation row up to date; returns how many rows were read.
+
+        The one full scan, by design: once after upgrading to the indexed store, or to repair.
+        Safe while workers write: each row is indexed like a write would (pointer, version).
+        """
+        count = 0
+        for entity in self._activation_rows():
+            try:
+                self.sync_index(entity)
+            except (ValueError, TypeError):
+                log.warning("reindex: skipping an unreadable activation row %r", entity.get("PartitionKey"))
+                continue
+            count += 1
+        self._mark_index_complete()
+        return count
+
+    def repair_index(self, record: ActivationRecord) -> None:
+        """Make sure `record`'s index rows show it (one point read when they do); never raises.
+
+        For the watchdog message and the like: they arrive after a run whose last index write
+        may have been lost to a crash, and write nothing themselves.
+        """
+        try:
+            self.sync_index(record_to_entity(record))
+        except Exception:
+            log.exception("could not check the index rows of activation %s", record.notice_id)
+
+    def sync_index(self, entity: Mapping[str, Any], *, fresh: bool = False) -> bool:
+        """Make the index rows show the activation row `entity`; True if anything was written.
+
+        One entity-group transaction: the rows the pointer names and the new state no longer
+        needs are deleted, the new rows written, the pointer moved (If-Match), and on a status
+        change the notice's counter row moved (If-Match). A lost race is read again and done
+        again. A pointer from a later write (its `version` is newer) wins: this one is stale.
+        `fresh` (a row just created) skips the pointer read: there can be none yet.
+        """
+        notice_id = str(entity["PartitionKey"])
+        payload = ix.listed(entity)
+        status = str(payload.get("status") or Status.QUEUED.value)
+        created = payload.get("created_at")
+        keys = ix.row_keys(notice_id, status=status, tenant_id=payload.get("tenant_id"),
+                           customer_name=payload.get("customer_name"), contract_id=payload.get("contract_id"),
+                           created_at=created if isinstance(created, datetime) else None)
+        updated = payload.get("updated_at")
+        version = now_iso(updated) if isinstance(updated, datetime) else ""
+        digest = ix.digest(payload)
+        pk, pointer_key = ix.INDEX_PARTITION, ix.pointer_key(notice_id)
+        for round_ in range(_INDEX_ROUNDS):
+            pointer = None if fresh and round_ == 0 else self._index_row(pointer_key)
+            held = ix.pointer_keys(pointer)
+            old_status = str(pointer.get("status") or "") if pointer is not None else None
+            if pointer is not None:
+                if str(pointer.get("version") or "") > version:
+                    return False  # a later write of this activation is indexed already
+                if (held, old_status, pointer.get("digest")) == (keys, status, digest):
+                    return False
+            ops: list[Any] = [("delete", {"PartitionKey": pk, "RowKey": k}) for k in held if k not in keys]
+            ops += [("upsert", {"PartitionKey": pk, "RowKey": k, **payload}, {"mode": UpdateMode.REPLACE})
+                    for k in keys]
+            new_pointer = {"PartitionKey": pk, "RowKey": pointer_key, "keys": json.dumps(keys), "status": status,
+                           "version": version, "digest": digest}
+            ops.append(("create", new_pointer) if pointer is None else ("update", new_pointer, _if_match(pointer)))
+            if old_status != status:
+                counter_key = ix.counter_key(notice_id)
+                counter = self._index_row(counter_key)
+                counts = {s: ix.counted(counter, s) for s in STATUSES}
+                if old_status in counts:
+                    counts[old_status] -= 1
+                counts[status] = counts.get(status, 0) + 1
+                counter_row = {"PartitionKey": pk, "RowKey": counter_key, **counts}
+                ops.append(("create", counter_row) if counter is None else
+                           ("update", counter_row, _if_match(counter)))
+            try:
+                self._activations.submit_transaction(ops)
+            except TableTransactionError:
+                continue  # the pointer or the counter changed since it was read: read again
+            return True
+        raise StoreError(f"the index rows of {notice_id!r} kept changing; left for the next write or reindex")
+
+    def _index_quietly(self, entity: Mapping[str, Any], *, fresh: bool = False) -> None:
+        """Index after the activation row is written: a failure must not undo the write (the
+        row is the truth); the next write, the watchdog or `reindex` repairs the index."""
+        try:
+            self.sync_index(entity, fresh=fresh)
+        except Exception:
+            log.exception("could not update the index rows of activation %s", entity.get("PartitionKey"))
+
+    def _index_row(self, row_key: str) -> Any:
+        try:
+            return self._activations.get_entity(ix.INDEX_PARTITION, row_key)
+        except ResourceNotFoundError as exc:
+            if _is_table_missing(exc):
+                raise
+            return None
+
+    def _mark_index_complete(self) -> None:
+        self._activations.upsert_entity({"PartitionKey": ix.INDEX_PARTITION, "RowKey": ix.COMPLETE_ROW})
+
+    def _activation_rows(self, *, lo: str | None = None, hi: str | None = None,
+                         top: int | None = None) -> Iterator[Mapping[str, Any]]:
+        """Activation rows (never index rows), optionally of a PartitionKey range, at most `top`.
+
+        A range that spans the index partition is cut around it, so the service never scans the
+        index for activation rows it cannot hold.
+        """
+        ranges: list[tuple[str | None, str | None]] = [(lo, hi)]
+        # No notice id holds ":", so no activation's partition starts with "index:".
+        index_lo, index_hi = ix.INDEX_NAMESPACE, ix.after_prefix(ix.INDEX_NAMESPACE)
+        if (lo is None or lo < index_hi) and (hi is None or index_lo < hi):
+            ranges = [(lo, index_lo), (index_hi, hi)]
+        left = top
+        for start, stop in ranges:
+            if left is not None and left <= 0:
+                return
+            clauses, parameters = ["RowKey eq @row_key"], {"row_key": ACTIVATION_ROW_KEY}
+            if start is not None:
+                clauses.append("PartitionKey ge @lo")
+                parameters["lo"] = start
+            if stop is not None:
+                clauses.append("PartitionKey lt @hi")
+                parameters["hi"] = stop
+            rows = self._activations.query_entities(" and ".join(clauses), parameters=parameters,
+                                                    results_per_page=min(left or MAX_PAGE_SIZE, MAX_PAGE_SIZE))
+            for entity in rows:
+                if left is not None:
+                    if left <= 0:
+                        return
+                    left -= 1
+                yield entity
 
     # ------------------------------------------------------------------ events
 
@@ -984,6 +1206,33 @@ def _chunks(entities: Sequence[dict[str, Any]]) -> Iterator[list[dict[str, Any]]
         size += entity_size
     if chunk:
         yield chunk
+
+
+def index_to_record(entity: Mapping[str, Any]) -> ActivationRecord | None:
+    """The listed record an index row holds; None for a row that is not one (never raises)."""
+    notice_id = entity.get("notice_id")
+    if not isinstance(notice_id, str) or not notice_id:
+        return None
+    return _readable({**entity, "PartitionKey": notice_id})
+
+
+def _readable(entity: Mapping[str, Any]) -> ActivationRecord | None:
+    try:
+        return entity_to_record(entity)
+    except (ValueError, TypeError, KeyError):
+        log.warning("skipping an unreadable row %r/%r", entity.get("PartitionKey"), entity.get("RowKey"))
+        return None
+
+
+def _unchanged_in_lists(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
+    """Whether two versions of an activation row show the same in every list (keys included)."""
+    old, new = ix.listed(before), ix.listed(after)
+    return ix.digest(old) == ix.digest(new) and all(
+        old.get(k) == new.get(k) for k in ("status", "tenant_id", "customer_name", "contract_id", "created_at"))
+
+
+def _if_match(entity: Any) -> dict[str, Any]:
+    return {"mode": UpdateMode.REPLACE, "etag": _etag_of(entity), "match_condition": MatchConditions.IfNotModified}
 
 
 def _metadata_etag(metadata: Mapping[str, Any]) -> str | None:

@@ -400,7 +400,8 @@ class Worker:
         """
         for round_ in range(rounds):
             current = first if round_ == 0 and first is not None else self.store.get(notice_id)
-            decision = transition(current, make(), self.clock(), self.rules)
+            event = make()
+            decision = transition(current, event, self.clock(), self.rules)
             for effect in decision.before:
                 message = self._perform(effect, current)
                 if message is not None and sent is not None:
@@ -409,10 +410,14 @@ class Worker:
             if decision.record is not None:
                 try:
                     written = (self.store.create(decision.record) if current is None
-                               else self.store.replace(decision.record))
+                               else self.store.replace(decision.record, previous=current))
                 except (ConcurrentUpdate, RecordExists):
                     continue
                 _report_outcome(current, written)
+            elif current is not None and isinstance(event, RetryDue):
+                # A watchdog or retry message that changes nothing comes after a run whose last
+                # index write a crash may have lost: make sure the lists show this row.
+                self.store.repair_index(current)
             for effect in decision.after:
                 self._perform(effect, written or current)
             return decision, written

@@ -26,7 +26,7 @@ from localrun.host import LocalFunctionsHost
 from shared import runtime
 from shared.outcome import Status
 from shared.store import ActivationRecord
-from tests.fixtures.localhost import FAST_QUEUES, FunctionsApi, write_host_json
+from tests.fixtures.localhost import FAST_QUEUES, FINAL, FunctionsApi, write_host_json
 
 pytestmark = pytest.mark.e2e
 
@@ -136,7 +136,8 @@ def test_a_posted_notice_is_provisioned_by_the_queue_trigger(
     assert doc["attempts"] == 1
     assert [(c["service"], c["action"], c["validation"]) for c in doc["connectors"]] == [
         ("enterprise_audit", "create", "passed"), ("mailgates", "create", "passed")]
-    again = functions_api.get(location).json()
+    # The history is appended after the row (and its index rows) is written: wait for its end.
+    again = functions_api.wait_for(body["notice_id"], lambda d: any(e["kind"] == "finished" for e in d["events"]))
     kinds = [e["kind"] for e in again["events"]]
     for expected in ("received", "claimed", "plan", "validation.passed", "finished"):
         assert expected in kinds
@@ -256,7 +257,9 @@ def test_a_message_that_keeps_failing_is_poisoned_and_recorded_as_failed(
     monkeypatch.setattr(worker, "handle", buggy_handle)
     runtime.queue().send_notice(body)
 
-    doc = functions_api.wait_for(notice_id, timeout=30)
+    # The history is appended after the row (and its index rows) is written: wait for both.
+    doc = functions_api.wait_for(notice_id, lambda d: d.get("status") in FINAL and any(
+        e["kind"] == "poisoned" for e in d.get("events", [])), timeout=30)
     assert doc["status"] == "failed"
     assert doc["error"]["code"] == "UNHANDLED"
     assert deliveries == [1, 2]  # maxDequeueCount deliveries, then the poison queue

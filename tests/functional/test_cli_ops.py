@@ -150,6 +150,20 @@ def test_list_has_a_header_and_says_when_nothing_matched(ops_env: None, activati
     assert (code, out) == (EXIT_OK, f"No activations match with status=failed, tenant_id={TENANT}.\n")
 
 
+def test_summary_counts_per_status_and_list_searches(ops_env: None, activation_store: ActivationStore) -> None:
+    activation_store.create(_record("CLI-SUM-1", Status.SUCCEEDED, customer_name="Acme"))
+    activation_store.create(_record("CLI-SUM-2", Status.FAILED, customer_name="Beta"))
+    code, out, _ = run("summary")
+    lines = dict(line.split()[:2] for line in out.splitlines())
+    assert code == EXIT_OK and lines["succeeded"] == "1" and lines["failed"] == "1" and lines["total"] == "2"
+    code, out, _ = run("summary", "--json")
+    assert json.loads(out)["counts"]["queued"] == 0
+    code, out, _ = run("list", "--q", "acme")
+    assert code == EXIT_OK and [line.split()[0] for line in out.splitlines()[1:]] == ["CLI-SUM-1"]
+    code, out, _ = run("reindex")
+    assert (code, out) == (EXIT_OK, "indexed 2 activation(s)\n")
+
+
 def test_status_shows_the_warnings_of_an_activation(ops_env: None, activation_store: ActivationStore) -> None:
     warning = {"code": "SPF_INCLUDE_MISSING", "domain": "contoso.example",
                "message": "the SPF record of contoso.example lacks include:spf.cybermail.jp\n\x1b[31mred"}

@@ -119,6 +119,7 @@ def test_a_row_an_older_version_stored_with_characters_that_are_not_text_breaks_
         table.create_entity({"PartitionKey": "rejected-0123456789abcdef", "RowKey": "0001775001600000-1-0",
                              "kind": "notice.rejected", "message": "\udfff", "data": '{"raw": "\\udfff"}'})
     assert parts.worker.handle(json.dumps({**SAMPLE, "tenant_id": "bad"}).encode()) == "rejected"
+    assert parts.store.reindex() == 2  # a row from before the index is listed once reindexed
     items = every_view_answers(parts)
     assert len(items) == 2
     detail = answered(parts.api.get("rejected-0123456789abcdef"))

@@ -18,6 +18,7 @@ import pytest
 
 import function_app
 from shared import runtime
+from shared.outcome import Status
 from shared.queueing import ActivationQueue
 from shared.requester import FUNCTION_KEY
 from shared.store import ActivationStore
@@ -87,6 +88,7 @@ def test_automation_submits_with_its_key_and_is_recorded_as_the_function_key(
 @pytest.mark.parametrize(("trigger", "method", "path", "route"), [
     (function_app.submit_activation, "POST", "activations", {}),
     (function_app.list_activations, "GET", "activations", {}),
+    (function_app.summary, "GET", "summary", {}),
     (function_app.get_activation, "GET", "activations/ACT-1", {"notice_id": "ACT-1"}),
     (function_app.retry_activation, "POST", "activations/ACT-1/retry", {"notice_id": "ACT-1"}),
     (function_app.status_page, "GET", "status", {}),
@@ -105,6 +107,14 @@ def test_with_entra_a_signed_in_operator_reads_the_page_and_the_list(entra: None
     assert function_app.status_page(request("GET", "status", headers=OPERATOR)).status_code == 200
     listed = function_app.list_activations(request("GET", "activations", headers=OPERATOR))
     assert listed.status_code == 200 and json.loads(listed.get_body())["items"] == []
+
+
+def test_with_entra_a_signed_in_operator_reads_the_summary(entra: None) -> None:
+    response = function_app.summary(request("GET", "summary", headers=OPERATOR))
+    body = json.loads(response.get_body())
+    assert response.status_code == 200
+    assert set(body["counts"]) == {s.value for s in Status} and body["total"] == 0
+    assert isinstance(body["exact"], bool)
 
 
 def test_with_keys_principal_headers_are_not_believed(app_env: None, activation_store: ActivationStore) -> None:
@@ -132,7 +142,7 @@ def test_the_host_sees_the_auth_level_of_the_mode(monkeypatch: pytest.MonkeyPatc
         runtime.reset()
         importlib.reload(function_app)
     operators = {"submit_activation", "list_activations", "get_activation", "retry_activation", "status_page",
-                 "check_drift_now"}
+                 "check_drift_now", "summary"}
     assert {name for name, level in entra_levels.items() if level.endswith("ANONYMOUS")} == operators | {"health"}
     assert entra_levels["submit_activation_with_key"].endswith("FUNCTION")
     # The status page is only a shell without data, so it needs no key in either mode.

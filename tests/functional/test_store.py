@@ -360,6 +360,8 @@ def test_a_row_with_characters_that_are_not_text_never_breaks_a_read_a_list_or_a
     activation_store.create(record("N-ok"))
     got = activation_store.get("rejected-old")
     assert got is not None and (got.tenant_id, got.customer_name) == ("\ufffd", "\ufffd\ufffd")
+    assert [r.notice_id for r in activation_store.list_activations().items] == ["N-ok"]  # not indexed yet
+    assert activation_store.reindex() == 2
     listed = activation_store.list_activations().items
     events = activation_store.history("rejected-old").events
     for value in ([r.tenant_id for r in listed], [r.error for r in listed], [(e.message, e.data) for e in events]):

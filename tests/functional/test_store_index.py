@@ -1,0 +1,352 @@
+"""The index behind lists, search and the summary: what it reads, and how it stays right.
+
+A list by status or tenant reads index rows only (every query names a PartitionKey), in triage
+order and newest created first within a status; the summary is counters that move in the same
+transaction as the rows; a crash between the activation write and its index write is repaired
+by that activation's next write, its watchdog (`repair_index`), and `reindex`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from shared import index as ix
+from shared.api import ActivationApi
+from shared.outcome import Status
+from shared.store import ActivationRecord, ActivationStore, record_to_entity
+
+T0 = datetime(2026, 4, 1, 0, 0, 0, tzinfo=UTC)
+TENANT = "11111111-2222-3333-4444-555555555555"
+OTHER = "99999999-8888-7777-6666-555555555555"
+ZEROS = {s.value: 0 for s in Status}
+
+
+def record(notice_id: str, minute: int, **changes: Any) -> ActivationRecord:
+    base = ActivationRecord(
+        notice_id=notice_id, tenant_id=TENANT, status=Status.QUEUED,
+        notice_json=json.dumps({"notice_id": notice_id}), customer_name="Acme Trading K.K.",
+        contract_id=f"C-{notice_id}", created_at=T0 + timedelta(minutes=minute),
+        updated_at=T0 + timedelta(minutes=minute), warnings=[{"code": "W"}],
+    )
+    return replace(base, **changes)
+
+
+def later(row: ActivationRecord, minutes: int = 1, **changes: Any) -> ActivationRecord:
+    """`row` changed by a later write (the lifecycle stamps every write's updated_at)."""
+    assert row.updated_at is not None
+    return replace(row, updated_at=row.updated_at + timedelta(minutes=minutes), **changes)
+
+
+class TableLog:
+    """Wraps the store's TableClient: every query's filter, the rows it yielded, and every
+    point read and transaction on the index partition."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+        self.filters: list[str] = []
+        self.rows = 0
+        self.index_reads = 0
+        self.transactions = 0
+
+    def reset(self) -> None:
+        self.filters, self.rows, self.index_reads, self.transactions = [], 0, 0, 0
+
+    def get_entity(self, partition_key: str, row_key: str, **kwargs: Any) -> Any:
+        if partition_key == ix.INDEX_PARTITION:
+            self.index_reads += 1
+        return self._table.get_entity(partition_key, row_key, **kwargs)
+
+    def submit_transaction(self, operations: Any, **kwargs: Any) -> Any:
+        self.transactions += 1
+        return self._table.submit_transaction(operations, **kwargs)
+
+    def query_entities(self, query_filter: str, **kwargs: Any) -> Any:
+        self.filters.append(query_filter)
+        log = self
+        inner = self._table.query_entities(query_filter, **kwargs)
+
+        class Counted:
+            def __iter__(self) -> Iterator[Any]:
+                for row in inner:
+                    log.rows += 1
+                    yield row
+
+            def by_page(self, **kw: Any) -> Any:
+                pages = inner.by_page(**kw)
+
+                class Pages:
+                    def __iter__(self) -> Any:
+                        return self
+
+                    def __next__(self) -> Any:
+                        page = list(next(pages))
+                        log.rows += len(page)
+                        return page
+
+                    @property
+                    def continuation_token(self) -> Any:
+                        return pages.continuation_token
+
+                return Pages()
+
+        return Counted()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._table, name)
+
+
+@pytest.fixture
+def logged(activation_store: ActivationStore) -> TableLog:
+    log = TableLog(activation_store._activations)
+    activation_store._activations = log  # type: ignore[assignment]
+    return log
+
+
+def ids(records: list[ActivationRecord]) -> list[str]:
+    return [r.notice_id for r in records]
+
+
+def lose_index_writes(store: ActivationStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process dies after the activation row is written and before its index write."""
+    def crashed(entity: Any, *, fresh: bool = False) -> bool:
+        raise ConnectionError("the process died here")
+    monkeypatch.setattr(store, "sync_index", crashed)
+
+
+def test_every_list_search_and_summary_query_names_a_partition_key(
+    activation_store: ActivationStore, logged: TableLog,
+) -> None:
+    for i in range(3):
+        activation_store.create(record(f"N-{i}", i))
+    logged.reset()
+    activation_store.list_activations()
+    activation_store.list_activations(status="queued")
+    activation_store.list_activations(tenant_id=TENANT)
+    activation_store.list_activations(tenant_id=TENANT, status="failed")
+    activation_store.list_activations(q="N-")
+    activation_store.list_activations(q="acme")
+    activation_store.list_activations(q="C-N-1")
+    activation_store.list_activations(q="in")  # a notice-id range that spans the index partition
+    activation_store.summary()
+    list(activation_store.iter_activations(status="queued"))
+    assert len(logged.filters) >= 11
+    for query_filter in logged.filters:
+        assert ("PartitionKey eq @pk" in query_filter
+                or ("PartitionKey ge @lo" in query_filter and "PartitionKey lt @hi" in query_filter)), query_filter
+
+
+def test_a_page_of_50_reads_the_50_rows_it_shows(activation_store: ActivationStore, logged: TableLog) -> None:
+    rows = [activation_store.create(record(f"N-{i:03d}", i)) for i in range(120)]
+    for row in rows[:60]:
+        activation_store.replace(later(row, status=Status.SUCCEEDED))
+    logged.reset()
+    page = activation_store.list_activations(status="succeeded", top=50)
+    assert (len(page.items), logged.rows, len(logged.filters)) == (50, 50, 1)
+    logged.reset()
+    rest = activation_store.list_activations(status="succeeded", top=50, continuation=page.continuation)
+    assert (len(rest.items), rest.continuation, logged.rows) == (10, None, 10)
+    logged.reset()
+    assert activation_store.summary().total == 120
+    assert logged.rows == ix.COUNTER_SHARDS + 1  # the counters and the "complete" marker
+
+
+def test_lists_are_in_triage_order_newest_first_and_follow_status_changes(activation_store: ActivationStore) -> None:
+    rows = [activation_store.create(record(f"N-{i}", i)) for i in range(5)]
+    assert ids(activation_store.list_activations().items) == ["N-4", "N-3", "N-2", "N-1", "N-0"]
+    activation_store.replace(later(rows[1], status=Status.FAILED))
+    activation_store.replace(later(rows[2], status=Status.FAILED, tenant_id=OTHER))
+    activation_store.replace(later(rows[3], status=Status.SUCCEEDED))
+    activation_store.replace(later(rows[0], status=Status.NEEDS_ATTENTION))
+    # Triage order: needs a person first, newest first within each status; done last.
+    assert ids(activation_store.list_activations().items) == ["N-0", "N-2", "N-1", "N-4", "N-3"]
+    assert ids(activation_store.list_activations(status="queued").items) == ["N-4"]
+    assert ids(activation_store.list_activations(status="failed").items) == ["N-2", "N-1"]
+    assert ids(activation_store.list_activations(tenant_id=TENANT).items) == ["N-0", "N-1", "N-4", "N-3"]
+    assert ids(activation_store.list_activations(tenant_id=TENANT, status="failed").items) == ["N-1"]
+    (listed,) = activation_store.list_activations(status="failed", tenant_id=OTHER).items
+    assert listed.status is Status.FAILED and listed.warnings == [{"code": "W"}]
+    assert listed.tenant_id == OTHER and listed.contract_id == "C-N-2"
+    assert listed.notice_json == "" and listed.raw_message is None  # the index holds the listed fields only
+
+
+def test_triage_order_places_every_status() -> None:
+    assert sorted(ix.TRIAGE_ORDER) == sorted(Status)
+    assert ix.TRIAGE_ORDER[:2] == (Status.NEEDS_ATTENTION, Status.FAILED)
+    assert [ix.rank(s) for s in ix.TRIAGE_ORDER] == sorted(ix.rank(s) for s in ix.TRIAGE_ORDER)
+
+
+def test_the_summary_counts_every_status_and_moves_with_each_change(activation_store: ActivationStore) -> None:
+    assert activation_store.summary().counts == ZEROS and activation_store.summary().exact
+    rows = [activation_store.create(record(f"N-{i}", i)) for i in range(5)]
+    running = activation_store.replace(later(rows[0], status=Status.RUNNING))
+    activation_store.replace(later(running, 2, status=Status.SUCCEEDED))
+    activation_store.replace(later(rows[1], status=Status.NEEDS_ATTENTION))
+    summary = activation_store.summary()
+    assert summary.counts == {**ZEROS, "queued": 3, "succeeded": 1, "needs_attention": 1}
+    assert summary.total == 5 and summary.exact
+
+
+def test_a_lease_renewal_touches_no_index_row(activation_store: ActivationStore, logged: TableLog) -> None:
+    row = activation_store.create(record("N-1", 0, status=Status.RUNNING, lease_owner="w1",
+                                         lease_expires_at=T0 + timedelta(minutes=5)))
+    before = activation_store.list_activations(status="running").items
+    logged.reset()
+    renewed = later(row, lease_expires_at=T0 + timedelta(minutes=10))
+    activation_store.replace(renewed, previous=row)
+    assert (logged.index_reads, logged.transactions) == (0, 0)
+    assert activation_store.list_activations(status="running").items == before
+    # Without `previous` the store checks the index (one point read) and still writes nothing.
+    logged.reset()
+    activation_store.replace(later(activation_store.get("N-1") or row, 2))
+    assert (logged.index_reads, logged.transactions) == (1, 0)
+
+
+def test_a_status_change_is_one_transaction_and_two_point_reads(activation_store: ActivationStore,
+                                                                  logged: TableLog) -> None:
+    row = activation_store.create(record("N-1", 0))
+    assert (logged.index_reads, logged.transactions) == (1, 1)  # the counter; no pointer yet
+    logged.reset()
+    activation_store.replace(later(row, status=Status.RUNNING), previous=row)
+    assert (logged.index_reads, logged.transactions) == (2, 1)  # the pointer and the counter
+
+
+def test_a_crash_before_the_index_write_is_repaired_by_the_next_write(
+    activation_store: ActivationStore, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    row = activation_store.create(record("N-1", 0))
+    with monkeypatch.context() as m:
+        lose_index_writes(activation_store, m)
+        running = activation_store.replace(later(row, status=Status.RUNNING), previous=row)
+    assert activation_store.get("N-1") is not None  # the row, the truth, was written
+    assert ids(activation_store.list_activations(status="queued").items) == ["N-1"]  # one change behind
+    activation_store.replace(later(running, 2, status=Status.SUCCEEDED), previous=running)
+    assert activation_store.list_activations(status="queued").items == []
+    assert activation_store.list_activations(status="running").items == []
+    assert ids(activation_store.list_activations(status="succeeded").items) == ["N-1"]
+    assert activation_store.summary().counts == {**ZEROS, "succeeded": 1}
+
+
+def test_repair_index_mends_a_finished_row_whose_last_index_write_was_lost(
+    activation_store: ActivationStore, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    row = activation_store.create(record("N-1", 0))
+    with monkeypatch.context() as m:
+        lose_index_writes(activation_store, m)
+        done = activation_store.replace(later(row, status=Status.SUCCEEDED), previous=row)
+    assert activation_store.summary().counts["queued"] == 1
+    activation_store.repair_index(done)
+    assert ids(activation_store.list_activations(status="succeeded").items) == ["N-1"]
+    assert activation_store.summary().counts == {**ZEROS, "succeeded": 1}
+    with monkeypatch.context() as m:
+        lose_index_writes(activation_store, m)
+        activation_store.repair_index(done)  # never raises: it is best effort by design
+
+
+def test_an_index_write_older_than_the_one_indexed_is_ignored(activation_store: ActivationStore) -> None:
+    row = activation_store.create(record("N-1", 0))
+    newer = activation_store.replace(later(row, 5, status=Status.SUCCEEDED), previous=row)
+    # A slower writer's index update for an earlier state arrives after the newer one.
+    assert activation_store.sync_index(record_to_entity(later(row, 1, status=Status.RUNNING))) is False
+    assert ids(activation_store.list_activations(status="succeeded").items) == ["N-1"]
+    assert activation_store.summary().counts == {**ZEROS, "succeeded": 1}
+    assert activation_store.sync_index(record_to_entity(newer)) is False  # already shown: nothing to write
+
+
+def test_reindex_repairs_rows_left_behind_and_indexes_rows_from_before_the_index(
+    activation_store: ActivationStore, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rows = [activation_store.create(record(f"N-{i}", i)) for i in range(3)]
+    with monkeypatch.context() as m:
+        lose_index_writes(activation_store, m)
+        activation_store.replace(later(rows[0], status=Status.FAILED), previous=rows[0])
+    # A row an older version wrote by hand, with no index rows at all.
+    activation_store._activations.create_entity(record_to_entity(record("OLD-1", -10, status=Status.SUCCEEDED)))
+    assert "OLD-1" not in ids(activation_store.list_activations().items)
+    assert activation_store.reindex() == 4
+    assert activation_store.reindex() == 4  # idempotent
+    assert ids(activation_store.list_activations(status="failed").items) == ["N-0"]
+    assert ids(activation_store.list_activations(status="succeeded").items) == ["OLD-1"]
+    assert activation_store.summary().counts == {**ZEROS, "failed": 1, "queued": 2, "succeeded": 1}
+
+
+def test_a_table_with_rows_from_before_the_index_is_not_exact_until_reindexed(
+    activation_store: ActivationStore,
+) -> None:
+    table = activation_store._activations
+    table.delete_entity(ix.INDEX_PARTITION, ix.COMPLETE_ROW)
+    table.create_entity(record_to_entity(record("OLD-1", 0)))
+    activation_store.ensure_tables()  # a worker starting on an upgraded table
+    assert activation_store.summary().exact is False
+    activation_store.reindex()
+    assert activation_store.summary().exact and activation_store.summary().total == 1
+
+
+def test_search_by_notice_prefix_customer_prefix_and_contract_id(activation_store: ActivationStore) -> None:
+    activation_store.create(record("ACT-1", 0, customer_name="Acme Trading K.K."))
+    activation_store.create(record("ACT-2", 1, customer_name="Beta  Works", contract_id="K-77"))
+    activation_store.create(record("ZED-9", 2, customer_name="Zed/Corp|x", contract_id=None))
+
+    def q(text: str, **filters: Any) -> list[str]:
+        return ids(activation_store.list_activations(q=text, **filters).items)
+
+    assert q("ACT-") == ["ACT-2", "ACT-1"]
+    assert q("acme") == ["ACT-1"]  # customer name prefix, case-insensitive
+    assert q("beta works") == ["ACT-2"]  # spaces collapsed
+    assert q("trading") == []  # a prefix, not a substring
+    assert q("K-77") == ["ACT-2"] and q("K-7") == ["ACT-2"]  # contract id prefix
+    assert q("zed/c") == ["ZED-9"] and q("zed/corp|") == ["ZED-9"]  # key characters are matched alike
+    assert q("ACT", status="failed") == [] and q("ACT", tenant_id=OTHER) == []
+    assert q("' or PartitionKey ne '") == []
+    activation_store.create(record("in-1", 3, customer_name=None))
+    activation_store.create(record("j-1", 4, customer_name=None))
+    assert q("i") == ["in-1"]  # the index partition sorts among the notice ids: skipped, not listed
+    assert q("in") == ["in-1"]
+    (found,) = activation_store.search("in-1")
+    assert found.notice_json == "" and found.raw_message is None  # the same listed fields as a list
+
+
+def test_concurrent_status_changes_keep_the_counters_equal_to_the_rows(activation_store: ActivationStore) -> None:
+    def one(i: int) -> None:
+        row = activation_store.create(record(f"P-{i:03d}", i))
+        activation_store.replace(later(row, status=Status.SUCCEEDED if i % 2 else Status.FAILED), previous=row)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(one, range(40)))
+    summary = activation_store.summary()
+    assert summary.counts == {**ZEROS, "succeeded": 20, "failed": 20}
+    assert len(activation_store.list_activations(status="succeeded").items) == 20
+    assert len(activation_store.list_activations(status="failed").items) == 20
+
+
+def test_an_unreadable_index_row_is_skipped_not_a_broken_list(activation_store: ActivationStore) -> None:
+    activation_store.create(record("N-1", 0))
+    table = activation_store._activations
+    for row_key, values in (("s|00needs_attention|000|bad", {"notice_id": "bad", "status": "no-such-status"}),
+                            ("s|00needs_attention|001|none", {}),
+                            ("s|01failed|002|odd", {"notice_id": "odd", "attempts": "many", "status": "failed"})):
+        table.upsert_entity({"PartitionKey": ix.INDEX_PARTITION, "RowKey": row_key, **values})
+    assert ids(activation_store.list_activations().items) == ["N-1"]
+
+
+def test_the_api_lists_searches_and_summarises_from_the_index(activation_store: ActivationStore) -> None:
+    api = ActivationApi(activation_store, lambda: None)  # type: ignore[arg-type, return-value]
+    activation_store.create(record("ACT-1", 0))
+    activation_store.create(record("ACT-2", 1, status=Status.FAILED, warnings=[]))
+    listed = api.list({"q": "  ACT-  "})  # notice ids match as typed (keys are case-sensitive)
+    assert listed.status == 200 and listed.body["continuation"] is None
+    assert [(i["notice_id"], i["warnings_count"]) for i in listed.body["items"]] == [("ACT-2", 0), ("ACT-1", 1)]
+    assert [i["notice_id"] for i in api.list({"q": "acme", "status": "failed"}).body["items"]] == ["ACT-2"]
+    too_long = api.list({"q": "x" * 201})
+    assert too_long.status == 400 and "q must be" in too_long.body["error"]["message"]
+    page = api.list({"top": "1"})
+    assert api.list({"q": "ACT", "continuation": page.body["continuation"]}).status == 400
+    summary = api.summary()
+    assert summary.status == 200
+    assert summary.body == {"counts": {**ZEROS, "queued": 1, "failed": 1}, "total": 2, "exact": True}
