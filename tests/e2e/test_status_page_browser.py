@@ -710,3 +710,44 @@ def test_the_page_puts_what_needs_a_person_first_and_says_what_each_row_means(
     assert chromium.evaluate("document.getElementById('f-status').value") == "failed"
     assert host.function_key not in chromium.evaluate("location.href")
     assert chromium.problems() == []
+
+
+def test_the_counts_bar_shows_the_summary_and_filters_by_status(
+        chromium: Chromium, function_host: LocalFunctionsHost, activation_store: ActivationStore) -> None:
+    # Needs GET /api/summary; without that route the bar stays hidden and this test fails.
+    host = function_host
+    seeded = _seed_triage(activation_store)
+    chromium.open(f"{host.api_url}/status#code={host.function_key}")
+    chromium.wait_for(f"{ROWS}.length === 5", what="five rows")
+    chromium.wait_for("!document.getElementById('counts').hidden", what="the counts bar")
+    shown = chromium.evaluate("Object.fromEntries([...document.querySelectorAll('#counts button')]"
+                              ".map(b => [b.dataset.status, b.querySelector('.n').textContent]))")
+    expected = {s.value: str(list(seeded.values()).count(s.value)) for s in Status}
+    assert {k: v for k, v in shown.items() if k} == expected
+    assert shown[""] == "5"
+    # when the operator presses the failed count, the list is the failed activations
+    chromium.evaluate("document.querySelector('#counts button[data-status=\"failed\"]').click()")
+    assert chromium.wait_for(f"{ROWS}.length === 1 && {ROWS}") == ["TRI-B-FAIL"]
+    assert chromium.evaluate("document.getElementById('f-status').value") == "failed"
+    assert chromium.problems() == []
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ("TRI-B", ["TRI-B-FAIL"]),          # notice id prefix
+    ("Contoso", ["TRI-C-WARN"]),        # customer name
+    ("K-400", ["TRI-D-TERM"]),          # contract id
+])
+def test_the_search_finds_by_notice_id_prefix_customer_and_contract(
+        chromium: Chromium, function_host: LocalFunctionsHost, activation_store: ActivationStore,
+        query: str, expected: list[str]) -> None:
+    # Needs the list API's q parameter; an API that ignores it lists all five and this test fails.
+    host = function_host
+    _seed_triage(activation_store)
+    chromium.open(f"{host.api_url}/status#code={host.function_key}")
+    chromium.wait_for(f"{ROWS}.length === 5", what="five rows")
+    chromium.evaluate(f"document.getElementById('f-q').value = {json.dumps(query)};"
+                      "document.getElementById('filters').requestSubmit()")
+    chromium.wait_for(f"new URLSearchParams(location.search).get('q') === {json.dumps(query)}")
+    time.sleep(1.0)  # the list has answered (or a wrong one would have shown by now)
+    assert chromium.wait_for(f"{ROWS}.length > 0 && {ROWS}") == expected
+    assert chromium.problems() == []
