@@ -24,7 +24,7 @@ from typing import Any
 from localrun.azurite import PROJECT_DIR
 from shared.settings import Settings
 
-from . import core, live
+from . import core, listing, live
 from .report import Row, table, write_json
 from .stack import azurite, local_stack, local_stack_out_of_process
 
@@ -49,11 +49,13 @@ class Sizes:
     worker_rounds: int = 3
     worker_memory_small: int = 12
     worker_memory_large: int = 48
+    listing_activations: int = 100_000
 
 
 QUICK = Sizes(core_notices=500, memory_small=200, memory_large=2000, engine_notices=6, duplicate_notices=4,
               fleet_tenants=5,
-              fleet_notices=20, worker_rounds=1, worker_memory_small=6, worker_memory_large=24)
+              fleet_notices=20, worker_rounds=1, worker_memory_small=6, worker_memory_large=24,
+              listing_activations=5_000)
 
 
 def _log(message: str) -> None:
@@ -193,6 +195,38 @@ def run(sizes: Sizes, out: Path) -> int:
             ]
         else:
             skipped.append("worker memory")
+
+    # (e) what a list page and the summary read at years' worth of activations. Entity counts, not
+    # timings, so it runs after the time-budgeted part, whatever time is left (see bench/listing.py).
+    _log(f"listing: {sizes.listing_activations:,} activations in Azurite, then pages of 50 and the summary")
+    lst = listing.measure(activations=sizes.listing_activations, log=_log)
+    results["listing"] = dataclasses.asdict(lst)
+    failures += lst.failures
+    n = f"{lst.activations:,}"
+    rows += [
+        Row("listing.fill_s", f"listing: {lst.entities:,} entities built and loaded for {n} activations",
+            lst.fill_s + lst.load_s, "s", 0),
+        Row("listing.status_page_reads", f"listing: entities read, first page of {lst.page_size} by status",
+            lst.status_first_page_reads, digits=0),
+        Row("listing.status_page_over_page_size", "listing: first page by status, entities read / page size",
+            lst.status_first_page_reads / lst.page_size),
+        Row("listing.status_deep_page_over_page_size",
+            f"listing: page {lst.deep_page} by status, entities read / page size",
+            lst.status_deep_page_reads / lst.page_size),
+        Row("listing.rare_status_page_over_page_size", "listing: needs_attention page, entities read / page size",
+            lst.rare_status_page_reads / lst.page_size),
+        Row("listing.all_page_over_page_size", "listing: triage page of all, entities read / page size",
+            lst.all_page_reads / lst.page_size),
+        Row("listing.tenant_page_reads_over_items",
+            f"listing: busiest tenant's page ({lst.tenant_page_items} items), entities read / items",
+            lst.tenant_page_reads / max(lst.tenant_page_items, 1)),
+        Row("listing.summary_reads", f"listing: entities read per summary, {n} activations", lst.summary_reads,
+            digits=0),
+        Row("listing.write_index_point_reads", "listing: index point reads per status change", lst.write_index_reads,
+            digits=0),
+        Row("listing.write_transactions", "listing: index transactions per status change", lst.write_transactions,
+            digits=0),
+    ]
 
     duration = time.monotonic() - started
     print(table(rows))

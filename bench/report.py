@@ -44,6 +44,14 @@ TARGETS: dict[str, Target] = {
     "worker.faults_over_healthy_time": Target("<=", 3.0),
     "worker.faults_over_healthy_calls": Target("<=", 2.0),
     "worker.memory_peak_4x_over_1x": Target("<=", 1.5),
+    # entities read per page of 50 over the page size: a page of 50 reads at most 55
+    "listing.status_page_over_page_size": Target("<=", 1.1),
+    "listing.status_deep_page_over_page_size": Target("<=", 1.1),
+    "listing.rare_status_page_over_page_size": Target("<=", 1.1),
+    "listing.all_page_over_page_size": Target("<=", 1.1),
+    "listing.tenant_page_reads_over_items": Target("<=", 1.1),
+    "listing.summary_reads": Target("<=", 9),
+    "listing.write_transactions": Target("==", 1),
 }
 
 

@@ -33,6 +33,7 @@ import json
 import re
 import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -149,6 +150,44 @@ def row_keys(notice_id: str, *, status: Status | str, tenant_id: str | None, cus
     return keys
 
 
+@dataclass(frozen=True)
+class IndexState:
+    """What the index holds for one activation row: its keys, the listed fields they carry, and
+    the pointer's `version` (the row's updated_at) and `digest` (what a list shows)."""
+
+    notice_id: str
+    status: str
+    keys: list[str]
+    payload: dict[str, Any]
+    version: str
+    digest: str
+
+    @classmethod
+    def of(cls, entity: Mapping[str, Any]) -> IndexState:
+        """The state for an activations-table entity (as `store.record_to_entity` builds it)."""
+        notice_id = str(entity["PartitionKey"])
+        payload = listed(entity)
+        status = str(payload.get("status") or Status.QUEUED.value)
+        created, updated = payload.get("created_at"), payload.get("updated_at")
+        keys = row_keys(notice_id, status=status, tenant_id=payload.get("tenant_id"),
+                        customer_name=payload.get("customer_name"), contract_id=payload.get("contract_id"),
+                        created_at=created if isinstance(created, datetime) else None)
+        return cls(notice_id, status, keys, payload, now_iso(updated) if isinstance(updated, datetime) else "",
+                   digest(payload))
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [{"PartitionKey": INDEX_PARTITION, "RowKey": key, **self.payload} for key in self.keys]
+
+    def pointer(self) -> dict[str, Any]:
+        return {"PartitionKey": INDEX_PARTITION, "RowKey": pointer_key(self.notice_id), "keys": json.dumps(self.keys),
+                "status": self.status, "version": self.version, "digest": self.digest}
+
+    def shown_by(self, pointer: Mapping[str, Any] | None) -> bool:
+        """Whether `pointer` says the index shows exactly this state already."""
+        return pointer is not None and (pointer_keys(pointer), pointer.get("status"), pointer.get("digest")) == (
+            self.keys, self.status, self.digest)
+
+
 def counter_key(notice_id: str) -> str:
     return f"{COUNTER_PREFIX}{zlib.crc32(notice_id.encode()) % COUNTER_SHARDS}"
 
@@ -175,7 +214,6 @@ def counted(counter: Mapping[str, Any] | None, status: str) -> int:
 
 __all__ = ["COMPLETE_ROW", "CONTRACT_PREFIX", "COUNTER_PREFIX", "COUNTER_SHARDS", "CUSTOMER_PREFIX",
            "INDEX_NAMESPACE", "INDEX_PARTITION", "NOT_LISTED", "POINTER_PREFIX", "STATUS_PREFIX", "TENANT_PREFIX",
-           "TRIAGE_ORDER",
-           "after_prefix", "counted", "counter_key", "customer_part", "digest", "key_part", "listed",
-           "order_key", "pointer_key", "pointer_keys", "rank", "row_keys", "search_ranges", "status_part",
-           "status_range", "tenant_range"]
+           "TRIAGE_ORDER", "IndexState", "after_prefix", "counted", "counter_key", "customer_part", "digest",
+           "key_part", "listed", "order_key", "pointer_key", "pointer_keys", "rank", "row_keys", "search_ranges",
+           "status_part", "status_range", "tenant_range"]

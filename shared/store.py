@@ -62,7 +62,7 @@ from azure.data.tables import (
 )
 
 from . import index as ix
-from .outcome import Status, now_iso
+from .outcome import Status
 from .settings import SettingsError
 from .text import clean, clean_value, is_storable, keep_raw, restore_raw
 
@@ -970,32 +970,19 @@ class ActivationStore:
         again. A pointer from a later write (its `version` is newer) wins: this one is stale.
         `fresh` (a row just created) skips the pointer read: there can be none yet.
         """
-        notice_id = str(entity["PartitionKey"])
-        payload = ix.listed(entity)
-        status = str(payload.get("status") or Status.QUEUED.value)
-        created = payload.get("created_at")
-        keys = ix.row_keys(notice_id, status=status, tenant_id=payload.get("tenant_id"),
-                           customer_name=payload.get("customer_name"), contract_id=payload.get("contract_id"),
-                           created_at=created if isinstance(created, datetime) else None)
-        updated = payload.get("updated_at")
-        version = now_iso(updated) if isinstance(updated, datetime) else ""
-        digest = ix.digest(payload)
+        state = ix.IndexState.of(entity)
+        notice_id, status, keys = state.notice_id, state.status, state.keys
         pk, pointer_key = ix.INDEX_PARTITION, ix.pointer_key(notice_id)
         for round_ in range(_INDEX_ROUNDS):
             pointer = None if fresh and round_ == 0 else self._index_row(pointer_key)
+            if pointer is not None and (str(pointer.get("version") or "") > state.version or state.shown_by(pointer)):
+                return False  # shown already, or a later write of this activation is indexed already
             held = ix.pointer_keys(pointer)
             old_status = str(pointer.get("status") or "") if pointer is not None else None
-            if pointer is not None:
-                if str(pointer.get("version") or "") > version:
-                    return False  # a later write of this activation is indexed already
-                if (held, old_status, pointer.get("digest")) == (keys, status, digest):
-                    return False
             ops: list[Any] = [("delete", {"PartitionKey": pk, "RowKey": k}) for k in held if k not in keys]
-            ops += [("upsert", {"PartitionKey": pk, "RowKey": k, **payload}, {"mode": UpdateMode.REPLACE})
-                    for k in keys]
-            new_pointer = {"PartitionKey": pk, "RowKey": pointer_key, "keys": json.dumps(keys), "status": status,
-                           "version": version, "digest": digest}
-            ops.append(("create", new_pointer) if pointer is None else ("update", new_pointer, _if_match(pointer)))
+            ops += [("upsert", row, {"mode": UpdateMode.REPLACE}) for row in state.rows()]
+            ops.append(("create", state.pointer()) if pointer is None else
+                       ("update", state.pointer(), _if_match(pointer)))
             if old_status != status:
                 counter_key = ix.counter_key(notice_id)
                 counter = self._index_row(counter_key)
