@@ -10,7 +10,9 @@ table, under keys that put each question's answer in one RowKey range:
   first within each status. One range answers "all", one prefix answers "by status".
 * `t|<tenant_id>|<rank><status>|<order>`: one tenant's activations, the same order.
 * `c|<customer name, casefolded, spaces collapsed>|<notice_id>`: customer-name prefix search.
-* `k|<contract_id>|<notice_id>`: contract-id prefix search.
+* `k|<contract_id>|<notice_id>`: contract-id prefix search. Tenant and search rows are thin:
+  they carry only what orders and narrows the matches (`THIN_FIELDS`), and a tenant's page or a
+  search then reads its few matches' activation rows.
 * `@<notice_id>`: the pointer, which says which of the keys above the activation holds now and
   from which write (`version`), so the next write knows what to delete even after a crash.
 * `~count|<shard>`: counters, one property per status; a notice always counts in the same
@@ -19,9 +21,9 @@ table, under keys that put each question's answer in one RowKey range:
 
 `order` is "<10^15-1 - created_at in epoch ms, 15 digits>|<notice_id>": newest created first,
 stable for the notice's life. A notice id cannot hold ":", so `INDEX_PARTITION` never meets an
-activation's partition. Every row but the pointer and the counters carries the listed fields
-(everything an item of `GET /api/activations` shows; not the notice, the raw message or the
-lease), so a page of 50 is 50 entities read, however large the table.
+activation's partition. A status row carries the listed fields (everything an item of
+`GET /api/activations` shows; not the notice, the raw message or the lease), so a triage page
+of 50 is 50 entities read, however large the table.
 
 All of it is pure: the store (`shared/store.py`) reads and writes what these functions build.
 """
@@ -61,6 +63,7 @@ COUNTER_SHARDS = 8  # concurrent status changes of different notices rarely meet
 # Properties an index row never carries: the notice and the evidence stay on the activation row.
 NOT_LISTED = frozenset({"PartitionKey", "RowKey", "notice_json", "raw_message", "raw_message_original_b64",
                         "lease_owner", "lease_expires_at", "events_count"})
+THIN_FIELDS = ("notice_id", "status", "tenant_id", "created_at", "content_hash")  # a tenant or search row's
 _KEY_FORBIDDEN = re.compile(r"[/\\#?|\x00-\x1f\x7f-\x9f]")  # the service's, plus our separator
 _MAX_MILLIS = 10**15 - 1
 _MAX_KEY_PART = 200
@@ -176,7 +179,12 @@ class IndexState:
                    digest(payload))
 
     def rows(self) -> list[dict[str, Any]]:
-        return [{"PartitionKey": INDEX_PARTITION, "RowKey": key, **self.payload} for key in self.keys]
+        """Status rows carry the listed fields (a triage page is read from them alone); tenant
+        and search rows only what orders and narrows their matches (`THIN_FIELDS`): a tenant has
+        a handful of activations and a search a few matches, whose rows are then read whole."""
+        thin = {k: self.payload[k] for k in THIN_FIELDS if k in self.payload}
+        return [{"PartitionKey": INDEX_PARTITION, "RowKey": key, **(thin if is_thin(key) else self.payload)}
+                for key in self.keys]
 
     def pointer(self) -> dict[str, Any]:
         return {"PartitionKey": INDEX_PARTITION, "RowKey": pointer_key(self.notice_id), "keys": json.dumps(self.keys),
@@ -186,6 +194,11 @@ class IndexState:
         """Whether `pointer` says the index shows exactly this state already."""
         return pointer is not None and (pointer_keys(pointer), pointer.get("status"), pointer.get("digest")) == (
             self.keys, self.status, self.digest)
+
+
+def is_thin(row_key: str) -> bool:
+    """Whether an index row carries only `THIN_FIELDS` (tenant and search rows)."""
+    return row_key.startswith((TENANT_PREFIX, CUSTOMER_PREFIX, CONTRACT_PREFIX))
 
 
 def counter_key(notice_id: str) -> str:
@@ -214,6 +227,6 @@ def counted(counter: Mapping[str, Any] | None, status: str) -> int:
 
 __all__ = ["COMPLETE_ROW", "CONTRACT_PREFIX", "COUNTER_PREFIX", "COUNTER_SHARDS", "CUSTOMER_PREFIX",
            "INDEX_NAMESPACE", "INDEX_PARTITION", "NOT_LISTED", "POINTER_PREFIX", "STATUS_PREFIX", "TENANT_PREFIX",
-           "TRIAGE_ORDER", "IndexState", "after_prefix", "counted", "counter_key", "customer_part", "digest",
-           "key_part", "listed", "order_key", "pointer_key", "pointer_keys", "rank", "row_keys", "search_ranges",
-           "status_part", "status_range", "tenant_range"]
+           "THIN_FIELDS", "TRIAGE_ORDER", "IndexState", "after_prefix", "counted", "counter_key", "customer_part",
+           "digest", "is_thin", "key_part", "listed", "order_key", "pointer_key", "pointer_keys", "rank", "row_keys",
+           "search_ranges", "status_part", "status_range", "tenant_range"]

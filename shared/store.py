@@ -868,6 +868,8 @@ class ActivationStore:
             token = pages.continuation_token  # type: ignore[attr-defined]
             if not token or len(items) >= top:
                 break
+        if tenant_id is not None:
+            items = self._whole(items)  # tenant rows are thin: read the handful shown
         return Page(items, encode_continuation(token, query=query) if token else None)
 
     def search(self, q: str, *, status: str | None = None, tenant_id: str | None = None,
@@ -885,10 +887,12 @@ class ActivationStore:
         if not text:
             return []
         found: dict[str, ActivationRecord] = {}
+        whole: set[str] = set()  # read from their activation rows, not from search rows
         if _NOTICE_ID_CHARS.fullmatch(text):
             for entity in self._activation_rows(lo=text, hi=ix.after_prefix(text), top=top):
                 if (record := _readable(entity)) is not None:
-                    found.setdefault(record.notice_id, replace(record, notice_json="", raw_message=None))
+                    found.setdefault(record.notice_id, record)
+                    whole.add(record.notice_id)
         for lo, hi in ix.search_ranges(text):
             rows = self._activations.query_entities(
                 "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
@@ -899,7 +903,8 @@ class ActivationStore:
         matches = [r for r in found.values()
                    if (status is None or r.status.value == status) and (tenant_id is None or r.tenant_id == tenant_id)]
         matches.sort(key=lambda r: (ix.rank(r.status), ix.order_key(r.notice_id, r.created_at)))
-        return matches[:top]
+        # Search rows are thin: the few matches shown are read whole.
+        return self._whole(matches[:top], read_already=whole)
 
     def iter_activations(
         self, *, status: str | None = None, tenant_id: str | None = None
@@ -914,6 +919,18 @@ class ActivationStore:
             if page.continuation is None:
                 return
             continuation = page.continuation
+
+    def _whole(self, records: list[ActivationRecord], *,
+               read_already: set[str] | frozenset[str] = frozenset()) -> list[ActivationRecord]:
+        """The records of thin index rows, read from their activation rows (one point read each,
+        except those in `read_already`), as a list shows them: no notice, no raw message. A row
+        gone since it was indexed is left out."""
+        shown: list[ActivationRecord] = []
+        for record in records:
+            whole = record if record.notice_id in read_already else self.get(record.notice_id)
+            if whole is not None:
+                shown.append(replace(whole, notice_json="", raw_message=None))
+        return shown
 
     # ------------------------------------------------------------------ index and summary
 

@@ -598,6 +598,7 @@ def test_the_page_shows_the_newest_events_with_their_count_and_survives_rows_tha
     with TableClient.from_connection_string(storage.connection_string, storage.activations_table) as table:
         table.create_entity({"PartitionKey": "rejected-00000000000000ff", "RowKey": ACTIVATION_ROW_KEY,
                              "status": "rejected", "tenant_id": "\ud800", "customer_name": "old \udfff row"})
+    activation_store.reindex()  # a row an older version wrote is listed once indexed
 
     # when the operator opens the page
     chromium.open(f"{host.api_url}/status?code={host.function_key}")

@@ -698,10 +698,10 @@ def test_a_failed_outcome_write_leaves_no_phantom_lease(h: Harness, monkeypatch:
     real_replace = h.store.replace
     failures = [HttpResponseError(message="503 Server Busy")]
 
-    def replace_row(record: ActivationRecord) -> ActivationRecord:
+    def replace_row(record: ActivationRecord, **options: Any) -> ActivationRecord:
         if failures and record.status == "succeeded":
             raise failures.pop()
-        return real_replace(record)
+        return real_replace(record, **options)
 
     monkeypatch.setattr(h.store, "replace", replace_row)
     with pytest.raises(HttpResponseError):
@@ -749,10 +749,10 @@ def test_a_run_that_cannot_renew_its_lease_for_a_whole_lease_stops_before_its_ne
     real_replace = h.store.replace
     storage_down = [True]
 
-    def replace_row(record: ActivationRecord) -> ActivationRecord:
+    def replace_row(record: ActivationRecord, **options: Any) -> ActivationRecord:
         if storage_down[0] and record.status == "running":
             raise HttpResponseError(message="503 Server Busy")
-        return real_replace(record)
+        return real_replace(record, **options)
 
     calls_after_loss: list[str] = []
 
