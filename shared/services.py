@@ -28,8 +28,17 @@ if TYPE_CHECKING:
 
 
 def norm(name: str) -> str:
-    """A host, domain or RecipientDomains entry as Exchange compares them (case, spaces, a final dot)."""
-    return name.strip().casefold().rstrip(".")
+    """A host or RecipientDomains entry about to be sent, as the guard compares it (case, spaces, a final dot)."""
+    return name.strip().lower().rstrip(".")
+
+
+def _read(name: str) -> str:
+    """A host or RecipientDomains entry as read from Exchange, as removal compares it.
+
+    Stricter than `norm`: removing is the most dangerous write the product makes, and an entry
+    with spaces around it is not one this product wrote, so it does not count as ours.
+    """
+    return name.casefold().rstrip(".")
 
 
 @dataclass(frozen=True)
@@ -119,14 +128,14 @@ class Service:
             if not connector.use_mx_record:
                 return f"'{name}' routes through smart host(s), not by MX record as {self.title}'s does"
             domains = list(connector.recipient_domains)
-            off = [d for d in domains if norm(d) not in route.recipient_domains]
+            off = [d for d in domains if _read(d) not in route.recipient_domains]
             if off or not domains:
                 shown = ", ".join(off) or "no recipient domains"
                 return f"'{name}' is for {shown}, not a {route.destination} on {route.setting}"
             return ""
         if connector.use_mx_record or not connector.smart_hosts:
             return f"'{name}' routes by MX record, not through a {self.title} smart host"
-        off = [h for h in connector.smart_hosts if norm(h) not in route.smart_hosts]
+        off = [h for h in connector.smart_hosts if _read(h) not in route.smart_hosts]
         if off:
             return f"'{name}' routes to smart host(s) {', '.join(off)}, not on {route.setting}"
         return ""
