@@ -202,6 +202,16 @@ def test_routing_faults_say_why_in_the_words_of_the_service() -> None:
     assert ENTERPRISE_AUDIT.routing_fault(FakeConnector("EA", ("*.CS-365.cybermail.jp.",)), ALLOW) == ""
 
 
+def test_removal_reads_entries_strictly_while_the_guard_trims_what_it_sends() -> None:
+    # An entry with spaces around it is not one the product wrote: not ours to remove.
+    padded = FakeConnector("MG", ("*",), (" mgf.cybermail.jp",), use_mx_record=False)
+    assert MAILGATES.routing_fault(padded, ALLOW) == (
+        "'MG' routes to smart host(s)  mgf.cybermail.jp, not on ALLOWED_SMART_HOSTS")
+    client, adapter = client_with(Canned(body={"value": []}))
+    client.update_outbound_connector("MG", {"SmartHosts": [" MGF.cybermail.jp. "]})
+    assert len(adapter.sent) == 1
+
+
 # --- a further service, defined here and nowhere in the product ---------------------------------
 #
 # A hypothetical partner relay: mail for one partner's domain through the partner's own relay,
