@@ -145,8 +145,9 @@ class Service:
         route = self.route(allow)
         hosts = {norm(h) for h in connector.smart_hosts}
         domains = {norm(d) for d in connector.recipient_domains}
-        return (connector.use_mx_record is route.use_mx_record
-                and bool(hosts) is not route.use_mx_record and hosts <= route.smart_hosts
+        # MX routing names no smart host; smart-host routing names at least one.
+        hosts_ok = not hosts if route.use_mx_record else bool(hosts) and hosts <= route.smart_hosts
+        return (connector.use_mx_record is route.use_mx_record and hosts_ok
                 and bool(domains) and domains <= route.recipient_domains)
 
     def ours_rule(self, allow: AllowLists) -> str:
