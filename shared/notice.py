@@ -4,6 +4,9 @@ A notice decides where a customer's outbound mail goes, so it is read strictly: 
 are errors (a typo must never silently drop a setting), smart hosts and journal domains come
 only from allow-lists, and every bad field is reported at once with a message in English and
 Japanese that says how to fix it. Nothing here raises anything but `NoticeError`.
+
+The common fields are read here; which services a notice may name, and how each requested
+service's own fields are read, come from its definition in `services.py`.
 """
 
 from __future__ import annotations
