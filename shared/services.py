@@ -109,6 +109,7 @@ class Service:
 
     key: str                      # in a notice's `services`, records, events and the outcome
     title: str                    # how operators and messages name it
+    short: str                    # in narrow tables (the local stack's status table, "EA+MG")
     fields: tuple[str, ...]       # the notice keys it reads (ignored when it is not requested)
     check: SectionCheck           # validates those fields
     connector_name: Callable[[Settings], str]
@@ -211,6 +212,7 @@ def _desired_mailgates(notice: ActivationNotice, settings: Settings) -> Desired:
 MAILGATES = Service(
     key="mailgates",
     title="MailGates",
+    short="MG",
     fields=("mx_host", "validation_recipient"),
     check=_check_mailgates,
     connector_name=lambda settings: settings.mg_connector_name,
@@ -285,6 +287,7 @@ def _desired_enterprise_audit(notice: ActivationNotice, settings: Settings) -> D
 ENTERPRISE_AUDIT = Service(
     key="enterprise_audit",
     title="Enterprise Audit",
+    short="EA",
     fields=("journal_report_address", "journal_ndr_address"),
     check=_check_enterprise_audit,
     connector_name=lambda settings: settings.ea_connector_name,

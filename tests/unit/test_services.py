@@ -96,8 +96,9 @@ def test_every_service_field_is_a_notice_key_and_belongs_to_one_service_only() -
     assert set(fields) == {"mx_host", "validation_recipient", "journal_report_address", "journal_ndr_address"}
 
 
-def test_keys_and_titles_are_unique() -> None:
+def test_keys_titles_and_short_names_are_unique() -> None:
     assert len({s.key for s in REGISTRY}) == len({s.title for s in REGISTRY}) == len(REGISTRY)
+    assert len({s.short for s in REGISTRY}) == len(REGISTRY)
     assert by_key("mailgates") is MAILGATES and by_key("enterprise_audit") is ENTERPRISE_AUDIT
     with pytest.raises(KeyError):
         by_key("archive")
@@ -240,6 +241,7 @@ def _desired_relay(notice: ActivationNotice, settings: Settings) -> Desired:
 PARTNER_RELAY = Service(
     key="partner_relay",
     title="Partner Relay",
+    short="PR",
     fields=("mx_host", "validation_recipient"),
     check=_check_relay,
     connector_name=lambda settings: "Partner relay connector",
