@@ -21,9 +21,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TextIO
 
+from shared.services import SERVICES
+
 FINAL_STATUSES = frozenset({"succeeded", "needs_attention", "failed", "rejected"})
 COLUMNS = ("NOTICE_ID", "CUSTOMER", "SERVICES", "STATUS", "ATTEMPTS", "CONNECTORS", "ERROR")
-_SERVICE_ABBREVIATIONS = {"enterprise_audit": "EA", "mailgates": "MG"}
+_SERVICE_ABBREVIATIONS = {s.key: s.short for s in SERVICES}
 _CUSTOMER_WIDTH = 24
 _PAGE_SIZE = 50
 _MAX_PAGES = 100

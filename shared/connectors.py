@@ -1,20 +1,20 @@
 """The desired outbound connectors for a notice: the vendor's procedure as data.
 
-Pure: a notice and settings in, connector specs out. The Enterprise Audit connector comes
-first so that, while the MailGates `*` connector is being created, journal reports already
-have their more specific route and never ride the `*` connector.
+Pure: a notice and settings in, connector specs out; each service's part comes from its
+definition in `services.py`. The Enterprise Audit connector comes first (the registry's
+activation order) so that, while the MailGates `*` connector is being created, journal
+reports already have their more specific route and never ride the `*` connector.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .notice import ActivationNotice
+from .services import SERVICES, Service, activation_order, requested
 from .settings import Settings
-
-ENTERPRISE_AUDIT = "enterprise_audit"
-MAILGATES = "mailgates"
 
 # Written into each connector's Comment, so that a connector renamed by an admin is still
 # recognised as ours rather than reported as a conflict.
@@ -83,37 +83,23 @@ class ConnectorSpec:
         }
 
 
-def desired_connectors(notice: ActivationNotice, settings: Settings | None = None) -> list[ConnectorSpec]:
-    """The connectors a notice asks for, Enterprise Audit first."""
+def desired_connectors(notice: ActivationNotice, settings: Settings | None = None, *,
+                       registry: Sequence[Service] = SERVICES) -> list[ConnectorSpec]:
+    """The connectors a notice asks for, in activation order (Enterprise Audit first).
+
+    What each service's connector carries is its definition's (`services.py`); the settings
+    every connector shares (Partner, CertificateValidation, enabled) are `ConnectorSpec`'s.
+    """
     settings = settings or Settings()
     specs: list[ConnectorSpec] = []
-    if ENTERPRISE_AUDIT in notice.services:
-        assert notice.journal_report_address is not None and notice.journal_domain is not None
-        _require_allowed(notice.journal_domain, settings.allowed_journal_domains, "journal domain")
+    for service in requested(notice.services, order=activation_order(registry)):
+        desired = service.desired(notice, settings)
         specs.append(ConnectorSpec(
-            service=ENTERPRISE_AUDIT,
-            name=settings.ea_connector_name,
-            recipient_domains=(f"*.{notice.journal_domain}",),
-            smart_hosts=(),
-            use_mx_record=True,
-            validation_recipients=(notice.journal_report_address,),
-        ))
-    if MAILGATES in notice.services:
-        assert notice.mx_host is not None and notice.validation_recipient is not None
-        _require_allowed(notice.mx_host, settings.allowed_smart_hosts, "smart host")
-        specs.append(ConnectorSpec(
-            service=MAILGATES,
-            name=settings.mg_connector_name,
-            recipient_domains=("*",),
-            smart_hosts=(notice.mx_host,),
-            use_mx_record=False,
-            validation_recipients=(notice.validation_recipient,),
+            service=service.key,
+            name=service.connector_name(settings),
+            recipient_domains=desired.recipient_domains,
+            smart_hosts=desired.smart_hosts,
+            use_mx_record=desired.use_mx_record,
+            validation_recipients=desired.validation_recipients,
         ))
     return specs
-
-
-def _require_allowed(value: str, allowed: frozenset[str], what: str) -> None:
-    # A second gate behind notice validation: a notice built in code (not parsed) must not
-    # be able to route a tenant's mail anywhere off the allow-list either.
-    if value not in allowed:
-        raise ValueError(f"{what} {value!r} is not on the allow-list")

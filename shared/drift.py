@@ -34,6 +34,7 @@ from .lifecycle import Result
 from .notice import NoticeError, parse_notice
 from .outcome import Status
 from .plan import Action, ActualConnector, make_plan
+from .services import connector_names
 
 if TYPE_CHECKING:
     from .exchange import ExchangeAdminClient, TokenProvider
@@ -243,7 +244,7 @@ class DriftChecker:
             check.result, check.detail = "error", f"{exc.code.value}: {exc.detail}"[:500]
             return check
         found = [d.to_dict() for d in differences(
-            desired, actual, own_names=(self._settings.ea_connector_name, self._settings.mg_connector_name))]
+            desired, actual, own_names=connector_names(self._settings))]
         check.differences = found
         result = self._worker.record_drift(newest.notice_id, found, requested_by=requested_by)
         check.result = result.value

@@ -9,8 +9,9 @@ connector). Callers see typed rows and the error taxonomy of `errors.py`, nothin
 
 Because a `*` smart-host connector redirects all of a customer's outbound mail, the client
 refuses, before sending anything, any connector change that names a smart host or recipient
-domain off the allow-list, any journal rule or transport change for another rule or address, and any
-cmdlet not in ALLOWED_CMDLETS.
+domain off the allow-list, a new connector whose routing is not exactly one service's (the
+guard is built from the service definitions in `services.py`), any journal rule or transport
+change for another rule or address, and any cmdlet not in ALLOWED_CMDLETS.
 """
 
 from __future__ import annotations
@@ -46,6 +47,16 @@ from .errors import (
     TransientError,
 )
 from .plan import name_key
+from .services import (
+    SERVICES,
+    AllowLists,
+    Service,
+    admitting,
+    connector_names,
+    norm,
+    routable_recipient_domains,
+    routable_smart_hosts,
+)
 from .settings import DEFAULT_JOURNAL_DOMAINS, DEFAULT_SMART_HOSTS, Settings
 
 if TYPE_CHECKING:
@@ -101,7 +112,7 @@ _ROUTING_CMDLETS = frozenset({"New-OutboundConnector", "Set-OutboundConnector"})
 _LISTING_CMDLETS = frozenset({"Get-OutboundConnector", "Get-AcceptedDomain", "Get-JournalRule"})
 VALIDATE_CMDLET = "Validate-OutboundConnector"
 # The connector names Remove-OutboundConnector may name when the caller configures none.
-DEFAULT_OWN_CONNECTOR_NAMES = (Settings().ea_connector_name, Settings().mg_connector_name)
+DEFAULT_OWN_CONNECTOR_NAMES = connector_names(Settings())
 # The only parameters the product ever sends to the routing cmdlets. Anything else (an
 # abbreviation such as `SmartHost`, which PowerShell would bind to SmartHosts) is refused,
 # so the allow-list checks below cannot be walked around by spelling.
@@ -730,6 +741,7 @@ class ExchangeAdminClient:
         validate_timeout: float | None = None,
         own_connector_names: Sequence[str] = DEFAULT_OWN_CONNECTOR_NAMES,
         journal_rule_name: str = DEFAULT_JOURNAL_RULE_NAME,
+        services: Sequence[Service] = SERVICES,
     ) -> None:
         if not tenant_id or "/" in tenant_id or "?" in tenant_id or "#" in tenant_id:
             raise ValueError(f"tenant_id {tenant_id!r} cannot be part of a URL path")
@@ -743,8 +755,14 @@ class ExchangeAdminClient:
         # Validate-OutboundConnector connects to every smart host and sends test mail before it
         # answers: it gets its own, longer bound (None: the same as every other call).
         self._validate_timeout = timeout if validate_timeout is None else validate_timeout
-        self._allowed_smart_hosts = frozenset(_norm_host(h) for h in allowed_smart_hosts)
-        self._allowed_journal_domains = frozenset(_norm_host(d) for d in allowed_journal_domains)
+        # The allow-list guard is built from the service definitions: a connector may route only
+        # as some service's does, and a partial update may name only hosts and domains some
+        # service may use.
+        self._allow = AllowLists(allowed_smart_hosts, allowed_journal_domains)
+        self._services = tuple(services)
+        self._allowed_smart_hosts = routable_smart_hosts(self._allow, self._services)
+        self._allowed_recipient_domains = routable_recipient_domains(self._allow, self._services)
+        self._allowed_journal_domains = self._allow.journal_domains
         self._on_call = on_call
         self._own_connector_names = frozenset(name_key(n) for n in own_connector_names)
         self._journal_rule_name = journal_rule_name
@@ -941,12 +959,25 @@ class ExchangeAdminClient:
         unknown = sorted(key for key in params if key.casefold() not in _ROUTING_PARAMETERS)
         if unknown:
             raise RoutingPolicyError(f"{cmdlet}: parameter(s) {', '.join(unknown)} are not ones this client sends")
-        for host in _entries(by_name.get("smarthosts")):
-            if _norm_host(host) not in self._allowed_smart_hosts:
+        hosts = _entries(by_name.get("smarthosts"))
+        domains = _entries(by_name.get("recipientdomains"))
+        for host in hosts:
+            if norm(host) not in self._allowed_smart_hosts:
                 raise RoutingPolicyError(f"{cmdlet}: smart host {host!r} is not on the allow-list")
-        for domain in _entries(by_name.get("recipientdomains")):
-            if not self._recipient_domain_allowed(domain):
+        for domain in domains:
+            if norm(domain) not in self._allowed_recipient_domains:
                 raise RoutingPolicyError(f"{cmdlet}: recipient domain {domain!r} is not on the allow-list")
+        if cmdlet == "New-OutboundConnector":
+            # A new connector carries its whole routing, so it must be exactly one service's
+            # routing, not a mix of allowed parts (a MailGates smart host for a journal domain).
+            # Without UseMXRecord, New-OutboundConnector routes by MX (its documented default).
+            routing = _Routing(str(by_name.get("name", "")), tuple(domains), tuple(hosts),
+                               by_name.get("usemxrecord", True) is True)
+            if admitting(routing, self._allow, self._services) is None:
+                via = f"smart host(s) {', '.join(hosts)}" if hosts else (
+                    "MX record" if routing.use_mx_record else "no smart host")
+                raise RoutingPolicyError(f"{cmdlet}: RecipientDomains {', '.join(domains) or '(none)'} via {via} "
+                                         "is not the routing of any service")
 
     def _check_removal(self, params: Mapping[str, Any]) -> None:
         """Remove-OutboundConnector only for one of our connector names, by name, without a prompt.
@@ -990,12 +1021,6 @@ class ExchangeAdminClient:
         if by_name.get("scope", "Global") != "Global" or by_name.get("enabled", True) is not True \
                 or by_name.get("confirm", False) is not False:
             raise RoutingPolicyError(f"{cmdlet}: only Scope Global, Enabled $true and Confirm $false are sent")
-
-    def _recipient_domain_allowed(self, entry: str) -> bool:
-        entry = entry.strip()
-        if entry == "*":
-            return True
-        return entry.startswith("*.") and _norm_host(entry[2:]) in self._allowed_journal_domains
 
     # -- typed cmdlets -------------------------------------------------------
 
@@ -1118,6 +1143,16 @@ class _PageExpired(Exception):
     def __init__(self, error: ExchangeError) -> None:
         super().__init__(error.detail)
         self.error = error
+
+
+@dataclass(frozen=True)
+class _Routing:
+    """The routing a New-OutboundConnector call asks for, as the service definitions judge it."""
+
+    name: str
+    recipient_domains: tuple[str, ...]
+    smart_hosts: tuple[str, ...]
+    use_mx_record: bool
 
 
 def _norm_host(value: str) -> str:

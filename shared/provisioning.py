@@ -42,7 +42,8 @@ from .plan import (
     validated_parameters,
     write_parameters,
 )
-from .removal import REMOVAL_ORDER, OwnConnectors, RemovalAction, RemovalPlan, plan_removals
+from .removal import OwnConnectors, RemovalAction, RemovalPlan, plan_removals
+from .services import ENTERPRISE_AUDIT, connector_names, removal_order, requested, spf_applies
 from .settings import Settings
 from .spf import SpfResolver, check_domains
 
@@ -153,8 +154,7 @@ class _Run:
         self.check_recipients(domains)
         self.check_spf(domains)
         journal = self.journal_preflight()
-        plan = make_plan(self.specs, actual,
-                         own_names=(self.settings.ea_connector_name, self.settings.mg_connector_name))
+        plan = make_plan(self.specs, actual, own_names=connector_names(self.settings))
         self.record_plan(plan)
         if plan.blocked:
             names = ", ".join(sorted({c.name for c in plan.conflicts}))
@@ -192,8 +192,9 @@ class _Run:
 
     def check_spf(self, domains: Sequence[AcceptedDomain]) -> None:
         policy = self.settings.spf_policy
-        # SPF matters for mail MailGates relays on the customer's behalf, not for journal reports.
-        if policy == "off" or "mailgates" not in self.notice.services:
+        # SPF matters for mail MailGates relays on the customer's behalf, not for journal reports:
+        # each service's definition says whether it applies.
+        if policy == "off" or not spf_applies(self.notice.services):
             return
         names = [d.domain_name for d in domains if not d.domain_name.casefold().endswith(".onmicrosoft.com")]
         if not names:
@@ -223,7 +224,7 @@ class _Run:
         work: a tenant without one, and a notice without `journal_ndr_address`, stops here with
         nothing written (needs attention), rather than after the connectors changed.
         """
-        if self.settings.ea_journal_rule != "ensure" or "enterprise_audit" not in self.notice.services:
+        if self.settings.ea_journal_rule != "ensure" or ENTERPRISE_AUDIT.key not in self.notice.services:
             return None
         assert self.client is not None
         client = self.client
@@ -488,7 +489,7 @@ class _TerminationRun(_Run):
             )
         results = {c.service: c for c in self.outcome.connectors}
         for removal in plan.removals:
-            if removal.service == "enterprise_audit" and journal is not None:
+            if removal.service == ENTERPRISE_AUDIT.key and journal is not None:
                 # The rule goes before the connector its journal reports ride on.
                 self.remove_journal_rule(journal)
                 journal = None
@@ -516,7 +517,7 @@ class _TerminationRun(_Run):
 
     def journal_removal(self) -> JournalRulePlan | None:
         """Our journal rule, when Enterprise Audit ends and the product manages the rule."""
-        if self.settings.ea_journal_rule != "ensure" or "enterprise_audit" not in self.notice.services:
+        if self.settings.ea_journal_rule != "ensure" or ENTERPRISE_AUDIT.key not in self.notice.services:
             return None
         assert self.client is not None
         rules = self.call(self.client.list_journal_rules)
@@ -567,7 +568,7 @@ def own_connectors(settings: Settings) -> OwnConnectors:
 
 
 def _removal_order(services: Sequence[str]) -> list[str]:
-    return [s for s in REMOVAL_ORDER if s in services]
+    return [s.key for s in requested(services, order=removal_order())]
 
 
 def _ms(start: float, end: float) -> float:
@@ -614,7 +615,7 @@ def _default_factory(settings: Settings, token_provider: TokenProvider) -> Clien
             allowed_smart_hosts=settings.allowed_smart_hosts,
             allowed_journal_domains=settings.allowed_journal_domains,
             on_call=on_call,
-            own_connector_names=(settings.ea_connector_name, settings.mg_connector_name),
+            own_connector_names=connector_names(settings),
             journal_rule_name=settings.ea_journal_rule_name,
         )
 

@@ -6,16 +6,18 @@ longer relays it. Removing is the most dangerous write the product makes, so the
 narrow and live here, beside the activation diff (`plan.py`), with no I/O:
 
 - A connector is ours only if it has our name (as `plan.name_key` reads names) AND routing
-  this product would create: for MailGates, smart hosts that are all on
-  ALLOWED_SMART_HOSTS; for Enterprise Audit, MX routing for recipient domains that are all
+  this product would create, as the service's definition says (`services.py`,
+  `Service.routing_fault`): for MailGates, smart hosts that are all on ALLOWED_SMART_HOSTS;
+  for Enterprise Audit, MX routing for recipient domains that are all
   `*.<journal domain on ALLOWED_JOURNAL_DOMAINS>`. A connector with our name and other
   routing was made or changed by someone else for another purpose: it is left alone and the
   termination ends `needs_attention` (FOREIGN_CONNECTOR_ROUTING), with nothing removed at all.
 - The ownership marker in Comment does not make a connector ours here: activation uses it to
   adopt a renamed connector rather than create a second one, but removing a connector an
   admin renamed would delete something people now know by another name.
-- MailGates goes first, then Enterprise Audit: the reverse of activation, so journal reports
-  never lose their more specific route while the `*` connector still exists.
+- MailGates goes first, then Enterprise Audit (the registry's order): the reverse of
+  activation, so journal reports never lose their more specific route while the `*`
+  connector still exists.
 - A connector that is already gone is nothing to do (`absent`), so a replay writes nothing.
 """
 
@@ -25,11 +27,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from .connectors import ENTERPRISE_AUDIT, MAILGATES
 from .plan import ActualConnector, Operation, name_key
+from .services import ENTERPRISE_AUDIT, MAILGATES, SERVICES, AllowLists, Service, by_key, removal_order
 
-# Removal order: the reverse of activation's (connectors.desired_connectors).
-REMOVAL_ORDER = (MAILGATES, ENTERPRISE_AUDIT)
+# Removal order: the registry's (services.py), the reverse of activation's.
+REMOVAL_ORDER = tuple(s.key for s in removal_order())
 
 
 class RemovalAction(StrEnum):
@@ -82,10 +84,16 @@ class OwnConnectors:
     journal_domains: frozenset[str]
 
     def name_of(self, service: str) -> str:
-        return self.mg_name if service == MAILGATES else self.ea_name
+        """The configured name of `service`'s connector; KeyError for a service it has no name for."""
+        return {MAILGATES.key: self.mg_name, ENTERPRISE_AUDIT.key: self.ea_name}[service]
+
+    @property
+    def allow_lists(self) -> AllowLists:
+        return AllowLists(self.smart_hosts, self.journal_domains)
 
 
-def plan_removals(services: Iterable[str], actual: Sequence[ActualConnector], *, own: OwnConnectors) -> RemovalPlan:
+def plan_removals(services: Iterable[str], actual: Sequence[ActualConnector], *, own: OwnConnectors,
+                  registry: Sequence[Service] = SERVICES) -> RemovalPlan:
     """The connectors to remove for the ended `services`, MailGates first. No I/O.
 
     `actual` must hold the tenant's connectors both in and out of test mode: a test-mode `*`
@@ -94,7 +102,8 @@ def plan_removals(services: Iterable[str], actual: Sequence[ActualConnector], *,
     ended = set(services)
     removals: list[Removal] = []
     refusals: list[Refusal] = []
-    for service in REMOVAL_ORDER:
+    for definition in removal_order(registry):
+        service = definition.key
         if service not in ended:
             continue
         name = own.name_of(service)
@@ -103,7 +112,7 @@ def plan_removals(services: Iterable[str], actual: Sequence[ActualConnector], *,
             removals.append(Removal(service, name, RemovalAction.ABSENT))
             continue
         for connector in matches:
-            reason = foreign_routing(service, connector, own=own)
+            reason = definition.routing_fault(connector, own.allow_lists)
             if reason:
                 refusals.append(Refusal(service, connector.name, reason))
             else:
@@ -114,22 +123,7 @@ def plan_removals(services: Iterable[str], actual: Sequence[ActualConnector], *,
 
 def foreign_routing(service: str, connector: ActualConnector, *, own: OwnConnectors) -> str:
     """Why a connector with our name does not route as ours would, or "" when it does."""
-    if service == MAILGATES:
-        hosts = [h.casefold().rstrip(".") for h in connector.smart_hosts]
-        if connector.use_mx_record or not hosts:
-            return f"'{connector.name}' routes by MX record, not through a MailGates smart host"
-        off = [h for h in connector.smart_hosts if h.casefold().rstrip(".") not in own.smart_hosts]
-        if off:
-            return f"'{connector.name}' routes to smart host(s) {', '.join(off)}, not on ALLOWED_SMART_HOSTS"
-        return ""
-    domains = list(connector.recipient_domains)
-    if not connector.use_mx_record:
-        return f"'{connector.name}' routes through smart host(s), not by MX record as Enterprise Audit's does"
-    off = [d for d in domains if not (d.startswith("*.") and d[2:].casefold().rstrip(".") in own.journal_domains)]
-    if off or not domains:
-        shown = ", ".join(off) or "no recipient domains"
-        return f"'{connector.name}' is for {shown}, not a journal domain on ALLOWED_JOURNAL_DOMAINS"
-    return ""
+    return by_key(service).routing_fault(connector, own.allow_lists)
 
 
 def removal_operations(plan: RemovalPlan) -> list[Operation]:
@@ -138,7 +132,7 @@ def removal_operations(plan: RemovalPlan) -> list[Operation]:
         return []
     ops: list[Operation] = []
     for removal in plan.removals:
-        if removal.service == ENTERPRISE_AUDIT and plan.journal_rule:
+        if removal.service == ENTERPRISE_AUDIT.key and plan.journal_rule:
             ops.append(Operation("Remove-JournalRule", {"Identity": plan.journal_rule, "Confirm": False}))
         if removal.action is RemovalAction.REMOVE:
             ops.append(Operation("Remove-OutboundConnector", {"Identity": removal.identity or removal.name,
@@ -154,4 +148,4 @@ def expected_removals(services: Iterable[str], *, own: OwnConnectors, journal_ru
     ended = set(services)
     return RemovalPlan(tuple(Removal(s, own.name_of(s), RemovalAction.REMOVE, identity=own.name_of(s))
                              for s in REMOVAL_ORDER if s in ended),
-                       journal_rule=journal_rule if ENTERPRISE_AUDIT in ended else None)
+                       journal_rule=journal_rule if ENTERPRISE_AUDIT.key in ended else None)

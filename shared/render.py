@@ -11,10 +11,11 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from .connectors import MAILGATES, OWNERSHIP_MARKER, ConnectorSpec
+from .connectors import OWNERSHIP_MARKER, ConnectorSpec
 from .notice import ActivationNotice
 from .plan import Operation
 from .removal import OwnConnectors, RemovalPlan, removal_operations
+from .services import ENTERPRISE_AUDIT, by_key, removal_order
 
 PLAN_KEYS = (
     "Name", "ConnectorType", "RecipientDomains", "SmartHosts", "UseMXRecord",
@@ -236,9 +237,7 @@ def plan_powershell(notice: ActivationNotice, specs: Sequence[ConnectorSpec], *,
 
 
 def _ours_rule(service: str, own: OwnConnectors) -> str:
-    if service == MAILGATES:
-        return "smart host(s) all among: " + ", ".join(sorted(own.smart_hosts))
-    return "MX routing for: " + ", ".join(f"*.{d}" for d in sorted(own.journal_domains))
+    return by_key(service).ours_rule(own.allow_lists)
 
 
 def removal_json(notice: ActivationNotice, plan: RemovalPlan, *, own: OwnConnectors) -> str:
@@ -347,18 +346,18 @@ def removal_powershell(notice: ActivationNotice, plan: RemovalPlan, *, own: OwnC
         "        Remove-OutboundConnector -Identity $entry.Connector.Identity -Confirm:$false",
         "    }",
         "}",
-        "Remove-Ours 'mailgates'",
     ]
-    if plan.journal_rule:
-        out += [
-            "# The journal rule goes before the connector its reports ride on.",
-            "foreach ($rule in $rules) {",
-            "    Write-Host \"Removing journal rule $($rule.Name)\"",
-            "    Remove-JournalRule -Identity $rule.Identity -Confirm:$false",
-            "}",
-        ]
+    for service in removal_order():
+        if service is ENTERPRISE_AUDIT and plan.journal_rule:
+            out += [
+                "# The journal rule goes before the connector its reports ride on.",
+                "foreach ($rule in $rules) {",
+                "    Write-Host \"Removing journal rule $($rule.Name)\"",
+                "    Remove-JournalRule -Identity $rule.Identity -Confirm:$false",
+                "}",
+            ]
+        out.append(f"Remove-Ours '{service.key}'")
     out += [
-        "Remove-Ours 'enterprise_audit'",
         "",
         "Get-OutboundConnector | Format-Table Name, Enabled, RecipientDomains, SmartHosts -AutoSize",
     ]
