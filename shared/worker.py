@@ -45,6 +45,7 @@ from .lifecycle import (
     DriftRepair,
     Heartbeat,
     LifecycleEvent,
+    Misconfigured,
     OperatorRetry,
     Poisoned,
     Received,
@@ -199,6 +200,32 @@ class Worker:
             notice_id = _guess_notice_id(raw) or f"poison-{_short_hash(raw)}"
         tenant = notice.tenant_id if notice is not None else _guess_tenant(raw)
         return notice_id, tenant, notice, retry
+
+    def record_misconfigured(self, body: bytes | str, problem: str, *, poison: bool = False) -> Result:
+        """Record a message that came while the settings do not load; it waits on its queue meanwhile.
+
+        For the triggers' fallback (shared/misconfigured.py), which builds this worker from the
+        storage settings alone and never runs the engine. The notice is not parsed (parsing
+        depends on settings that may be the broken ones); the activation is named by the
+        message's notice_id, or by the id the message will get once it can be read (`rejected-`
+        or `poison-` and its hash), so the notice's own record replaces the placeholder.
+        """
+        raw = _text(body)
+        try:
+            retry = parse_retry_envelope(raw)
+        except ValueError:
+            retry = None
+        notice_id = ((retry.notice_id if retry is not None else _guess_notice_id(raw))
+                     or f"{'poison' if poison else 'rejected'}-{_short_hash(raw)}")
+        tenant = _guess_tenant(raw)
+        queue = self.queue.poison_name if poison else self.queue.name
+        with telemetry.activation_scope(notice_id, tenant, attempt=retry.attempt if retry is not None else None,
+                                        step="config"):
+            log.error("activation %s: a message arrived while the settings are invalid: %s; it waits on %s "
+                      "and is recorded as %s", notice_id, problem, queue, ErrorCode.CONFIG_INVALID.value)
+            decision, _ = self._step(notice_id, lambda: Misconfigured(
+                notice_id, raw, problem, tenant_id=tenant, placeholder=retry is None, queue=queue))
+        return decision.result
 
     # -- acceptance -----------------------------------------------------------------------
     def record_rejected(self, raw: str, exc: NoticeError) -> ActivationRecord:
@@ -576,7 +603,7 @@ def _step_name(event: LifecycleEvent) -> str:
 _STEP_NAMES: Mapping[type, str] = {
     Received: "receive", Rejected: "reject", Delivered: "claim", Heartbeat: "heartbeat", AttemptFinished: "finish",
     Crashed: "crash", OperatorRetry: "operator_retry", Poisoned: "poison", DriftFound: "drift",
-    DriftRepair: "drift_repair",
+    DriftRepair: "drift_repair", Misconfigured: "config",
 }
 
 
@@ -584,7 +611,7 @@ def _tenant_of(event: LifecycleEvent) -> str:
     """The tenant an event names when there is no row yet (a first delivery, a rejection, poison)."""
     if isinstance(event, Received):
         return event.notice.tenant_id
-    if isinstance(event, Rejected | Poisoned):
+    if isinstance(event, Rejected | Poisoned | Misconfigured):
         return event.tenant_id
     return ""
 
