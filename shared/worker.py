@@ -300,6 +300,12 @@ class Worker:
 
     def _deliver(self, notice_id: str, make: Callable[[str], LifecycleEvent]) -> Result:
         """A message for a stored activation: claim and run it, or do what the lifecycle says."""
+        # One scope for the whole delivery, so taking back watchdogs after the run is logged
+        # with the activation too.
+        with telemetry.activation_scope(notice_id):
+            return self._deliver_in_scope(notice_id, make)
+
+    def _deliver_in_scope(self, notice_id: str, make: Callable[[str], LifecycleEvent]) -> Result:
         owners: list[str] = []
 
         def event() -> LifecycleEvent:
@@ -311,6 +317,7 @@ class Worker:
         if not any(isinstance(e, RunEngine) for e in decision.after) or claimed is None:
             self._cancel(sent)  # watchdogs of claims that lost their race
             return decision.result
+        telemetry.refine(tenant_id=claimed.tenant_id, attempt=claimed.attempts)
         watchdog = sent[-1] if sent else None
         self._cancel(sent[:-1])
         return self._run(claimed, owners[-1], watchdog=watchdog)

@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from shared.api import ActivationApi
 from shared.auth import MsalTokenProvider
 from shared.drift import DriftChecker, client_factory_from_settings
 from shared.exchange import ExchangeAdminClient
+from shared.lifecycle import envelope
+from shared.notice import parse_notice
 from shared.provisioning import ProvisioningEngine
 from shared.queueing import ActivationQueue, RetryEnvelope
 from shared.settings import Settings
@@ -102,11 +105,12 @@ def worker_settings(settings: Settings, storage: StorageNames) -> Settings:
 @pytest.fixture
 def build(worker_settings: Settings, activation_store: ActivationStore, activation_queue: ActivationQueue,
           token_provider: MsalTokenProvider) -> Callable[..., Worker]:
-    def make(*, worker_class: type[Worker] = Worker, engine: Any = None, **overrides: Any) -> Worker:
+    def make(*, worker_class: type[Worker] = Worker, engine: Any = None,
+             clock: Callable[[], datetime] | None = None, **overrides: Any) -> Worker:
         these = dataclasses.replace(worker_settings, **overrides)
         real = ProvisioningEngine(these, token_provider=token_provider)
         return worker_class(these, store=activation_store, queue=activation_queue,
-                            engine_factory=lambda: engine or real)
+                            engine_factory=lambda: engine or real, clock=clock or (lambda: datetime.now(UTC)))
     return make
 
 
@@ -248,3 +252,22 @@ def test_the_apis_submit_retry_drift_and_a_termination_log_with_the_context(
     assert worker.handle(json.dumps(TERMINATE, ensure_ascii=False)) == "succeeded"
     check_context(captured.records, notice_id=TERMINATE["notice_id"], tenant_id=TENANT)
     assert {"receive", "claim", "finish"} <= captured.steps()
+
+
+def test_a_watchdog_taking_over_a_dead_workers_claim_logs_with_the_context(
+        build: Callable[..., Worker], worker_settings: Settings, activation_store: ActivationStore,
+        activation_queue: ActivationQueue, captured: Captured) -> None:
+    first = build()
+    assert first.accept(parse_notice(json.dumps(SAMPLE, ensure_ascii=False), worker_settings)) is not None
+    queued = activation_store.get(NOTICE_ID)
+    assert queued is not None
+    claimed, owner = first.claim(queued)  # ... and this worker dies before it runs anything
+    assert claimed is not None
+    captured.clear()
+    later = build(clock=lambda: datetime.now(UTC) + timedelta(minutes=5))  # past the lease
+    assert later.handle(envelope(claimed, recheck_owner=owner).to_json()) == "succeeded"
+
+    check_context(captured.records, notice_id=NOTICE_ID, tenant_id=TENANT)
+    takeover = [r for r in captured.records if getattr(r, "event", None) == TRANSITION_EVENT
+                and getattr(r, "step", None) == "watchdog"]
+    assert [(r.result, r.attempt) for r in takeover] == [("claimed", 2)]  # type: ignore[attr-defined]
