@@ -20,7 +20,9 @@ needs and which the host itself has just used to deliver the message:
   run. One ERROR log line with the activation's context names the setting too.
 
 The message is put back before anything is recorded, so a failure to record (tables
-misnamed, storage refusing) loses nothing; it is logged and the message still waits.
+misnamed, storage refusing) loses nothing; it is logged and the message still waits. If it
+cannot be put back (storage unreachable at that moment), the trigger fails as it would for any
+storage outage, and the host still holds the message it delivered.
 
 If the queue itself cannot be configured (a storage variable is the broken one, or
 `UseDevelopmentStorage=true`, which the host understands and the Python SDK does not), the
