@@ -39,11 +39,13 @@ import logging
 from collections.abc import Mapping
 from typing import NoReturn
 
+from . import telemetry
 from .lifecycle import Result
 from .queueing import ActivationQueue
 from .settings import QUEUE_SETTINGS, STORAGE_SETTINGS, Settings, SettingsError
 from .store import ActivationStore
 from .text import clean, decode_body
+from .worker import Worker, message_activation
 
 log = logging.getLogger("activation.config")
 
@@ -71,6 +73,13 @@ def keep_poisoned_message(body: bytes | str, problem: SettingsError, *,
 
 def _keep(body: bytes | str, problem: SettingsError, *, poison: bool,
           environ: Mapping[str, str] | None) -> Result:
+    notice_id, tenant, attempt = message_activation(decode_body(body), poison=poison)
+    with telemetry.activation_scope(notice_id, tenant, attempt=attempt, step="config"):
+        return _keep_in_scope(body, problem, poison=poison, environ=environ)
+
+
+def _keep_in_scope(body: bytes | str, problem: SettingsError, *, poison: bool,
+                   environ: Mapping[str, str] | None) -> Result:
     try:
         queue_settings = Settings.from_env(environ, only=QUEUE_SETTINGS)
         queue = ActivationQueue.from_settings(queue_settings)
@@ -99,8 +108,6 @@ def _requeue(queue: ActivationQueue, body: bytes | str) -> None:
 def _record(body: bytes | str, problem: SettingsError, *, poison: bool, queue: ActivationQueue,
             environ: Mapping[str, str] | None) -> None:
     """The Misconfigured record or event; best effort, since the message is already kept."""
-    from .worker import Worker
-
     try:
         storage = Settings.from_env(environ, only=STORAGE_SETTINGS)
         store = ActivationStore.from_settings(storage)

@@ -211,20 +211,14 @@ class Worker:
         or `poison-` and its hash), so the notice's own record replaces the placeholder.
         """
         raw = _text(body)
-        try:
-            retry = parse_retry_envelope(raw)
-        except ValueError:
-            retry = None
-        notice_id = ((retry.notice_id if retry is not None else _guess_notice_id(raw))
-                     or f"{'poison' if poison else 'rejected'}-{_short_hash(raw)}")
-        tenant = _guess_tenant(raw)
+        notice_id, tenant, attempt = message_activation(raw, poison=poison)
         queue = self.queue.poison_name if poison else self.queue.name
-        with telemetry.activation_scope(notice_id, tenant, attempt=retry.attempt if retry is not None else None,
-                                        step="config"):
+        with telemetry.activation_scope(notice_id, tenant, attempt=attempt, step="config"):
             log.error("activation %s: a message arrived while the settings are invalid: %s; it waits on %s "
                       "and is recorded as %s", notice_id, problem, queue, ErrorCode.CONFIG_INVALID.value)
             decision, _ = self._step(notice_id, lambda: Misconfigured(
-                notice_id, raw, problem, tenant_id=tenant, placeholder=retry is None, queue=queue))
+                # A retry or watchdog message (it has an attempt) names no new activation.
+                notice_id, raw, problem, tenant_id=tenant, placeholder=attempt is None, queue=queue))
         return decision.result
 
     # -- acceptance -----------------------------------------------------------------------
@@ -598,6 +592,23 @@ class _Heartbeat:
                 log.warning("could not renew the lease on activation %s", self.notice_id, exc_info=True)
         if self.lost:
             raise LeaseLost(self.notice_id)
+
+
+def message_activation(raw: str, *, poison: bool = False) -> tuple[str, str, int | None]:
+    """(notice_id, tenant_id, attempt) of a message, read without the settings a notice's parse needs.
+
+    A retry envelope names its activation and attempt; a notice its notice_id and tenant (as
+    written, unchecked); anything else is named as the worker will name it once it can be read:
+    `rejected-<hash>`, or `poison-<hash>` on the poison queue. The attempt is None for a notice.
+    """
+    try:
+        retry = parse_retry_envelope(raw)
+    except ValueError:
+        retry = None
+    if retry is not None:
+        return retry.notice_id, "", retry.attempt
+    notice_id = _guess_notice_id(raw) or f"{'poison' if poison else 'rejected'}-{_short_hash(raw)}"
+    return notice_id, _guess_tenant(raw), None
 
 
 def _step_name(event: LifecycleEvent) -> str:

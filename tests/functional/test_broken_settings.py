@@ -167,13 +167,15 @@ def test_storage_the_product_cannot_use_is_left_to_the_host_with_one_line(
         environment: pytest.MonkeyPatch, activation_queue: ActivationQueue, caplog: pytest.LogCaptureFixture) -> None:
     # The host understands this value; the Python SDK does not, so the product reaches no queue.
     environment.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    install_log_context(caplog.handler)
     with caplog.at_level(logging.ERROR, logger="activation"):
         with pytest.raises(StorageNotConfigured):
             deliver(BODY)
         with pytest.raises(StorageNotConfigured):
             deliver_poison(BODY)
-    lines = [r.getMessage() for r in caplog.records if r.name == "activation.config"]
-    assert len(lines) == 2 and all("UseDevelopmentStorage=true" in line for line in lines)
+    lines = [r for r in caplog.records if r.name == "activation.config"]
+    assert len(lines) == 2 and all("UseDevelopmentStorage=true" in r.getMessage() for r in lines)
+    assert [(getattr(r, "notice_id", None), getattr(r, "step", None)) for r in lines] == [(NOTICE_ID, "config")] * 2
     assert waiting(activation_queue) == 0  # nothing was consumed by the product: the host keeps it
 
 
