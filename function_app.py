@@ -19,7 +19,7 @@ import logging
 
 import azure.functions as func
 
-from shared import requester, runtime, telemetry
+from shared import misconfigured, requester, runtime, telemetry
 from shared.api import ApiResponse
 from shared.settings import Settings, SettingsError
 
@@ -43,14 +43,32 @@ SIGN_IN_REQUIRED = ApiResponse(401, {"error": {"code": "SIGN_IN_REQUIRED", "mess
 
 @app.queue_trigger(arg_name="msg", queue_name="%ACTIVATION_QUEUE%", connection="AzureWebJobsStorage")
 def provision_activation(msg: func.QueueMessage) -> None:
-    """Provision one activation notice; transient failures re-enqueue themselves."""
-    runtime.worker().handle(msg.get_body(), dequeue_count=msg.dequeue_count or 1)
+    """Provision one activation notice; transient failures re-enqueue themselves.
+
+    With settings that do not load, the message waits on the queue and is recorded as
+    CONFIG_INVALID instead of failing into the poison queue (see shared/misconfigured.py).
+    """
+    try:
+        worker = runtime.worker()
+    except SettingsError as exc:
+        misconfigured.keep_activation_message(msg.get_body(), exc)
+        return
+    worker.handle(msg.get_body(), dequeue_count=msg.dequeue_count or 1)
 
 
 @app.queue_trigger(arg_name="msg", queue_name="%ACTIVATION_QUEUE%-poison", connection="AzureWebJobsStorage")
 def record_poisoned_activation(msg: func.QueueMessage) -> None:
-    """Record a message the host gave up on, keeping it whole; never fails (see Worker.handle_poison)."""
-    runtime.worker().handle_poison(msg.get_body(), dequeue_count=msg.dequeue_count)
+    """Record a message the host gave up on, keeping it whole; never fails (see Worker.handle_poison).
+
+    With settings that do not load, the copy waits on the poison queue and is recorded as
+    CONFIG_INVALID (see shared/misconfigured.py for the one case that still raises).
+    """
+    try:
+        worker = runtime.worker()
+    except SettingsError as exc:
+        misconfigured.keep_poisoned_message(msg.get_body(), exc)
+        return
+    worker.handle_poison(msg.get_body(), dequeue_count=msg.dequeue_count)
 
 
 @app.timer_trigger(arg_name="timer", schedule="0 */5 * * * *", run_on_startup=False)

@@ -84,8 +84,7 @@ def run(sizes: Sizes, out: Path) -> int:
         Row("core.replay_per_s", "core: replayed notices / s", thr.replay_per_s, digits=0),
         Row("core.replay_over_fresh_time", "core: replay time / fresh time", thr.replay_over_fresh_time),
     ]
-    if thr.replays_without_writes != thr.notices:
-        failures.append(f"core: {thr.notices - thr.replays_without_writes} replay plan(s) wanted a write")
+    failures += core.failed_checks(thr)
     _log(f"core: memory, {sizes.memory_small} vs {sizes.memory_large} notices streamed")
     mem = core.memory(settings, small=sizes.memory_small, large=sizes.memory_large)
     results["core_memory"] = dataclasses.asdict(mem)

@@ -8,6 +8,14 @@ notice bounds how many notices one Function App instance can look at. Two questi
   case under at-least-once delivery, and should cost about what a fresh plan costs;
 * memory: parsing and planning 10,000 notices one after another must peak where 1,000 do.
   A peak that grows with the count means something keeps every notice (a cache, a log list).
+
+A replay plans against the connectors as Exchange lists them once the product's own fresh run
+has finished in the tenant. Those rows come from the simulator's tenant state (`exosim.state`,
+no HTTP) driven with exactly the operations the plan sends, so they carry what a real run
+leaves behind (`IsValidated` together with `LastValidationTimestamp` and `ValidationRecipients`,
+which the planner requires before it keeps a validation). The memory stream uses a cheaper
+copy of the same rows built directly, and the throughput run checks, notice by notice, that
+the copy equals what the simulator returned.
 """
 
 from __future__ import annotations
@@ -16,13 +24,16 @@ import gc
 import time
 import tracemalloc
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
+from exosim.options import TenantOptions
+from exosim.state import TenantState, wire_time
 from shared.connectors import ConnectorSpec, desired_connectors
 from shared.exchange import Connector
 from shared.notice import parse_notice
-from shared.plan import make_plan
+from shared.plan import make_plan, operations, timestamp
 from shared.settings import Settings
 
 from .harness import iter_notice_texts, make_tenants
@@ -35,6 +46,8 @@ class CoreResult:
     replay_per_s: float
     replay_over_fresh_time: float
     replays_without_writes: int
+    # Notices whose directly built rows (the memory stream's) differ from the simulator's.
+    synthetic_mismatches: int
 
 
 @dataclass(frozen=True)
@@ -51,14 +64,49 @@ def own_names(settings: Settings) -> tuple[str, str]:
     return settings.ea_connector_name, settings.mg_connector_name
 
 
+# The moment the synthetic tenants were provisioned: any fixed time, so rows are comparable.
+DEPLOYED_AT = datetime(2026, 1, 1, tzinfo=UTC)
+_DEPLOYED_STAMP = timestamp(DEPLOYED_AT)
+_NO_LAG = TenantOptions(replication_lag=0.0)
+
+
+def as_deployed(specs: Sequence[ConnectorSpec], *, settings: Settings) -> list[Connector]:
+    """What Get-OutboundConnector lists after the product's fresh run created and validated `specs`.
+
+    The simulator's tenant state runs the very operations the engine sends to an empty tenant
+    (New-OutboundConnector, Validate-OutboundConnector, Set-OutboundConnector -IsValidated
+    -ValidationRecipients -LastValidationTimestamp), and its rows are read back as the engine
+    reads them. A replay planned against these must find nothing to do.
+    """
+    state = TenantState("00000000-0000-4000-8000-000000000000", clock=DEPLOYED_AT.timestamp, options=_NO_LAG)
+    fresh = make_plan(specs, [], own_names=own_names(settings))
+    for op in operations(fresh, now=DEPLOYED_AT):
+        state.invoke(op.cmdlet, op.parameters)
+    return [Connector.from_row(row) for row in state.rows()]
+
+
 def as_created(specs: Sequence[ConnectorSpec]) -> list[Connector]:
-    """What Get-OutboundConnector reports after the specs were created and validated."""
+    """The rows of `as_deployed`, built directly (no simulator), for the memory stream.
+
+    Only the Guid differs (the simulator draws one); `same_rows` is how the throughput run
+    holds this copy to the simulator's answer.
+    """
     rows: list[dict[str, Any]] = []
     for spec in specs:
         row = spec.to_dict()
-        row.update(IsValidated=True, TestMode=False, Guid=f"00000000-0000-4000-8000-{len(rows):012d}")
+        del row["Service"]
+        row.update(
+            ConnectorSource="Default", TestMode=False, TlsDomain=None,
+            IsValidated=True, LastValidationTimestamp=wire_time(_DEPLOYED_STAMP, zone=False),
+            Guid=f"00000000-0000-4000-8000-{len(rows):012d}",
+        )
         rows.append(row)
     return [Connector.from_row(row) for row in rows]
+
+
+def same_rows(a: Sequence[Connector], b: Sequence[Connector]) -> bool:
+    """Equal in every field Connector reads, the Guid aside."""
+    return [replace(c, guid="") for c in a] == [replace(c, guid="") for c in b]
 
 
 def _timed(texts: Sequence[str], actuals: Sequence[Sequence[Connector]], settings: Settings) -> tuple[float, int]:
@@ -77,7 +125,10 @@ def throughput(settings: Settings, *, notices: int = 3000, repeats: int = 3, bud
     """Best-of-`repeats` throughput, fresh and replay, interleaved so both see the same noise."""
     texts = list(iter_notice_texts(notices, make_tenants(500, seed=1)))
     none: list[list[Connector]] = [[] for _ in texts]
-    created = [as_created(desired_connectors(parse_notice(t, settings), settings)) for t in texts]
+    specs = [desired_connectors(parse_notice(t, settings), settings) for t in texts]
+    created = [as_deployed(wanted, settings=settings) for wanted in specs]
+    mismatches = sum(not same_rows(as_created(wanted), deployed)
+                     for wanted, deployed in zip(specs, created, strict=True))
     fresh_best = replay_best = float("inf")
     quiet = 0
     deadline = time.monotonic() + budget_s
@@ -93,7 +144,19 @@ def throughput(settings: Settings, *, notices: int = 3000, repeats: int = 3, bud
         replay_per_s=notices / replay_best,
         replay_over_fresh_time=replay_best / fresh_best,
         replays_without_writes=quiet,
+        synthetic_mismatches=mismatches,
     )
+
+
+def failed_checks(result: CoreResult) -> list[str]:
+    """The correctness checks of the core run, as `CHECK FAILED` lines (none when it passed)."""
+    failures: list[str] = []
+    if result.replays_without_writes != result.notices:
+        failures.append(f"core: {result.notices - result.replays_without_writes} replay plan(s) wanted a write")
+    if result.synthetic_mismatches:
+        failures.append(f"core: {result.synthetic_mismatches} notice(s) whose streamed rows differ from the "
+                        "simulator's; the memory figures plan against rows Exchange would not list")
+    return failures
 
 
 def _stream(texts: Iterable[str], settings: Settings) -> int:

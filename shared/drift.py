@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import telemetry
 from .connectors import ConnectorSpec, desired_connectors
 from .errors import ProvisioningError
 from .exchange import Connector
@@ -223,6 +224,11 @@ class DriftChecker:
         listed = self._newest(tenant_id)
         # A list item carries the listed fields only; the desired state is in the stored notice.
         newest = (self._store.get(listed.notice_id) if listed is not None else None) or record
+        # Every line logged while checking is about the tenant's newest activation.
+        with telemetry.activation_scope(newest.notice_id, tenant_id, attempt=newest.attempts, step="drift"):
+            return self._check_newest(tenant_id, newest, requested_by=requested_by)
+
+    def _check_newest(self, tenant_id: str, newest: ActivationRecord, *, requested_by: str | None) -> TenantCheck:
         check = TenantCheck(tenant_id, newest.notice_id, "skipped")
         if newest.status not in CHECKED_STATUSES:
             check.detail = f"the tenant's newest activation {newest.notice_id} is {newest.status.value}"

@@ -32,6 +32,11 @@ The events, and what they can lead to:
   else will move on fails it; a copy of a finished, running or rescheduled activation, or one
   whose content differs, is an event and nothing more.
 
+- `Misconfigured`: a message arrived while the product's settings cannot be loaded, and went
+  back on its queue to wait for the fix. A notice never seen before gets a `needs_attention`
+  placeholder row (`CONFIG_INVALID`, the raw message kept, no content) that the notice itself
+  replaces once it is read with working settings; an activation that exists gets an event, and
+  keeps its record.
 A finished record changes only through an event that says a real new run happened
 (`OperatorRetry`, then a claim), or through the poison of its own stuck message.
 """
@@ -97,6 +102,7 @@ class Result(StrEnum):
     POISONED_DUPLICATE = "poisoned_duplicate"
     POISON_CONFLICT = "poison_conflict"
     POISON_REQUEUED = "poison_requeued"  # could not be recorded now; back on the poison queue
+    MISCONFIGURED = "misconfigured"  # settings broken: recorded, and the message waits on its queue
     DRIFTED = "drifted"
     IN_SYNC = "in_sync"  # a drift check found the connectors as the last run left them
 
@@ -217,8 +223,20 @@ class Poisoned:
     dequeue_count: int | None = None
 
 
+@dataclass(frozen=True)
+class Misconfigured:
+    """A message for `notice_id` that a trigger could not handle: the settings do not load."""
+
+    notice_id: str
+    raw: str
+    problem: str  # the SettingsError's message: names the variable and how to fix it
+    tenant_id: str = ""
+    placeholder: bool = True  # False for a retry or watchdog message: it names no new activation
+    queue: str = ""  # where the message waits for the fix (the activation or the poison queue)
+
+
 LifecycleEvent = (Received | Rejected | Delivered | RetryDue | Heartbeat | AttemptFinished | Crashed
-                  | OperatorRetry | Poisoned | DriftFound | DriftRepair)
+                  | OperatorRetry | Poisoned | DriftFound | DriftRepair | Misconfigured)
 
 
 # -- rules -----------------------------------------------------------------------------------
@@ -261,6 +279,8 @@ def transition(record: ActivationRecord | None, event: LifecycleEvent, now: date
             return _rejected(record, event, now)
         case Poisoned():
             return _poisoned(record, event, now)
+        case Misconfigured():
+            return _misconfigured(record, event, now)
         case OperatorRetry():
             return _operator_retry(record, now, requested_by=event.requested_by)
     if record is None:
@@ -604,6 +624,28 @@ def _poisoned(record: ActivationRecord | None, event: Poisoned, now: datetime) -
         _event("poisoned", "the Functions host gave up on this message; recorded as failed", now, **data)))
 
 
+def _misconfigured(record: ActivationRecord | None, event: Misconfigured, now: datetime) -> Decision:
+    detail = f"{event.problem} (the message waits on {event.queue or 'its queue'} until the setting is fixed)"
+    data: dict[str, Any] = {"code": ErrorCode.CONFIG_INVALID.value, "problem": event.problem,
+                            "raw_message": event.raw[:RAW_IN_EVENT]}
+    if record is None:
+        if not event.placeholder:
+            return Decision(Result.MISCONFIGURED, detail=detail)
+        # Not a rewrite of anything: a row without content gives way to the notice (`_received`).
+        new = replace(_blank(None, event.notice_id, event.tenant_id, Status.NEEDS_ATTENTION, now),
+                      raw_message=event.raw[:RAW_KEEP], error=error_dict(ErrorCode.CONFIG_INVALID, detail),
+                      finished_at=now)
+        return Decision(Result.MISCONFIGURED, new, detail=detail, after=_append(_event(
+            "config.invalid", f"a message arrived while the settings are invalid: {detail}", now, **data)))
+    if (not record.content_hash and record.error is not None
+            and record.error.get("code") == ErrorCode.CONFIG_INVALID.value and record.error.get("message") == detail):
+        return Decision(Result.MISCONFIGURED, detail=detail)  # this placeholder already says so
+    # An activation that exists keeps its record: a broken setting says nothing about its run.
+    return Decision(Result.MISCONFIGURED, detail=detail, after=_append(_event(
+        "config.invalid", f"a message for this activation arrived while the settings are invalid: {detail}; "
+        f"the activation stays {record.status.value}", now, **data)))
+
+
 def _chain_message(record: ActivationRecord, event: Poisoned, now: datetime) -> bool:
     """Whether a retry_scheduled activation's poisoned message was the one its retry hung on."""
     due = record.next_attempt_at
@@ -656,6 +698,7 @@ def _iso(value: datetime | None) -> str | None:
 __all__ = [
     "DRIFT_WARNING", "OPERATOR_RETRY_DELAY_SECONDS", "Append", "AttemptFinished", "Crashed", "Decision", "Delivered",
     "DriftFound", "DriftRepair", "Effect",
-    "Heartbeat", "LifecycleEvent", "OperatorRetry", "Poisoned", "Received", "Rejected", "Result", "RetryDue",
+    "Heartbeat", "LifecycleEvent", "Misconfigured", "OperatorRetry", "Poisoned", "Received", "Rejected", "Result",
+    "RetryDue",
     "Rules", "RunEngine", "Send", "envelope", "transition",
 ]

@@ -7,6 +7,7 @@ invocation in the process, which also reuses HTTP connections to Storage and Exc
 
 from __future__ import annotations
 
+import logging
 import threading
 from functools import cache
 from typing import TYPE_CHECKING
@@ -56,8 +57,17 @@ def monitoring() -> bool:
     to index the functions, and the OpenTelemetry distro is heavy. Unset (local runs, tests),
     only the log context is installed and no telemetry SDK is imported.
     """
-    return telemetry.configure(settings().applicationinsights_connection_string,
-                               managed_identity_client_id=settings().managed_identity_client_id)
+    configured = settings()  # a SettingsError here is the caller's to handle, not telemetry's
+    try:
+        return telemetry.configure(configured.applicationinsights_connection_string,
+                                   managed_identity_client_id=configured.managed_identity_client_id)
+    except ValueError as exc:
+        # The distro refuses a damaged connection string. Provisioning does not depend on the
+        # export, so a typo there must not stop every trigger: the logs stay with the host.
+        logging.getLogger("activation.config").error(
+            "APPLICATIONINSIGHTS_CONNECTION_STRING cannot be used (%s): logs are not exported to Application "
+            "Insights; copy the connection string from the Application Insights resource again and restart", exc)
+        return False
 
 
 @cache

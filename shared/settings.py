@@ -16,7 +16,7 @@ import math
 import os
 import re
 import shlex
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Collection, Mapping, MutableMapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
@@ -102,17 +102,22 @@ class Settings:
     drift_page_size: int = 100
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, *, local_env: Path | None = None) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, local_env: Path | None = None,
+                 only: Collection[str] | None = None) -> Settings:
         """Read settings from the environment; an unusable value raises naming the variable.
 
         With `local_env` (the command line passes LOCAL_ENV_FILE), the values that file
         contributes under `local_env_values`' rules fill in what the environment leaves unset.
+        With `only` (variable names, e.g. STORAGE_SETTINGS), just those are read and the rest
+        keep their defaults: what a trigger can still use when another setting is broken.
         """
         env: Mapping[str, str] = os.environ if environ is None else environ
         if local_env is not None:
             env = {**env, **local_env_values(local_env, env)}
         values: dict[str, object] = {}
         for spec in SETTINGS:
+            if only is not None and spec.env not in only:
+                continue
             raw = env.get(spec.env)
             if raw is None or raw.strip() == "":
                 continue
@@ -399,11 +404,15 @@ def _is_connection_string(value: str) -> bool:
 
 def _convert(spec: Setting, raw: str) -> object:
     default = {f.name: f.default for f in fields(Settings)}[spec.attr]
+    if isinstance(default, bool):
+        # A typo ("ture") must not quietly read as false.
+        if raw.lower() not in _TRUE | _FALSE:
+            raise SettingsError(f"{spec.env}={raw!r} is not true or false: use true or false (also 1/0, "
+                                f"yes/no, on/off), or remove it for the default ({str(default).lower()})")
+        return raw.lower() in _TRUE
     try:
         if isinstance(default, frozenset):
             return frozenset(p.strip().lower().rstrip(".") for p in raw.split(",") if p.strip())
-        if isinstance(default, bool):
-            return raw.lower() in ("1", "true", "yes")
         if isinstance(default, int):
             return int(raw)
         if isinstance(default, float):
@@ -412,7 +421,24 @@ def _convert(spec: Setting, raw: str) -> object:
                 raise ValueError("negative or not finite")
             return value
     except ValueError as exc:
-        raise SettingsError(f"{spec.env}={raw!r} is not a valid {type(default).__name__}") from exc
+        raise SettingsError(f"{spec.env}={raw!r} is not {_KIND_OF_VALUE[type(default)]}: set it to one, such as "
+                            f"{default!r} (the default), or remove it to use the default") from exc
     if spec.attr in ("exo_admin_api_url", "entra_authority_host"):
         return raw.rstrip("/")
     return raw
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+# What a numeric setting must be, for the message that names a bad one.
+_KIND_OF_VALUE: dict[type, str] = {int: "a whole number", float: "a number (0 or more, finite)"}
+
+# The settings the product needs to reach its queue, and with the tables to record anything.
+# A trigger whose other settings are broken still reads these (`from_env(only=...)`), so the
+# message it was given is kept and the problem recorded (see shared/misconfigured.py).
+QUEUE_SETTINGS = frozenset({
+    "AzureWebJobsStorage", "AzureWebJobsStorage__accountName", "AzureWebJobsStorage__tableServiceUri",
+    "AzureWebJobsStorage__queueServiceUri", "AzureWebJobsStorage__clientId", "MANAGED_IDENTITY_CLIENT_ID",
+    "ACTIVATION_QUEUE",
+})
+STORAGE_SETTINGS = QUEUE_SETTINGS | {"ACTIVATIONS_TABLE", "EVENTS_TABLE"}

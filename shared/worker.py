@@ -18,6 +18,7 @@ History writes after a state change are best effort: a lost event never strands 
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import logging
@@ -44,6 +45,7 @@ from .lifecycle import (
     DriftRepair,
     Heartbeat,
     LifecycleEvent,
+    Misconfigured,
     OperatorRetry,
     Poisoned,
     Received,
@@ -159,13 +161,28 @@ class Worker:
         """
         raw = _text(body)
         try:
-            return self._poison(body, raw, dequeue_count)
-        except Exception:
-            log.exception("could not record a poisoned message; it goes back on the poison queue")
-            self.queue.poison.send_notice(clean(raw) or "(empty message)", delay_seconds=POISON_REQUEUE_SECONDS)
-            return Result.POISON_REQUEUED
+            notice_id, tenant, notice, retry = self._identify_poison(body, raw)
+        except Exception:  # the readers name what they refuse; should one fail, the copy is still kept
+            log.exception("could not read a poisoned message; it is kept under its hash")
+            notice_id, tenant, notice, retry = f"poison-{_short_hash(raw)}", "", None, None
+        with telemetry.activation_scope(notice_id, tenant, attempt=retry.attempt if retry else None, step="poison"):
+            try:
+                if retry is None:  # the attempt it stands for is the activation's latest (0: none ran)
+                    existing = self.store.get(notice_id)
+                    telemetry.refine(attempt=existing.attempts if existing is not None else 0)
+                telemetry.record_poisoned(notice_id=notice_id, tenant_id=tenant, code=ErrorCode.UNHANDLED.value,
+                                          dequeue_count=dequeue_count)
+                decision, _ = self._step(notice_id, lambda: Poisoned(
+                    notice_id, raw, tenant_id=tenant, notice=notice, envelope=retry, dequeue_count=dequeue_count))
+                return decision.result
+            except Exception:
+                log.exception("could not record a poisoned message; it goes back on the poison queue")
+                self.queue.poison.send_notice(clean(raw) or "(empty message)", delay_seconds=POISON_REQUEUE_SECONDS)
+                return Result.POISON_REQUEUED
 
-    def _poison(self, body: bytes | str, raw: str, dequeue_count: int | None) -> Result:
+    def _identify_poison(self, body: bytes | str,
+                         raw: str) -> tuple[str, str, ActivationNotice | None, RetryEnvelope | None]:
+        """The activation a poisoned copy is about: (notice_id, tenant_id, notice, retry envelope)."""
         try:
             retry = parse_retry_envelope(raw)
         except ValueError:
@@ -182,10 +199,26 @@ class Worker:
         else:
             notice_id = _guess_notice_id(raw) or f"poison-{_short_hash(raw)}"
         tenant = notice.tenant_id if notice is not None else _guess_tenant(raw)
-        telemetry.record_poisoned(notice_id=notice_id, tenant_id=tenant, code=ErrorCode.UNHANDLED.value,
-                                  dequeue_count=dequeue_count)
-        decision, _ = self._step(notice_id, lambda: Poisoned(notice_id, raw, tenant_id=tenant, notice=notice,
-                                                             envelope=retry, dequeue_count=dequeue_count))
+        return notice_id, tenant, notice, retry
+
+    def record_misconfigured(self, body: bytes | str, problem: str, *, poison: bool = False) -> Result:
+        """Record a message that came while the settings do not load; it waits on its queue meanwhile.
+
+        For the triggers' fallback (shared/misconfigured.py), which builds this worker from the
+        storage settings alone and never runs the engine. The notice is not parsed (parsing
+        depends on settings that may be the broken ones); the activation is named by the
+        message's notice_id, or by the id the message will get once it can be read (`rejected-`
+        or `poison-` and its hash), so the notice's own record replaces the placeholder.
+        """
+        raw = _text(body)
+        notice_id, tenant, attempt = message_activation(raw, poison=poison)
+        queue = self.queue.poison_name if poison else self.queue.name
+        with telemetry.activation_scope(notice_id, tenant, attempt=attempt, step="config"):
+            log.error("activation %s: a message arrived while the settings are invalid: %s; it waits on %s "
+                      "and is recorded as %s", notice_id, problem, queue, ErrorCode.CONFIG_INVALID.value)
+            decision, _ = self._step(notice_id, lambda: Misconfigured(
+                # A retry or watchdog message (it has an attempt) names no new activation.
+                notice_id, raw, problem, tenant_id=tenant, placeholder=attempt is None, queue=queue))
         return decision.result
 
     # -- acceptance -----------------------------------------------------------------------
@@ -237,24 +270,36 @@ class Worker:
 
     # -- deliveries -----------------------------------------------------------------------
     def _handle_retry(self, envelope: RetryEnvelope) -> Result:
-        result = self._deliver(envelope.notice_id, lambda owner: RetryDue(envelope, owner))
-        if result is Result.UNKNOWN:
-            log.warning("retry message for unknown activation %s dropped", envelope.notice_id)
+        step = "watchdog" if envelope.recheck_owner is not None else "retry"
+        with telemetry.activation_scope(envelope.notice_id, attempt=envelope.attempt, step=step):
+            result = self._deliver(envelope.notice_id, lambda owner: RetryDue(envelope, owner))
+            if result is Result.UNKNOWN:
+                log.warning("retry message for unknown activation %s dropped", envelope.notice_id)
         return result
 
     def _invalid_envelope(self, raw: str, exc: ValueError) -> Result:
         """A message that claims to be a retry but is malformed: record it, never crash on it."""
         notice_id = _guess_notice_id(raw)
-        record = self.store.get(notice_id) if notice_id else None
-        if record is not None:
-            self._best_effort(record, [Event("retry.invalid", f"malformed retry message ignored: {exc}",
-                                             data={"raw_message": raw[:2048]})])
-        else:
+        if notice_id is None:  # about no activation anyone can name: no context to give
             log.warning("malformed retry message ignored: %s", exc)
+            return Result.INVALID_RETRY
+        with telemetry.activation_scope(notice_id, _guess_tenant(raw), step="retry"):
+            record = self.store.get(notice_id)
+            if record is not None:
+                telemetry.refine(tenant_id=record.tenant_id, attempt=record.attempts)
+                self._best_effort(record, [Event("retry.invalid", f"malformed retry message ignored: {exc}",
+                                                 data={"raw_message": raw[:2048]})])
+            log.warning("malformed retry message for activation %s ignored: %s", notice_id, exc)
         return Result.INVALID_RETRY
 
     def _deliver(self, notice_id: str, make: Callable[[str], LifecycleEvent]) -> Result:
         """A message for a stored activation: claim and run it, or do what the lifecycle says."""
+        # One scope for the whole delivery, so taking back watchdogs after the run is logged
+        # with the activation too.
+        with telemetry.activation_scope(notice_id):
+            return self._deliver_in_scope(notice_id, make)
+
+    def _deliver_in_scope(self, notice_id: str, make: Callable[[str], LifecycleEvent]) -> Result:
         owners: list[str] = []
 
         def event() -> LifecycleEvent:
@@ -266,6 +311,7 @@ class Worker:
         if not any(isinstance(e, RunEngine) for e in decision.after) or claimed is None:
             self._cancel(sent)  # watchdogs of claims that lost their race
             return decision.result
+        telemetry.refine(tenant_id=claimed.tenant_id, attempt=claimed.attempts)
         watchdog = sent[-1] if sent else None
         self._cancel(sent[:-1])
         return self._run(claimed, owners[-1], watchdog=watchdog)
@@ -295,6 +341,10 @@ class Worker:
         return result
 
     def _run_claimed(self, claimed: ActivationRecord, owner: str) -> Result:
+        with telemetry.activation_scope(claimed.notice_id, claimed.tenant_id, attempt=claimed.attempts, step="run"):
+            return self._run_in_scope(claimed, owner)
+
+    def _run_in_scope(self, claimed: ActivationRecord, owner: str) -> Result:
         heartbeat = _Heartbeat(self, claimed, owner)
         heartbeat.start()
         try:
@@ -398,9 +448,17 @@ class Worker:
         messages sent before each write attempt are added to `sent`. `first`, a row this
         worker wrote, stands in for the first read.
         """
+        with telemetry.activation_scope(notice_id):
+            return self._step_in_scope(notice_id, make, rounds=rounds, sent=sent, first=first)
+
+    def _step_in_scope(self, notice_id: str, make: Callable[[], LifecycleEvent], *, rounds: int,
+                       sent: list[SentMessage] | None,
+                       first: ActivationRecord | None) -> tuple[Decision, ActivationRecord | None]:
         for round_ in range(rounds):
             current = first if round_ == 0 and first is not None else self.store.get(notice_id)
             event = make()
+            telemetry.refine(tenant_id=current.tenant_id if current is not None else _tenant_of(event),
+                             attempt=current.attempts if current is not None else None, step=_step_name(event))
             decision = transition(current, event, self.clock(), self.rules)
             for effect in decision.before:
                 message = self._perform(effect, current)
@@ -413,6 +471,7 @@ class Worker:
                                else self.store.replace(decision.record, previous=current))
                 except (ConcurrentUpdate, RecordExists):
                     continue
+                telemetry.refine(tenant_id=written.tenant_id, attempt=written.attempts)
                 _report_outcome(current, written)
             elif current is not None and isinstance(event, RetryDue):
                 # A watchdog or retry message that changes nothing comes after a run whose last
@@ -420,6 +479,12 @@ class Worker:
                 self.store.repair_index(current)
             for effect in decision.after:
                 self._perform(effect, written or current)
+            sends = [e for e in decision.effects if isinstance(e, Send)]
+            telemetry.record_transition(
+                notice_id, result=decision.result.value, status=written.status.value if written else None,
+                wrote=written is not None or bool(sends),
+                delay_seconds=round(sends[-1].delay_seconds, 1) if sends else None,
+                watchdog=bool(sends) and sends[-1].envelope.recheck_owner is not None)
             return decision, written
         raise ConcurrentUpdate(f"activation {notice_id!r} kept changing; giving up after {rounds} rounds")
 
@@ -477,24 +542,31 @@ class _Heartbeat:
         self.lost = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name=f"heartbeat:{self.notice_id}")
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        # The thread runs in a copy of the starter's context, so its log lines (a failed
+        # renewal) carry the run's activation context as the run's own do.
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(target=context.run, args=(self._loop,), daemon=True,
+                                        name=f"heartbeat:{self.notice_id}")
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join()
+        thread = self._thread
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join()
 
     def _loop(self) -> None:
         # Settings.from_env enforces this; Settings built in code may not have been checked.
         interval = min(self.worker.settings.heartbeat_seconds, self.worker.settings.lease_seconds / 3)
         while not self._stop.wait(interval):
-            try:
-                self.renew()
-            except Exception:  # a failed renewal is retried on the next beat; the lease has slack
-                log.warning("could not renew the lease on activation %s", self.notice_id, exc_info=True)
+            with telemetry.activation_scope(self.notice_id, step="heartbeat"):
+                try:
+                    self.renew()
+                except Exception:  # a failed renewal is retried on the next beat; the lease has slack
+                    log.warning("could not renew the lease on activation %s", self.notice_id, exc_info=True)
 
     def renew(self) -> None:
         with self._lock:
@@ -513,16 +585,57 @@ class _Heartbeat:
         elapsed = (self.worker.clock() - self.renewed_at).total_seconds()
         if elapsed < lease / 2:
             return
-        try:
-            self.renew()
-        except Exception as exc:
-            if elapsed >= lease:
-                # No renewal has succeeded for a whole lease (storage unreachable): another
-                # worker may hold the activation now, so this one stops before its next call.
-                raise LeaseLost(self.notice_id) from exc
-            log.warning("could not renew the lease on activation %s", self.notice_id, exc_info=True)
+        with telemetry.activation_scope(self.notice_id, step="heartbeat"):
+            try:
+                self.renew()
+            except Exception as exc:
+                if elapsed >= lease:
+                    # No renewal has succeeded for a whole lease (storage unreachable): another
+                    # worker may hold the activation now, so this one stops before its next call.
+                    raise LeaseLost(self.notice_id) from exc
+                log.warning("could not renew the lease on activation %s", self.notice_id, exc_info=True)
         if self.lost:
             raise LeaseLost(self.notice_id)
+
+
+def message_activation(raw: str, *, poison: bool = False) -> tuple[str, str, int | None]:
+    """(notice_id, tenant_id, attempt) of a message, read without the settings a notice's parse needs.
+
+    A retry envelope names its activation and attempt; a notice its notice_id and tenant (as
+    written, unchecked); anything else is named as the worker will name it once it can be read:
+    `rejected-<hash>`, or `poison-<hash>` on the poison queue. The attempt is None for a notice.
+    """
+    try:
+        retry = parse_retry_envelope(raw)
+    except ValueError:
+        retry = None
+    if retry is not None:
+        return retry.notice_id, "", retry.attempt
+    notice_id = _guess_notice_id(raw) or f"{'poison' if poison else 'rejected'}-{_short_hash(raw)}"
+    return notice_id, _guess_tenant(raw), None
+
+
+def _step_name(event: LifecycleEvent) -> str:
+    """The `step` of the log records about one lifecycle decision (see shared/telemetry.py)."""
+    if isinstance(event, RetryDue):
+        return "watchdog" if event.envelope.recheck_owner is not None else "retry"
+    return _STEP_NAMES[type(event)]
+
+
+_STEP_NAMES: Mapping[type, str] = {
+    Received: "receive", Rejected: "reject", Delivered: "claim", Heartbeat: "heartbeat", AttemptFinished: "finish",
+    Crashed: "crash", OperatorRetry: "operator_retry", Poisoned: "poison", DriftFound: "drift",
+    DriftRepair: "drift_repair", Misconfigured: "config",
+}
+
+
+def _tenant_of(event: LifecycleEvent) -> str:
+    """The tenant an event names when there is no row yet (a first delivery, a rejection, poison)."""
+    if isinstance(event, Received):
+        return event.notice.tenant_id
+    if isinstance(event, Rejected | Poisoned | Misconfigured):
+        return event.tenant_id
+    return ""
 
 
 def _parse(body: bytes | str, settings: Settings) -> ActivationNotice:

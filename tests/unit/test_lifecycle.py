@@ -27,6 +27,7 @@ from shared.lifecycle import (
     DriftRepair,
     Heartbeat,
     LifecycleEvent,
+    Misconfigured,
     OperatorRetry,
     Poisoned,
     Received,
@@ -513,3 +514,46 @@ def test_a_dead_workers_activation_is_taken_over_within_two_minutes_by_default()
     assert takeover_after <= 120
     assert takeover_after < PROCESSING_VISIBILITY_SECONDS
     assert settings.heartbeat_seconds * 3 <= settings.lease_seconds  # a late beat never loses the lease
+
+
+# -- settings that do not load (shared/misconfigured.py) -----------------------------------
+PROBLEM = "LEASE_SECONDS='abc' is not a number (0 or more, finite): set it to one, such as 60.0 (the default)"
+
+
+def misconfigured(**fields: Any) -> Misconfigured:
+    return Misconfigured(**{"notice_id": NOTICE.notice_id, "raw": NOTICE.canonical_json(), "problem": PROBLEM,
+                            "tenant_id": NOTICE.tenant_id, "queue": "activation-notices", **fields})
+
+
+def test_a_notice_that_arrives_while_the_settings_are_broken_is_a_placeholder_needing_attention() -> None:
+    decision = transition(None, misconfigured(), NOW, RULES)
+    new = decision.record
+    assert decision.result is Result.MISCONFIGURED and new is not None
+    assert (new.status, new.error["code"] if new.error else None) == (Status.NEEDS_ATTENTION, "CONFIG_INVALID")
+    assert PROBLEM in (new.error or {})["message"] and new.raw_message == NOTICE.canonical_json()
+    assert not new.content_hash and not new.notice_json  # no content: nothing to retry from it
+    assert kinds(decision) == ["config.invalid"]
+    # Once the settings load, the notice itself takes the placeholder's place.
+    accepted = transition(new, Received(NOTICE), NOW, RULES)
+    assert accepted.result is Result.ACCEPTED and accepted.record is not None
+    assert accepted.record.status is Status.QUEUED and accepted.record.content_hash == NOTICE.content_hash
+
+
+def test_the_same_problem_again_adds_nothing_to_its_placeholder() -> None:
+    first = transition(None, misconfigured(), NOW, RULES).record
+    again = transition(first, misconfigured(), NOW + timedelta(minutes=5), RULES)
+    assert (again.result, again.record, kinds(again)) == (Result.MISCONFIGURED, None, [])
+
+
+@pytest.mark.parametrize("before", [succeeded_row(), running(), row(Status.RETRY_SCHEDULED, attempts=2),
+                                    row(Status.REJECTED, content_hash="", notice_json="", error=REJECTION)],
+                         ids=["succeeded", "running", "retry_scheduled", "rejected"])
+def test_an_activation_that_exists_keeps_its_record_and_gains_an_event(before: ActivationRecord) -> None:
+    decision = transition(before, misconfigured(), NOW, RULES)
+    assert (decision.result, decision.record) == (Result.MISCONFIGURED, None)
+    assert kinds(decision) == ["config.invalid"]
+
+
+def test_a_retry_message_for_no_activation_makes_no_placeholder() -> None:
+    decision = transition(None, misconfigured(placeholder=False), NOW, RULES)
+    assert (decision.result, decision.record, kinds(decision)) == (Result.MISCONFIGURED, None, [])

@@ -12,7 +12,9 @@ from shared.settings import (
     DEFAULT_JOURNAL_DOMAINS,
     DEFAULT_SMART_HOSTS,
     LOCAL_ENV_FILE,
+    QUEUE_SETTINGS,
     SETTINGS,
+    STORAGE_SETTINGS,
     Settings,
     SettingsError,
     local_env_values,
@@ -453,3 +455,29 @@ def test_the_simulators_ca_is_not_made_the_only_trust_beside_ones_own_storage(tm
         environ = dict(own)
         assert trust_local_env_ca(path, environ) is None
         assert environ == own
+
+
+@pytest.mark.parametrize(("env", "words"), [
+    ({"LEASE_SECONDS": "abc"}, ("LEASE_SECONDS='abc'", "is not a number", "such as 60.0 (the default)")),
+    ({"MAX_ATTEMPTS": "2.5"}, ("MAX_ATTEMPTS='2.5'", "is not a whole number", "such as 8 (the default)")),
+    ({"DRIFT_REPAIR": "ture"}, ("DRIFT_REPAIR='ture'", "is not true or false", "default (false)")),
+])
+def test_a_value_of_the_wrong_kind_is_named_with_its_fix(env: dict[str, str], words: tuple[str, ...]) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(env)
+    for word in words:
+        assert word in str(caught.value)
+
+
+@pytest.mark.parametrize(("raw", "value"), [("true", True), ("On", True), ("1", True), ("no", False), ("OFF", False)])
+def test_a_flag_reads_the_usual_spellings(raw: str, value: bool) -> None:
+    assert Settings.from_env({"DRIFT_REPAIR": raw}).drift_repair is value
+
+
+def test_only_the_storage_settings_can_be_read_when_another_is_broken() -> None:
+    env = {"LEASE_SECONDS": "abc", "ACTIVATION_QUEUE": "my-queue", "ACTIVATIONS_TABLE": "mine"}
+    storage = Settings.from_env(env, only=STORAGE_SETTINGS)
+    assert (storage.activation_queue, storage.activations_table, storage.lease_seconds) == ("my-queue", "mine", 60.0)
+    with pytest.raises(SettingsError, match="ACTIVATIONS_TABLE='x'"):
+        Settings.from_env({**env, "ACTIVATIONS_TABLE": "x"}, only=STORAGE_SETTINGS)
+    assert Settings.from_env({**env, "ACTIVATIONS_TABLE": "x"}, only=QUEUE_SETTINGS).activations_table == "activations"

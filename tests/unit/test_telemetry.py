@@ -56,6 +56,41 @@ def test_inside_a_scope_any_record_carries_the_activation() -> None:
     assert not hasattr(outside, "notice_id")
 
 
+def test_a_scope_inside_a_scope_of_the_same_activation_keeps_what_it_does_not_set() -> None:
+    exported, handler = collecting()
+    logger = logging.getLogger("activation.worker")
+    try:
+        with telemetry.activation_scope("ACT-1", "t-1", attempt=2, step="run"):
+            with telemetry.activation_scope("ACT-1", step="heartbeat"):
+                logger.warning("could not renew")
+            with telemetry.activation_scope("ACT-2"):  # another activation inherits nothing
+                logger.info("other")
+            logger.info("back in the run")
+    finally:
+        exported.removeHandler(handler)
+    beat, other, run = handler.records
+    assert (beat.notice_id, beat.tenant_id, beat.attempt, beat.step) == ("ACT-1", "t-1", 2, "heartbeat")  # type: ignore[attr-defined]
+    assert other.notice_id == "ACT-2" and not hasattr(other, "tenant_id") and not hasattr(other, "attempt")  # type: ignore[attr-defined]
+    assert run.step == "run"  # type: ignore[attr-defined]
+
+
+def test_refine_adds_what_a_scope_learned_and_every_record_has_a_duration() -> None:
+    exported, handler = collecting()
+    logger = logging.getLogger("activation.worker")
+    try:
+        with telemetry.activation_scope("ACT-1"):
+            logger.info("before the row was read")
+            telemetry.refine(tenant_id="t-1", attempt=4, step="claim")
+            logger.info("after")
+        telemetry.refine(tenant_id="t-x")  # outside a scope: nothing to refine, no error
+    finally:
+        exported.removeHandler(handler)
+    before, after = handler.records
+    assert not hasattr(before, "tenant_id") and not hasattr(before, "step")  # unknown yet: left off
+    assert (after.tenant_id, after.attempt, after.step) == ("t-1", 4, "claim")  # type: ignore[attr-defined]
+    assert all(isinstance(r.duration_ms, float) and r.duration_ms >= 0 for r in handler.records)  # type: ignore[attr-defined]
+
+
 def test_a_record_that_names_its_own_fields_keeps_them() -> None:
     # The context must never make `extra=` raise (a record factory setting these would).
     logger, handler = collecting()
