@@ -57,12 +57,20 @@ from .lifecycle import (
 )
 from .notice import NOTICE_ID_PATTERN, ActivationNotice, FieldError, NoticeError, parse_notice
 from .outcome import Event, Outcome, Status
-from .queueing import ActivationQueue, RetryEnvelope, SentMessage, parse_retry_envelope
+from .queueing import (
+    ActivationQueue,
+    DriftEnvelope,
+    RetryEnvelope,
+    SentMessage,
+    parse_drift_envelope,
+    parse_retry_envelope,
+)
 from .settings import Settings
 from .store import ActivationRecord, ActivationStore, ConcurrentUpdate, EventRecord, RecordExists
 from .text import clean, decode_body
 
 if TYPE_CHECKING:
+    from .drift import DriftChecker
     from .provisioning import ProvisioningEngine
 
 log = logging.getLogger("activation.worker")
@@ -111,8 +119,10 @@ class Worker:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         owner_prefix: str | None = None,
         rng: random.Random | None = None,
+        drift_factory: Callable[[], DriftChecker] | None = None,
     ) -> None:
         self.settings = settings
+        self._drift_factory = drift_factory
         self.store = store
         self.queue = queue
         self._engine_factory = engine_factory
@@ -134,10 +144,13 @@ class Worker:
         raw = _text(body)
         try:
             retry = parse_retry_envelope(raw)
+            drift = parse_drift_envelope(raw) if retry is None else None
         except ValueError as exc:
             return self._invalid_envelope(raw, exc)
         if retry is not None:
             return self._handle_retry(retry)
+        if drift is not None:
+            return self._check_drift(drift)
         try:
             notice = _parse(body, self.settings)
         except NoticeError as exc:
@@ -166,6 +179,16 @@ class Worker:
             return Result.POISON_REQUEUED
 
     def _poison(self, body: bytes | str, raw: str, dequeue_count: int | None) -> Result:
+        try:
+            drift = parse_drift_envelope(raw)
+        except ValueError:
+            drift = None
+        if drift is not None:
+            # One tenant's drift check that kept failing: no activation changed; the next scheduled
+            # check asks again. Logged for the failure alerts, not recorded as an activation.
+            log.error("the drift check of tenant %s failed %s time(s) and was given up; the next "
+                      "scheduled check repeats it", drift.tenant_id, dequeue_count or "several")
+            return Result.POISONED
         try:
             retry = parse_retry_envelope(raw)
         except ValueError:
@@ -241,6 +264,18 @@ class Worker:
         if result is Result.UNKNOWN:
             log.warning("retry message for unknown activation %s dropped", envelope.notice_id)
         return result
+
+    def _check_drift(self, envelope: DriftEnvelope) -> Result:
+        """One tenant's drift check from a fan-out message (shared/drift.py)."""
+        if self._drift_factory is None:
+            log.error("a drift-check message for tenant %s reached a worker without a drift check; dropped",
+                      envelope.tenant_id)
+            return Result.UNKNOWN
+        report = self._drift_factory().run(tenant_id=envelope.tenant_id, requested_by=envelope.requested_by)
+        results = {check.result for check in report.checks}
+        if Result.DRIFTED.value in results:
+            return Result.DRIFTED
+        return Result.IN_SYNC if results == {Result.IN_SYNC.value} else Result.UNKNOWN
 
     def _invalid_envelope(self, raw: str, exc: ValueError) -> Result:
         """A message that claims to be a retry but is malformed: record it, never crash on it."""
