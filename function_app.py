@@ -15,8 +15,6 @@ describes (Azure/azure-functions-host#11394).
 
 from __future__ import annotations
 
-import logging
-
 import azure.functions as func
 
 from shared import misconfigured, requester, runtime, telemetry
@@ -81,15 +79,13 @@ def measure_poison_queue(timer: func.TimerRequest) -> None:
 
 @app.timer_trigger(arg_name="timer", schedule="%DRIFT_SCHEDULE%", run_on_startup=False)
 def check_drift(timer: func.TimerRequest) -> None:
-    """Re-read succeeded activations' connectors on DRIFT_SCHEDULE; mark (and with DRIFT_REPAIR, repair) drift.
+    """Queue a drift check of every tenant with a succeeded activation on DRIFT_SCHEDULE (one message each).
 
     The host resolves `%DRIFT_SCHEDULE%` from the app setting of that name (Timer trigger docs,
     "schedule": an app setting name wrapped in % signs), so the Bicep always sets it.
     """
     runtime.monitoring()
-    report = runtime.drift().run()
-    logging.getLogger("activation.drift").info("drift check: %d tenant(s) checked, %d drifted",
-                                               len(report.checks), len(report.drifted))
+    runtime.drift().fan_out(requested_by="drift schedule")  # one queue message per tenant
 
 
 @app.route(route="drift", methods=["POST"], auth_level=OPERATOR_LEVEL)

@@ -150,10 +150,12 @@ class ActivationApi:
         return ApiResponse(202, status_document(record), {"Location": location})
 
     def drift(self, body: bytes, *, requested_by: str = FUNCTION_KEY) -> ApiResponse:
-        """Check succeeded activations' connectors now: all, one tenant's, or one notice's (202).
+        """Check succeeded activations' connectors now: one tenant's or one notice's, or all (202).
 
-        202: the check's findings are recorded when this answers, but the repairs it queued
-        (DRIFT_REPAIR) run afterwards, like any retry.
+        With a scope, 202 with the findings, recorded when this answers; the repairs it queued
+        (DRIFT_REPAIR) run afterwards, like any retry. Without one, every tenant's check is
+        queued (one message each, see `DriftChecker.fan_out`): 202 with how many, and the
+        findings appear on the activations as the queue trigger runs them.
         """
         if len(body) > MAX_BODY_BYTES:
             return _problem(413, "BAD_REQUEST", f"the body is larger than {MAX_BODY_BYTES} bytes")
@@ -172,6 +174,10 @@ class ActivationApi:
             return _problem(400, "BAD_REQUEST", f"notice_id: {BAD_NOTICE_ID}")
         if self._drift is None:
             return _problem(503, "UNAVAILABLE", "the drift check is not configured in this process")
+        if tenant is None and notice_id is None:
+            queued = self._drift().fan_out(requested_by=requested_by)
+            return ApiResponse(202, {"requested_by": requested_by, "queued": queued, "checked": 0, "drifted": 0,
+                                     "checks": []})
         report = self._drift().run(tenant_id=tenant.lower() if tenant else None, notice_id=notice_id,
                                    requested_by=requested_by)
         if notice_id is not None and not report.checks:

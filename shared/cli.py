@@ -593,7 +593,11 @@ def _cmd_drift(args: argparse.Namespace, settings: Settings, stdin: TextIO, stdo
                   f"{t(check.get('tenant_id'))}{detail}", file=stdout)
             for difference in _dicts(check.get("differences")):
                 print(f"  {_difference_line(difference)}", file=stdout)
-        print(f"{report.get('checked')} tenant(s) checked, {report.get('drifted')} drifted", file=stdout)
+        if "queued" in report:
+            print(f"{report.get('queued')} tenant(s) queued for a drift check; the queue trigger checks each "
+                  "(see `list --status drifted`)", file=stdout)
+        else:
+            print(f"{report.get('checked')} tenant(s) checked, {report.get('drifted')} drifted", file=stdout)
     errors = [c for c in _dicts(report.get("checks")) if c.get("result") == "error"]
     return EXIT_FAILED if errors else EXIT_OK
 

@@ -18,6 +18,11 @@ host or TLS setting silently breaks the service. The drift check finds that:
   re-provisioned (`DriftRepair`), a real new run that returns it to `succeeded`.
 - A drift check never writes to Exchange: its only access is `ConnectorReader`, which sends
   nothing but the cmdlets in READ_CMDLETS.
+- A check of every tenant (the timer, `POST /api/drift` without a scope) is a fan-out: the
+  tenants are listed page by page from the index and each gets a drift-check message on the
+  activation queue (`queueing.DriftEnvelope`), which the queue trigger runs as one tenant's
+  check. Thousands of tenants, two reads each, would outlive any one invocation's timeout; as
+  messages they run in parallel, each retried and poisoned like any other message.
 """
 
 from __future__ import annotations
@@ -179,6 +184,23 @@ class DriftChecker:
         for tenant, record in self._targets(tenant_id=tenant_id, notice_id=notice_id):
             report.checks.append(self._check(tenant, record, requested_by=requested_by))
         return report
+
+    def fan_out(self, *, requested_by: str | None = None) -> int:
+        """Queue one drift-check message per tenant with a succeeded (or drifted) activation;
+        returns how many. Reads the index page by page; sends nothing to Exchange."""
+        from .queueing import DriftEnvelope
+
+        queued = 0
+        for tenant, _ in self._targets(tenant_id=None, notice_id=None):
+            try:
+                envelope = DriftEnvelope(tenant, requested_by[:256] if requested_by else None)
+            except ValueError:
+                log.warning("drift check: tenant id %r cannot be checked (not a GUID); skipped", tenant)
+                continue
+            self._worker.queue.send_drift_check(envelope)
+            queued += 1
+        log.info("drift check: %d tenant(s) queued", queued)
+        return queued
 
     # -- which activations --------------------------------------------------------------------
     def _targets(self, *, tenant_id: str | None, notice_id: str | None) -> Iterator[tuple[str, ActivationRecord]]:

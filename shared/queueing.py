@@ -19,6 +19,13 @@ A message body is one of two things:
   so a retry can never run a different notice than the one recorded. `series` is bumped by
   an operator's retry; an envelope from an older series is stale and is dropped. Notices
   cannot be mistaken for envelopes: `kind` is not a notice key, and notices reject unknown keys.
+* a drift-check envelope, one per tenant, sent when a drift check of every tenant is asked
+  for (the timer, `POST /api/drift` without a scope)::
+
+      {"kind": "drift-check", "tenant_id": "<GUID>", "requested_by": "ops@example.com"}
+
+  so a fleet of thousands of tenants is checked by as many short queue invocations, in
+  parallel and each within the function timeout, instead of one request that would outlive it.
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ if TYPE_CHECKING:
 MESSAGE_ENCODING = "none"  # host.json: extensions.queues.messageEncoding
 POISON_SUFFIX = "-poison"  # the Functions host's name for a queue's failed messages
 RETRY_KIND = "activation-retry"
+DRIFT_KIND = "drift-check"
+_GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 MAX_VISIBILITY_DELAY_SECONDS = 7 * 24 * 3600  # the service refuses longer visibility timeouts
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_RECEIVE = 32  # the service returns at most 32 messages per call
@@ -104,6 +113,40 @@ class RetryEnvelope:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class DriftEnvelope:
+    """A request to check one tenant's connectors for drift (see the module docstring)."""
+
+    tenant_id: str
+    requested_by: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tenant_id, str) or not _GUID.fullmatch(self.tenant_id):
+            raise ValueError("drift envelope: tenant_id must be a lower-case GUID")
+        if self.requested_by is not None and (not isinstance(self.requested_by, str) or len(self.requested_by) > 256):
+            raise ValueError("drift envelope: requested_by must be text of at most 256 characters")
+
+    def to_json(self) -> str:
+        out: dict[str, object] = {"kind": DRIFT_KIND, "tenant_id": self.tenant_id}
+        if self.requested_by is not None:
+            out["requested_by"] = self.requested_by
+        return json.dumps(out, ensure_ascii=False, separators=(",", ":"))
+
+
+def parse_drift_envelope(body: str | bytes) -> DriftEnvelope | None:
+    """The drift-check envelope in a message body, or None when the body is not one.
+
+    A body that says it is one but is malformed raises ValueError, like a retry envelope.
+    """
+    try:
+        data = json.loads(body)
+    except (ValueError, TypeError, RecursionError):
+        return None
+    if not isinstance(data, dict) or data.get("kind") != DRIFT_KIND:
+        return None
+    return DriftEnvelope(tenant_id=data.get("tenant_id"), requested_by=data.get("requested_by"))  # type: ignore[arg-type]
 
 
 def parse_retry_envelope(body: str | bytes) -> RetryEnvelope | None:
@@ -235,6 +278,10 @@ class ActivationQueue:
         if not isinstance(envelope, RetryEnvelope):
             envelope = RetryEnvelope.from_mapping(envelope)
         return self._send(envelope.to_json(), delay_seconds)
+
+    def send_drift_check(self, envelope: DriftEnvelope) -> SentMessage:
+        """Ask for one tenant's drift check (run by the queue trigger like any message)."""
+        return self._send(envelope.to_json(), 0)
 
     def _send(self, text: str, delay_seconds: float) -> SentMessage:
         message = self._queue.send_message(

@@ -73,7 +73,7 @@ def monitoring() -> bool:
 @cache
 def worker() -> Worker:
     monitoring()
-    return Worker(settings(), store=store(), queue=queue(), engine_factory=engine)
+    return Worker(settings(), store=store(), queue=queue(), engine_factory=engine, drift_factory=drift)
 
 
 @cache

@@ -269,7 +269,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("APPLICATIONINSIGHTS_CONNECTION_STRING", "applicationinsights_connection_string", "Application Insights to export logs to (Azure); unset, no telemetry SDK is loaded."),
     Setting("EA_JOURNAL_RULE", "ea_journal_rule", "off or ensure: whether an Enterprise Audit activation also ensures its journal rule (and termination removes it)."),
     Setting("EA_JOURNAL_RULE_NAME", "ea_journal_rule_name", "Name of the Enterprise Audit journal rule."),
-    Setting("DRIFT_SCHEDULE", "drift_schedule", "NCRONTAB schedule (six fields, UTC) of the drift check of succeeded activations' connectors; default daily at 03:00."),
+    Setting("DRIFT_SCHEDULE", "drift_schedule", "NCRONTAB schedule (six fields, UTC) of the drift check of succeeded activations' connectors (one queue message per tenant); default daily at 03:00."),
     Setting("DRIFT_REPAIR", "drift_repair", "true: a drifted activation is re-provisioned at once; false (default): it is only marked drifted."),
     Setting("DRIFT_PAGE_SIZE", "drift_page_size", "Activations read per page by the drift check (1-1000)."),
 )

@@ -699,6 +699,7 @@ class ActivationStore:
         self._events_table = events_table
         self._activations: TableClient = service.get_table_client(activations_table)
         self._events: TableClient = service.get_table_client(events_table)
+        self._index_marker_checked = False  # see _mark_complete_if_empty
 
     @classmethod
     def from_connection_string(
@@ -743,8 +744,24 @@ class ActivationStore:
         """
         for name in (self._activations_table, self._events_table):
             self._service.create_table_if_not_exists(name)
-        if self._index_row(ix.COMPLETE_ROW) is None and not any(self._activation_rows(top=1)):
-            self._mark_index_complete()
+        self._mark_complete_if_empty()
+
+    def _mark_complete_if_empty(self) -> None:
+        """Mark the index complete when the table holds no activation row yet.
+
+        Done once per store (process), before its first create: in Azure the Bicep makes the
+        tables and nothing calls ensure_tables, so a new deployment learns here that every row
+        it will hold is indexed as it is written. A table with rows and no marker (rows from
+        before the index) stays not exact until `reindex`. Best effort: it never fails a write.
+        """
+        if self._index_marker_checked:
+            return
+        try:
+            if self._index_row(ix.COMPLETE_ROW) is None and not any(self._activation_rows(top=1)):
+                self._mark_index_complete()
+            self._index_marker_checked = True
+        except Exception:
+            log.exception("could not check whether the activations table is completely indexed")
 
     # ------------------------------------------------------------------ activations
 
@@ -787,6 +804,7 @@ class ActivationStore:
     def create(self, record: ActivationRecord) -> ActivationRecord:
         """Insert `record`, then its index rows; RecordExists if the notice already has a row."""
         entity = record_to_entity(record)
+        self._mark_complete_if_empty()
         try:
             metadata = self._activations.create_entity(entity)
         except ResourceExistsError as exc:

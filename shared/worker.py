@@ -59,12 +59,20 @@ from .lifecycle import (
 )
 from .notice import NOTICE_ID_PATTERN, ActivationNotice, FieldError, NoticeError, parse_notice
 from .outcome import Event, Outcome, Status
-from .queueing import ActivationQueue, RetryEnvelope, SentMessage, parse_retry_envelope
+from .queueing import (
+    ActivationQueue,
+    DriftEnvelope,
+    RetryEnvelope,
+    SentMessage,
+    parse_drift_envelope,
+    parse_retry_envelope,
+)
 from .settings import Settings
 from .store import ActivationRecord, ActivationStore, ConcurrentUpdate, EventRecord, RecordExists
 from .text import clean, decode_body
 
 if TYPE_CHECKING:
+    from .drift import DriftChecker
     from .provisioning import ProvisioningEngine
 
 log = logging.getLogger("activation.worker")
@@ -113,8 +121,10 @@ class Worker:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         owner_prefix: str | None = None,
         rng: random.Random | None = None,
+        drift_factory: Callable[[], DriftChecker] | None = None,
     ) -> None:
         self.settings = settings
+        self._drift_factory = drift_factory
         self.store = store
         self.queue = queue
         self._engine_factory = engine_factory
@@ -136,10 +146,13 @@ class Worker:
         raw = _text(body)
         try:
             retry = parse_retry_envelope(raw)
+            drift = parse_drift_envelope(raw) if retry is None else None
         except ValueError as exc:
             return self._invalid_envelope(raw, exc)
         if retry is not None:
             return self._handle_retry(retry)
+        if drift is not None:
+            return self._check_drift(drift)
         try:
             notice = _parse(body, self.settings)
         except NoticeError as exc:
@@ -183,6 +196,16 @@ class Worker:
     def _identify_poison(self, body: bytes | str,
                          raw: str) -> tuple[str, str, ActivationNotice | None, RetryEnvelope | None]:
         """The activation a poisoned copy is about: (notice_id, tenant_id, notice, retry envelope)."""
+        try:
+            drift = parse_drift_envelope(raw)
+        except ValueError:
+            drift = None
+        if drift is not None:
+            # One tenant's drift check that kept failing: no activation changed; the next scheduled
+            # check asks again. Logged for the failure alerts, not recorded as an activation.
+            log.error("the drift check of tenant %s failed %s time(s) and was given up; the next "
+                      "scheduled check repeats it", drift.tenant_id, dequeue_count or "several")
+            return Result.POISONED
         try:
             retry = parse_retry_envelope(raw)
         except ValueError:
@@ -276,6 +299,18 @@ class Worker:
             if result is Result.UNKNOWN:
                 log.warning("retry message for unknown activation %s dropped", envelope.notice_id)
         return result
+
+    def _check_drift(self, envelope: DriftEnvelope) -> Result:
+        """One tenant's drift check from a fan-out message (shared/drift.py)."""
+        if self._drift_factory is None:
+            log.error("a drift-check message for tenant %s reached a worker without a drift check; dropped",
+                      envelope.tenant_id)
+            return Result.UNKNOWN
+        report = self._drift_factory().run(tenant_id=envelope.tenant_id, requested_by=envelope.requested_by)
+        results = {check.result for check in report.checks}
+        if Result.DRIFTED.value in results:
+            return Result.DRIFTED
+        return Result.IN_SYNC if results == {Result.IN_SYNC.value} else Result.UNKNOWN
 
     def _invalid_envelope(self, raw: str, exc: ValueError) -> Result:
         """A message that claims to be a retry but is malformed: record it, never crash on it."""

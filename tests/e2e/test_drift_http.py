@@ -91,3 +91,29 @@ def admin_listing(tenant: str, env: dict[str, str], session: requests.Session) -
     with ExchangeAdminClient(tenant, credential=_SimulatorToken(env, session), endpoint=env["EXO_ADMIN_API_URL"],
                              session=session) as admin:
         return admin.invoke("Get-OutboundConnector")
+
+
+def test_post_drift_without_a_scope_queues_every_tenant_and_the_queue_trigger_finds_the_edit(
+        stack: RunningStack, tmp_path: Path) -> None:
+    tenant = str(uuid.uuid4())
+    notice_id = f"E2E-FAN-{uuid.uuid4().hex[:8]}"
+    notice = {"notice_id": notice_id, "tenant_id": tenant, "services": ["mailgates"],
+              "mx_host": "mgf.cybermail.jp", "validation_recipient": "adm@example.com"}
+    assert stack.call("POST", "/activations", json=notice).status_code == 202
+    stack.wait_for(notice_id, lambda d: d["status"] == "succeeded")
+    env = read_env_file(tmp_path / ".run" / "local.env")
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = stack.ca
+    with ExchangeAdminClient(tenant, credential=_SimulatorToken(env, session), endpoint=env["EXO_ADMIN_API_URL"],
+                             session=session) as admin:
+        admin.update_outbound_connector(MG_NAME, {"SmartHosts": ["mgs.cybermail.jp"]})
+
+    reply = stack.call("POST", "/drift")
+    assert reply.status_code == 202, reply.text
+    body = reply.json()
+    assert body["queued"] >= 1 and body["checks"] == []  # one message per tenant, run by the queue trigger
+    # The check runs on the queue; with DRIFT_REPAIR the repair follows it, a new series.
+    stack.wait_for(notice_id, lambda d: any(e["kind"] == "drift.found" for e in d["events"]))
+    done = stack.wait_for(notice_id, lambda d: d["status"] == "succeeded" and d["series"] >= 2)
+    assert all(w["code"] != "CONNECTOR_DRIFT" for w in done["warnings"])

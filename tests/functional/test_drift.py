@@ -49,10 +49,12 @@ def product(settings: Settings, storage: StorageNames, activation_store: Activat
             settings, activation_queue=storage.queue, activations_table=storage.activations_table,
             events_table=storage.events_table, exo_call_retries=0, **overrides)
         engine = ProvisioningEngine(worker_settings, token_provider=token_provider)
+        checkers: list[DriftChecker] = []
         worker = Worker(worker_settings, store=activation_store, queue=activation_queue,
-                        engine_factory=lambda: engine)
+                        engine_factory=lambda: engine, drift_factory=lambda: checkers[0])
         checker = DriftChecker(worker_settings, store=activation_store, worker=worker,
                                client_factory=client_factory_from_settings(worker_settings, token_provider))
+        checkers.append(checker)
         return worker, ActivationApi(activation_store, lambda: worker, lambda: checker)
     return build
 
@@ -95,7 +97,7 @@ def test_an_admins_tls_edit_marks_the_activation_drifted_naming_the_parameter_an
     admin_edits(settings, token_provider, {"TlsSettings": "EncryptionOnly"})
     simulator.reset_log()
     _, api = product()
-    response = api.drift(b"", requested_by="ops@example.com")
+    response = api.drift(json.dumps({"tenant_id": TENANT}).encode(), requested_by="ops@example.com")
     assert response.status == 202, response.body
     [check] = response.body["checks"]
     assert (check["notice_id"], check["result"], check["repair"]) == ("ACT-D-1", "drifted", None)
@@ -143,7 +145,7 @@ def test_with_drift_repair_the_activation_is_re_provisioned_and_succeeds_again(
         activation_queue: ActivationQueue) -> None:
     admin_edits(settings, token_provider, {"SmartHosts": ["mgs.cybermail.jp"]})
     worker, api = product(drift_repair=True)
-    [check] = api.drift(b"{}").body["checks"]
+    [check] = api.drift(json.dumps({"tenant_id": TENANT}).encode()).body["checks"]
     assert (check["result"], check["repair"]) == ("drifted", "queued")
     assert [d["parameter"] for d in check["differences"]] == ["SmartHosts"]
     assert deliver_all(worker, activation_queue) == ["succeeded"]
@@ -154,7 +156,7 @@ def test_with_drift_repair_the_activation_is_re_provisioned_and_succeeds_again(
     kinds = [e.kind for e in activation_store.list_events("ACT-D-1")]
     assert "drift.found" in kinds and "drift.repair" in kinds
     # Set right, the next check finds nothing.
-    [again] = api.drift(b"").body["checks"]
+    [again] = api.drift(json.dumps({"notice_id": "ACT-D-1"}).encode()).body["checks"]
     assert again["result"] == "in_sync"
 
 
@@ -167,10 +169,58 @@ def test_a_terminated_tenant_is_not_checked(
     assert api.submit(json.dumps(body).encode()).status == 202
     assert deliver_all(worker, activation_queue) == ["succeeded"]
     simulator.reset_log()
-    [check] = api.drift(b"").body["checks"]
+    [check] = api.drift(json.dumps({"tenant_id": TENANT}).encode()).body["checks"]
     assert (check["result"], check["notice_id"]) == ("skipped", "TRM-D-1")
     assert "termination" in check["detail"]
     assert simulator.calls(TENANT) == {}
+
+
+def test_a_check_of_every_tenant_is_one_queued_message_per_tenant_run_by_the_queue_trigger(
+        succeeded: None, product: Callable[..., tuple[Worker, ActivationApi]], simulator: Simulator,
+        settings: Settings, token_provider: MsalTokenProvider, activation_store: ActivationStore,
+        activation_queue: ActivationQueue) -> None:
+    worker, api = product()
+    other = {**NOTICE, "notice_id": "ACT-D-2"}  # a second activation of the same tenant: one check
+    assert api.submit(json.dumps(other).encode()).status == 202
+    assert deliver_all(worker, activation_queue) == ["succeeded"]
+    admin_edits(settings, token_provider, {"TlsSettings": "EncryptionOnly"})
+    simulator.reset_log()
+    response = api.drift(b"", requested_by="ops@example.com")
+    assert response.status == 202
+    assert response.body == {"requested_by": "ops@example.com", "queued": 1, "checked": 0, "drifted": 0,
+                             "checks": []}
+    assert simulator.calls(TENANT) == {}  # queuing reads only the index
+    [message] = activation_queue.receive(max_messages=5)
+    assert json.loads(message.content) == {"kind": "drift-check", "tenant_id": TENANT,
+                                           "requested_by": "ops@example.com"}
+    # The queue trigger runs it as that tenant's check; the newest activation is the one marked.
+    assert worker.handle(message.content, dequeue_count=1) == "drifted"
+    activation_queue.delete(message)
+    newest = activation_store.get("ACT-D-2")
+    assert newest is not None and newest.status == "drifted"
+    assert simulator.writes(TENANT) == [] and simulator.calls(TENANT) == {"Get-OutboundConnector": 2}
+    [found] = [e for e in api.get("ACT-D-2").body["events"] if e["kind"] == "drift.found"]
+    assert found["data"]["requested_by"] == "ops@example.com"
+    # Delivered twice (at-least-once), the second check finds the same and changes nothing.
+    before = activation_store.get("ACT-D-2")
+    assert worker.handle(message.content, dequeue_count=2) == "drifted"
+    after = activation_store.get("ACT-D-2")
+    assert before is not None and after is not None and (after.status, after.warnings) == (
+        before.status, before.warnings)
+
+
+def test_a_drift_message_that_keeps_failing_is_logged_not_recorded_as_an_activation(
+        product: Callable[..., tuple[Worker, ActivationApi]], activation_store: ActivationStore,
+        caplog: pytest.LogCaptureFixture) -> None:
+    worker, _ = product()
+    body = json.dumps({"kind": "drift-check", "tenant_id": TENANT})
+    with caplog.at_level("ERROR", logger="activation.worker"):
+        assert worker.handle_poison(body, dequeue_count=5) == "poisoned"
+    assert activation_store.list_activations().items == []
+    assert any(TENANT in r.getMessage() and "next scheduled check" in r.getMessage() for r in caplog.records)
+    # A malformed one is refused like a malformed retry envelope, and nothing is created either.
+    assert worker.handle(json.dumps({"kind": "drift-check", "tenant_id": "nope"})) == "invalid_retry"
+    assert activation_store.list_activations().items == []
 
 
 @pytest.mark.parametrize("body", [b"[1]", b'{"tenant": "x"}', b'{"tenant_id": "nope"}', b"{",

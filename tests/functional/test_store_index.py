@@ -21,6 +21,7 @@ from shared import index as ix
 from shared.api import ActivationApi
 from shared.outcome import Status
 from shared.store import ActivationRecord, ActivationStore, record_to_entity
+from tests.fixtures.azurite import StorageNames
 
 T0 = datetime(2026, 4, 1, 0, 0, 0, tzinfo=UTC)
 TENANT = "11111111-2222-3333-4444-555555555555"
@@ -350,3 +351,38 @@ def test_the_api_lists_searches_and_summarises_from_the_index(activation_store: 
     summary = api.summary()
     assert summary.status == 200
     assert summary.body == {"counts": {**ZEROS, "queued": 1, "failed": 1}, "total": 2, "exact": True}
+
+
+def test_a_table_made_by_the_deployment_is_exact_from_its_first_activation(storage: StorageNames) -> None:
+    """In Azure the Bicep creates the tables and nothing calls ensure_tables: the first write
+    of a process on a table with no activation row marks it completely indexed."""
+    from azure.data.tables import TableServiceClient
+
+    with TableServiceClient.from_connection_string(storage.connection_string) as service:
+        service.create_table(storage.activations_table)
+        service.create_table(storage.events_table)
+    store = ActivationStore.from_connection_string(storage.connection_string,
+                                                   activations_table=storage.activations_table,
+                                                   events_table=storage.events_table)
+    try:
+        assert store.summary().exact is False  # nothing has looked yet
+        store.create(record("N-1", 0))
+        assert store.summary().exact and store.summary().total == 1
+    finally:
+        store.close()
+
+
+def test_a_table_with_older_rows_is_not_marked_exact_by_a_new_write(
+    activation_store: ActivationStore, storage: StorageNames,
+) -> None:
+    table = activation_store._activations
+    table.delete_entity(ix.INDEX_PARTITION, ix.COMPLETE_ROW)
+    table.create_entity(record_to_entity(record("OLD-1", 0)))
+    fresh = ActivationStore.from_connection_string(storage.connection_string,
+                                                   activations_table=storage.activations_table,
+                                                   events_table=storage.events_table)
+    try:
+        fresh.create(record("N-1", 1))
+        assert fresh.summary().exact is False and fresh.summary().total == 1
+    finally:
+        fresh.close()
