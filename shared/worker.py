@@ -18,6 +18,7 @@ History writes after a state change are best effort: a lost event never strands 
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
 import json
@@ -174,6 +175,16 @@ class Worker:
         """
         raw = _text(body)
         try:
+            drift = parse_drift_envelope(raw)
+        except ValueError:
+            drift = None
+        if drift is not None:
+            # One tenant's drift check that kept failing: no activation changed; the next scheduled
+            # check asks again. Logged for the failure alerts, not recorded as an activation.
+            log.error("the drift check of tenant %s failed %s time(s) and was given up; the next "
+                      "scheduled check repeats it", drift.tenant_id, dequeue_count or "several")
+            return Result.POISONED
+        try:
             notice_id, tenant, notice, retry = self._identify_poison(body, raw)
         except Exception:  # the readers name what they refuse; should one fail, the copy is still kept
             log.exception("could not read a poisoned message; it is kept under its hash")
@@ -196,16 +207,6 @@ class Worker:
     def _identify_poison(self, body: bytes | str,
                          raw: str) -> tuple[str, str, ActivationNotice | None, RetryEnvelope | None]:
         """The activation a poisoned copy is about: (notice_id, tenant_id, notice, retry envelope)."""
-        try:
-            drift = parse_drift_envelope(raw)
-        except ValueError:
-            drift = None
-        if drift is not None:
-            # One tenant's drift check that kept failing: no activation changed; the next scheduled
-            # check asks again. Logged for the failure alerts, not recorded as an activation.
-            log.error("the drift check of tenant %s failed %s time(s) and was given up; the next "
-                      "scheduled check repeats it", drift.tenant_id, dequeue_count or "several")
-            return Result.POISONED
         try:
             retry = parse_retry_envelope(raw)
         except ValueError:
@@ -234,8 +235,14 @@ class Worker:
         or `poison-` and its hash), so the notice's own record replaces the placeholder.
         """
         raw = _text(body)
-        notice_id, tenant, attempt = message_activation(raw, poison=poison)
         queue = self.queue.poison_name if poison else self.queue.name
+        with contextlib.suppress(ValueError):
+            if (drift := parse_drift_envelope(raw)) is not None:
+                # A tenant's drift check names no activation: nothing to record, it waits like the rest.
+                log.error("a drift check of tenant %s arrived while the settings are invalid: %s; it waits on %s",
+                          drift.tenant_id, problem, queue)
+                return Result.UNKNOWN
+        notice_id, tenant, attempt = message_activation(raw, poison=poison)
         with telemetry.activation_scope(notice_id, tenant, attempt=attempt, step="config"):
             log.error("activation %s: a message arrived while the settings are invalid: %s; it waits on %s "
                       "and is recorded as %s", notice_id, problem, queue, ErrorCode.CONFIG_INVALID.value)

@@ -21,7 +21,7 @@ import pytest
 import function_app
 from shared import misconfigured, runtime
 from shared.misconfigured import StorageNotConfigured
-from shared.queueing import ActivationQueue, RetryEnvelope
+from shared.queueing import ActivationQueue, DriftEnvelope, RetryEnvelope
 from shared.store import ActivationStore
 from shared.telemetry import install_log_context
 from tests.fixtures.azurite import StorageNames
@@ -135,6 +135,15 @@ def test_a_retry_message_for_no_activation_records_nothing_but_still_waits(
     deliver(RetryEnvelope(notice_id="ACT-NOBODY", series=1, attempt=2).to_json())
     assert activation_store.get("ACT-NOBODY") is None
     assert waiting(activation_queue) == 1
+
+
+def test_a_drift_check_message_records_no_activation_but_still_waits(
+        environment: pytest.MonkeyPatch, activation_store: ActivationStore, activation_queue: ActivationQueue) -> None:
+    environment.setenv("SPF_POLICY", "strict")
+    deliver(DriftEnvelope("7a1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4c", "drift schedule").to_json())
+    deliver_poison(DriftEnvelope("7a1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4c").to_json())
+    assert activation_store.list_activations().items == []  # a tenant's check names no activation
+    assert waiting(activation_queue) == 1 and waiting(activation_queue.poison) == 1
 
 
 def test_once_the_setting_is_fixed_the_waiting_notice_is_provisioned(
