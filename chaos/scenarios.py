@@ -26,6 +26,7 @@ from typing import Any
 from bench.harness import BOTH, Tenant, make_fleet, make_tenant, notice_for
 from exosim.core import LogEntry
 from localrun.status import FINAL_STATUSES
+from shared.outcome import Status
 
 from .mutate import Mutant, mutants
 from .stack import ChaosStack
@@ -45,7 +46,7 @@ HOLD_TIMEOUT_S = 60.0
 AZURITE_AUTOSAVE_S = 5.0
 LOOKUP_EVERY = 10
 FUZZ_CHUNK = 500  # longest a held Exchange answer waits for the kill
-STATUSES = ("queued", "running", "retry_scheduled", "succeeded", "needs_attention", "failed", "rejected")
+STATUSES = tuple(s.value for s in Status)  # the product's one definition
 
 
 @dataclass(frozen=True)
@@ -486,6 +487,61 @@ def mutated_notices(stack: ChaosStack, size: Size, *, threads: int = 6) -> Resul
 Scenario = Callable[[ChaosStack, Size], Result]
 
 
+def index_consistency(stack: ChaosStack, size: Size) -> Result:
+    """After every other scenario (kills, outages, duplicates, hostile notices): the lists and the
+    summary agree with the activations themselves, as an operator would read them.
+
+    Each status's list holds as many rows as GET /api/summary counts for it, no notice is listed
+    under two statuses, and every listed notice's own status document (GET /activations/{id},
+    the row) has the status it is listed under: for the statuses that need a person all of them,
+    for the rest one in LOOKUP_EVERY. A crash between a row and its index write is allowed to
+    show until that activation's watchdog message repairs it, so the check is repeated until it
+    holds or a lease and its grace (plus the recovery timeout) have passed.
+    """
+    result = Result("index-consistency")
+    deadline = time.monotonic() + size.recovery_timeout_s
+    while True:
+        mismatches, listed = _index_mismatches(stack)
+        if not mismatches or time.monotonic() > deadline:
+            break
+        time.sleep(5)
+    result.notices = listed
+    result.problems += mismatches[:20]
+    result.notes.append(f"{listed} listed activation(s) compared with the summary and their own rows")
+    return result
+
+
+def _index_mismatches(stack: ChaosStack) -> tuple[list[str], int]:
+    api = stack.api()
+    problems: list[str] = []
+    reply = api.request("GET", "/summary")
+    if reply.status != 200 or not isinstance(reply.body, dict):
+        return [f"GET /summary answered {reply.status}"], 0
+    counts = reply.body.get("counts") or {}
+    where: dict[str, str] = {}
+    for status in STATUSES:
+        items, errors = list_all(api, {"status": status})
+        problems += errors
+        ids = [str(i.get("notice_id")) for i in items]
+        if len(ids) != counts.get(status):
+            problems.append(f"{status}: {len(ids)} listed, the summary counts {counts.get(status)}")
+        for notice_id in ids:
+            if notice_id in where:
+                problems.append(f"{notice_id} is listed as {where[notice_id]} and as {status}")
+            where[notice_id] = status
+    if reply.body.get("total") != len(where) or reply.body.get("exact") is not True:
+        problems.append(f"summary total {reply.body.get('total')} (exact {reply.body.get('exact')}), "
+                        f"{len(where)} listed")
+    urgent = {"needs_attention", "failed", "running", "queued", "retry_scheduled", "drifted"}
+    for notice_id, status in where.items():
+        if status in urgent or int(hashlib.sha256(notice_id.encode()).hexdigest(), 16) % LOOKUP_EVERY == 0:
+            code, doc = status_of(api, notice_id)
+            if code != 200 or doc is None or doc.get("status") != status:
+                problems.append(f"{notice_id} is listed as {status}, its row says "
+                                f"{doc.get('status') if doc else f'GET {code}'}")
+    return problems, len(where)
+
+
 def _boundary(stack: ChaosStack, size: Size, *, name: str, cmdlet: str, occurrence: int) -> Result:
     return kill_at_boundary(stack, size, name, cmdlet, occurrence)
 
@@ -495,5 +551,6 @@ def all_scenarios() -> Sequence[tuple[str, Scenario]]:
     for name, cmdlet, occurrence in BOUNDARIES:
         scenarios.append((name, functools.partial(_boundary, name=name, cmdlet=cmdlet, occurrence=occurrence)))
     scenarios += [("azurite-down-8s", azurite_outage), ("delivered-3x", triple_delivery),
-                  ("consent-role-missing", consent_and_role), ("mutated-notices", mutated_notices)]
+                  ("consent-role-missing", consent_and_role), ("mutated-notices", mutated_notices),
+                  ("index-consistency", index_consistency)]
     return scenarios
