@@ -152,15 +152,21 @@ def write_snapshot(workdir: Path, entities: Iterable[Mapping[str, Any]]) -> int:
     return len(collection["data"])
 
 
-class _Counting:
-    """The store's TableClient, counting every entity handed back (queries and point reads),
-    and the index point reads and transactions of a write."""
+class CountingTable:
+    """Wraps a store's TableClient: every entity handed back (queries and point reads), every
+    query's filter, and the index point reads and transactions of writes. The listing bench
+    and the index tests count with it."""
 
     def __init__(self, table: Any) -> None:
         self._table = table
         self.reads = 0
         self.index_reads = 0
         self.transactions = 0
+        self.filters: list[str] = []
+
+    def reset(self) -> None:
+        self.reads = self.index_reads = self.transactions = 0
+        self.filters = []
 
     def take(self) -> int:
         reads, self.reads = self.reads, 0
@@ -177,6 +183,7 @@ class _Counting:
         return self._table.submit_transaction(operations, **kwargs)
 
     def query_entities(self, query_filter: str, **kwargs: Any) -> Any:
+        self.filters.append(query_filter)
         inner = self._table.query_entities(query_filter, **kwargs)
         counter = self
 
@@ -243,7 +250,7 @@ def measure(*, activations: int = 100_000, log: Any = None) -> ListingResult:
         try:
             store = ActivationStore.from_connection_string(
                 azurite.connection_string, activations_table=ACTIVATIONS_TABLE, events_table=EVENTS_TABLE)
-            counting = _Counting(store._activations)
+            counting = CountingTable(store._activations)
             store._activations = counting  # type: ignore[assignment]
 
             sample = records[activations // 2]

@@ -140,11 +140,8 @@ def parse_drift_envelope(body: str | bytes) -> DriftEnvelope | None:
 
     A body that says it is one but is malformed raises ValueError, like a retry envelope.
     """
-    try:
-        data = json.loads(body)
-    except (ValueError, TypeError, RecursionError):
-        return None
-    if not isinstance(data, dict) or data.get("kind") != DRIFT_KIND:
+    data = _envelope(body, DRIFT_KIND)
+    if data is None:
         return None
     return DriftEnvelope(tenant_id=data.get("tenant_id"), requested_by=data.get("requested_by"))  # type: ignore[arg-type]
 
@@ -155,13 +152,17 @@ def parse_retry_envelope(body: str | bytes) -> RetryEnvelope | None:
     A body that says it is an envelope but is malformed raises ValueError: that is our bug,
     and it should reach the poison queue rather than be parsed as a notice.
     """
+    data = _envelope(body, RETRY_KIND)
+    return None if data is None else RetryEnvelope.from_mapping(data)
+
+
+def _envelope(body: str | bytes, kind: str) -> dict[str, Any] | None:
+    """The JSON object of a message body if it is an envelope of `kind`, else None."""
     try:
         data = json.loads(body)
     except (ValueError, TypeError, RecursionError):
         return None
-    if not isinstance(data, dict) or data.get("kind") != RETRY_KIND:
-        return None
-    return RetryEnvelope.from_mapping(data)
+    return data if isinstance(data, dict) and data.get("kind") == kind else None
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ by that activation's next write, its watchdog (`repair_index`), and `reindex`.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from bench.listing import CountingTable
 from shared import index as ix
 from shared.api import ActivationApi
 from shared.outcome import Status
@@ -45,67 +45,9 @@ def later(row: ActivationRecord, minutes: int = 1, **changes: Any) -> Activation
     return replace(row, updated_at=row.updated_at + timedelta(minutes=minutes), **changes)
 
 
-class TableLog:
-    """Wraps the store's TableClient: every query's filter, the rows it yielded, and every
-    point read and transaction on the index partition."""
-
-    def __init__(self, table: Any) -> None:
-        self._table = table
-        self.filters: list[str] = []
-        self.rows = 0
-        self.index_reads = 0
-        self.transactions = 0
-
-    def reset(self) -> None:
-        self.filters, self.rows, self.index_reads, self.transactions = [], 0, 0, 0
-
-    def get_entity(self, partition_key: str, row_key: str, **kwargs: Any) -> Any:
-        if partition_key == ix.INDEX_PARTITION:
-            self.index_reads += 1
-        return self._table.get_entity(partition_key, row_key, **kwargs)
-
-    def submit_transaction(self, operations: Any, **kwargs: Any) -> Any:
-        self.transactions += 1
-        return self._table.submit_transaction(operations, **kwargs)
-
-    def query_entities(self, query_filter: str, **kwargs: Any) -> Any:
-        self.filters.append(query_filter)
-        log = self
-        inner = self._table.query_entities(query_filter, **kwargs)
-
-        class Counted:
-            def __iter__(self) -> Iterator[Any]:
-                for row in inner:
-                    log.rows += 1
-                    yield row
-
-            def by_page(self, **kw: Any) -> Any:
-                pages = inner.by_page(**kw)
-
-                class Pages:
-                    def __iter__(self) -> Any:
-                        return self
-
-                    def __next__(self) -> Any:
-                        page = list(next(pages))
-                        log.rows += len(page)
-                        return page
-
-                    @property
-                    def continuation_token(self) -> Any:
-                        return pages.continuation_token
-
-                return Pages()
-
-        return Counted()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._table, name)
-
-
 @pytest.fixture
-def logged(activation_store: ActivationStore) -> TableLog:
-    log = TableLog(activation_store._activations)
+def logged(activation_store: ActivationStore) -> CountingTable:
+    log = CountingTable(activation_store._activations)
     activation_store._activations = log  # type: ignore[assignment]
     return log
 
@@ -122,7 +64,7 @@ def lose_index_writes(store: ActivationStore, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_every_list_search_and_summary_query_names_a_partition_key(
-    activation_store: ActivationStore, logged: TableLog,
+    activation_store: ActivationStore, logged: CountingTable,
 ) -> None:
     for i in range(3):
         activation_store.create(record(f"N-{i}", i))
@@ -143,19 +85,19 @@ def test_every_list_search_and_summary_query_names_a_partition_key(
                 or ("PartitionKey ge @lo" in query_filter and "PartitionKey lt @hi" in query_filter)), query_filter
 
 
-def test_a_page_of_50_reads_the_50_rows_it_shows(activation_store: ActivationStore, logged: TableLog) -> None:
+def test_a_page_of_50_reads_the_50_rows_it_shows(activation_store: ActivationStore, logged: CountingTable) -> None:
     rows = [activation_store.create(record(f"N-{i:03d}", i)) for i in range(120)]
     for row in rows[:60]:
         activation_store.replace(later(row, status=Status.SUCCEEDED))
     logged.reset()
     page = activation_store.list_activations(status="succeeded", top=50)
-    assert (len(page.items), logged.rows, len(logged.filters)) == (50, 50, 1)
+    assert (len(page.items), logged.reads, len(logged.filters)) == (50, 50, 1)
     logged.reset()
     rest = activation_store.list_activations(status="succeeded", top=50, continuation=page.continuation)
-    assert (len(rest.items), rest.continuation, logged.rows) == (10, None, 10)
+    assert (len(rest.items), rest.continuation, logged.reads) == (10, None, 10)
     logged.reset()
     assert activation_store.summary().total == 120
-    assert logged.rows == ix.COUNTER_SHARDS + 1  # the counters and the "complete" marker
+    assert logged.reads == ix.COUNTER_SHARDS + 1  # the counters and the "complete" marker
 
 
 def test_lists_are_in_triage_order_newest_first_and_follow_status_changes(activation_store: ActivationStore) -> None:
@@ -194,7 +136,7 @@ def test_the_summary_counts_every_status_and_moves_with_each_change(activation_s
     assert summary.total == 5 and summary.exact
 
 
-def test_a_lease_renewal_touches_no_index_row(activation_store: ActivationStore, logged: TableLog) -> None:
+def test_a_lease_renewal_touches_no_index_row(activation_store: ActivationStore, logged: CountingTable) -> None:
     row = activation_store.create(record("N-1", 0, status=Status.RUNNING, lease_owner="w1",
                                          lease_expires_at=T0 + timedelta(minutes=5)))
     before = activation_store.list_activations(status="running").items
@@ -210,7 +152,7 @@ def test_a_lease_renewal_touches_no_index_row(activation_store: ActivationStore,
 
 
 def test_a_status_change_is_one_transaction_and_two_point_reads(activation_store: ActivationStore,
-                                                                  logged: TableLog) -> None:
+                                                                  logged: CountingTable) -> None:
     row = activation_store.create(record("N-1", 0))
     assert (logged.index_reads, logged.transactions) == (1, 1)  # the counter; no pointer yet
     logged.reset()
