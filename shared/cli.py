@@ -27,6 +27,7 @@ from .errors import HINTS, ErrorCode, label_ja
 from .notice import GUID_PATTERN, ActivationNotice, NoticeError, parse_notice
 from .plan import make_plan, operations
 from .render import plan_json, plan_powershell, plan_text, removal_json, removal_powershell, removal_text
+from .services import connector_names
 from .settings import LOCAL_ENV_FILE, Settings, SettingsError, local_env_values, trust_local_env_ca
 
 if TYPE_CHECKING:
@@ -294,8 +295,9 @@ def _cmd_plan(args: argparse.Namespace, settings: Settings, stdin: TextIO, stdou
     if args.format == "json":
         stdout.write(plan_json(notice, specs, ops) + "\n")
     elif args.format == "powershell":
-        stdout.write(plan_powershell(notice, specs, own_names=(settings.ea_connector_name, settings.mg_connector_name),
-                                     journal_rule=journal_rule))
+        # Every service's connector, not only the requested ones': the script must not mistake
+        # the tenant's other connector of ours for a foreign competitor, as the engine's plan does not.
+        stdout.write(plan_powershell(notice, specs, own_names=connector_names(settings), journal_rule=journal_rule))
     else:
         stdout.write(plan_text(notice, specs, ops))
     return EXIT_OK
