@@ -57,7 +57,10 @@ def as_created(specs: Sequence[ConnectorSpec]) -> list[Connector]:
     rows: list[dict[str, Any]] = []
     for spec in specs:
         row = spec.to_dict()
-        row.update(IsValidated=True, TestMode=False, Guid=f"00000000-0000-4000-8000-{len(rows):012d}")
+        # Validated as the product validates: the flag, its time stamp and the recipients
+        # (plan.needs_validation takes a bare IsValidated as no validation).
+        row.update(IsValidated=True, LastValidationTimestamp="2026-11-30T09:00:00", TestMode=False,
+                   Guid=f"00000000-0000-4000-8000-{len(rows):012d}")
         rows.append(row)
     return [Connector.from_row(row) for row in rows]
 
