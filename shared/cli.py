@@ -24,6 +24,7 @@ from typing import IO, TYPE_CHECKING, Any, TextIO, cast
 
 from .connectors import desired_connectors
 from .errors import HINTS, ErrorCode, label_ja
+from .index import rank
 from .notice import GUID_PATTERN, ActivationNotice, NoticeError, parse_notice
 from .plan import make_plan, operations
 from .render import plan_json, plan_powershell, plan_text, removal_json, removal_powershell, removal_text
@@ -498,8 +499,9 @@ def _cmd_summary(args: argparse.Namespace, settings: Settings, stdin: TextIO, st
     if args.json:
         print(json.dumps(body, ensure_ascii=False, indent=2), file=stdout)
         return EXIT_OK
-    for status, count in body["counts"].items():
-        print(f"{status:<16} {count:>8}", file=stdout)
+    # In triage order, as the list and the status page show statuses (an unknown one last).
+    for status in sorted(body["counts"], key=rank):
+        print(f"{status:<16} {body['counts'][status]:>8}", file=stdout)
     print(f"{'total':<16} {body['total']:>8}" + ("" if body["exact"] else
           "  (run `python -m shared reindex` once: rows from before the index are not counted)"), file=stdout)
     return EXIT_OK
