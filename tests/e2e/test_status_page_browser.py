@@ -784,6 +784,7 @@ def test_the_page_orders_and_names_what_it_shows_as_the_server_tells_it(
     assert chromium.evaluate(OPTIONS) == ["", *triage]
     assert chromium.evaluate(COUNTED) == ["", *triage]
     assert f"{mailgates.short}: 削除済み removed" in chromium.evaluate(f"{_row('TRI-D-TERM')}.textContent")
+    assert chromium.evaluate(_text("#products")) == " / ".join(s.title for s in SERVICES) + " 送信コネクタ"
 
     # when the server tells another order and other names, the page follows them: it has no copy of its own
     other = page_labels()
@@ -801,6 +802,7 @@ def test_the_page_orders_and_names_what_it_shows_as_the_server_tells_it(
     chromium.evaluate(f"{_row('TRI-D-TERM')}.click()")
     detail = chromium.wait_for(f"{_text('#detail h2')}.includes('TRI-D-TERM') && {_text('#detail')}")
     assert "Service mailgates" in detail and "Service enterprise_audit" in detail
+    assert chromium.evaluate(_text("#products")) == "Service mailgates / Service enterprise_audit 送信コネクタ"
 
     # when the server tells it nothing, the list is still whole, in the API's own (triage) order,
     # and each service shows under its key
@@ -809,4 +811,5 @@ def test_the_page_orders_and_names_what_it_shows_as_the_server_tells_it(
     assert chromium.wait_for(f"{ROWS}.length === 5 && {ROWS}", what="five rows") == [
         "TRI-A-NA", "TRI-B-FAIL", "TRI-E-RUN", "TRI-C-WARN", "TRI-D-TERM"]
     assert "mailgates: 削除済み removed" in chromium.evaluate(f"{_row('TRI-D-TERM')}.textContent")
+    assert chromium.evaluate(_text("#products")) == "送信コネクタ"
     assert chromium.problems() == []
