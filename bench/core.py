@@ -34,6 +34,7 @@ from shared.connectors import ConnectorSpec, desired_connectors
 from shared.exchange import Connector
 from shared.notice import parse_notice
 from shared.plan import make_plan, operations, timestamp
+from shared.services import connector_names
 from shared.settings import Settings
 
 from .harness import iter_notice_texts, make_tenants
@@ -59,9 +60,9 @@ class MemoryResult:
     peak_ratio: float
 
 
-def own_names(settings: Settings) -> tuple[str, str]:
+def own_names(settings: Settings) -> tuple[str, ...]:
     """The connector names the product manages, passed to the planner as the engine does."""
-    return settings.ea_connector_name, settings.mg_connector_name
+    return connector_names(settings)
 
 
 # The moment the synthetic tenants were provisioned: any fixed time, so rows are comparable.

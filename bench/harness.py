@@ -26,18 +26,22 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared import outcome
 from shared.queueing import ActivationQueue, ReceivedMessage
+from shared.services import SERVICES, activation_order, requested
 from shared.store import ActivationStore
 from shared.worker import Worker
 
 MX_HOSTS = ("mgf.cybermail.jp", "mgs.cybermail.jp", "mgp.cybermail.jp")
 JOURNAL_DOMAINS = ("cs-365.cybermail.jp", "cs-365-02.cybermail.jp")
-BOTH = ("mailgates", "enterprise_audit")
-# Notices after a tenant's first: a MailGates amendment, an Enterprise Audit re-issue, a renewal.
-LATER_SERVICES: tuple[tuple[str, ...], ...] = (("mailgates",), ("enterprise_audit",), BOTH)
+# Every service, in the registry's order (MailGates first), as the contract system lists them.
+BOTH = tuple(s.key for s in SERVICES)
+# Notices after a tenant's first: each service re-issued on its own (a MailGates amendment, an
+# Enterprise Audit re-issue), then a renewal of all of them.
+LATER_SERVICES: tuple[tuple[str, ...], ...] = (*((s.key,) for s in SERVICES), BOTH)
 # Extra notices per tenant beyond the first, cycled over tenants: 1..5 (so 2..6 in all, 4 on average).
 EXTRA_WEIGHTS = (1, 2, 3, 4, 5)
-FINAL_STATUSES = frozenset({"succeeded", "needs_attention", "failed", "rejected"})
+FINAL_STATUSES: frozenset[str] = frozenset(s.value for s in outcome.FINAL_STATUSES)
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,9 @@ def make_tenant(index: int, rng: random.Random, prefix: str) -> Tenant:
 
 
 def notice_for(tenant: Tenant, notice_id: str, services: Sequence[str], *, sequence: int = 0) -> dict[str, Any]:
-    """A valid notice for `tenant`; only the keys its services use are present."""
+    """A valid notice for `tenant`; only the keys its services read (`Service.fields`) are present."""
+    values = {"journal_report_address": tenant.journal_address, "mx_host": tenant.mx_host,
+              "validation_recipient": tenant.validation_recipient}
     notice: dict[str, Any] = {
         "notice_id": notice_id,
         "tenant_id": tenant.tenant_id,
@@ -95,11 +101,9 @@ def notice_for(tenant: Tenant, notice_id: str, services: Sequence[str], *, seque
         "customer_name": f"顧客{tenant.index:04d}株式会社",
         "issued_at": "2026-11-30T09:00:00+09:00",
     }
-    if "enterprise_audit" in services:
-        notice["journal_report_address"] = tenant.journal_address
-    if "mailgates" in services:
-        notice["mx_host"] = tenant.mx_host
-        notice["validation_recipient"] = tenant.validation_recipient
+    for service in requested(services, order=activation_order()):
+        # an optional field the tenant has no value for (journal_ndr_address) stays out
+        notice.update({name: values[name] for name in service.fields if name in values})
     return notice
 
 

@@ -39,6 +39,7 @@ from azure.data.tables._serialize import _add_entity_properties  # the SDK's own
 from localrun.azurite import start_azurite
 from shared import index as ix
 from shared.outcome import Status
+from shared.services import activation_order, keys
 from shared.store import ActivationRecord, ActivationStore, record_to_entity
 
 PAGE = 50
@@ -89,14 +90,14 @@ def synthetic(n: int, *, seed: int = 7) -> list[ActivationRecord]:
             created = T0 + SPAN * rng.random()
             status = rng.choices(statuses, weights)[0]
             connectors = [] if status is Status.REJECTED else [
-                {"service": service, "name": name, "action": "create", "validation": "passed", "disabled": False}
-                for service, name in (("enterprise_audit", "Enterprise Audit"), ("mailgates", "MailGates"))]
+                {"service": service.key, "name": service.title, "action": "create", "validation": "passed",
+                 "disabled": False} for service in activation_order()]
             error = ({"code": "CONSENT_MISSING", "message": "admin consent is missing"}
                      if status in (Status.NEEDS_ATTENTION, Status.FAILED) else None)
             records.append(ActivationRecord(
                 notice_id=f"ACT-{i:07d}", tenant_id=tenant, status=status, attempts=1,
                 content_hash=f"{rng.getrandbits(128):032x}", notice_json=json.dumps({"notice_id": f"ACT-{i:07d}"}),
-                services=("enterprise_audit", "mailgates"), customer_name=customer, contract_id=f"C-{i:07d}",
+                services=keys(), customer_name=customer, contract_id=f"C-{i:07d}",
                 connectors=connectors, error=error, created_at=created,
                 updated_at=created + timedelta(minutes=2), finished_at=created + timedelta(minutes=2)))
         tenant_no += 1

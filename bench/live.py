@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from shared.notice import parse_notice
 from shared.outcome import Status
 from shared.provisioning import ProvisioningEngine
+from shared.services import connector_names
 from shared.worker import Worker
 
 from .harness import (
@@ -203,7 +204,7 @@ def worker_run(
     missing = fleet.notice_ids - {r.notice_id for r in records}
     if missing and not report.timed_out:
         result.failures.append(f"{name}: {len(missing)} notice(s) lost (no activation row)")
-    expected = sorted([settings.ea_connector_name, settings.mg_connector_name])
+    expected = sorted(connector_names(settings))
     for tenant in fleet.tenants:
         names = sorted(str(c["Name"]) for c in sim.connectors(tenant.tenant_id))
         if len(names) != len(set(names)) or (names != expected and not result.incomplete):

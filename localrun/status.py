@@ -21,9 +21,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TextIO
 
+from shared import outcome
 from shared.services import SERVICES
 
-FINAL_STATUSES = frozenset({"succeeded", "needs_attention", "failed", "rejected"})
+# The product's final statuses (drifted too): no worker moves them on, so the table stops waiting.
+FINAL_STATUSES: frozenset[str] = frozenset(s.value for s in outcome.FINAL_STATUSES)
 COLUMNS = ("NOTICE_ID", "CUSTOMER", "SERVICES", "STATUS", "ATTEMPTS", "CONNECTORS", "ERROR")
 _SERVICE_ABBREVIATIONS = {s.key: s.short for s in SERVICES}
 _CUSTOMER_WIDTH = 24

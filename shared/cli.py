@@ -24,9 +24,11 @@ from typing import IO, TYPE_CHECKING, Any, TextIO, cast
 
 from .connectors import desired_connectors
 from .errors import HINTS, ErrorCode, label_ja
+from .index import rank
 from .notice import GUID_PATTERN, ActivationNotice, NoticeError, parse_notice
 from .plan import make_plan, operations
 from .render import plan_json, plan_powershell, plan_text, removal_json, removal_powershell, removal_text
+from .services import connector_names
 from .settings import LOCAL_ENV_FILE, Settings, SettingsError, local_env_values, trust_local_env_ca
 
 if TYPE_CHECKING:
@@ -294,8 +296,9 @@ def _cmd_plan(args: argparse.Namespace, settings: Settings, stdin: TextIO, stdou
     if args.format == "json":
         stdout.write(plan_json(notice, specs, ops) + "\n")
     elif args.format == "powershell":
-        stdout.write(plan_powershell(notice, specs, own_names=(settings.ea_connector_name, settings.mg_connector_name),
-                                     journal_rule=journal_rule))
+        # Every service's connector, not only the requested ones': the script must not mistake
+        # the tenant's other connector of ours for a foreign competitor, as the engine's plan does not.
+        stdout.write(plan_powershell(notice, specs, own_names=connector_names(settings), journal_rule=journal_rule))
     else:
         stdout.write(plan_text(notice, specs, ops))
     return EXIT_OK
@@ -496,8 +499,9 @@ def _cmd_summary(args: argparse.Namespace, settings: Settings, stdin: TextIO, st
     if args.json:
         print(json.dumps(body, ensure_ascii=False, indent=2), file=stdout)
         return EXIT_OK
-    for status, count in body["counts"].items():
-        print(f"{status:<16} {count:>8}", file=stdout)
+    # In triage order, as the list and the status page show statuses (an unknown one last).
+    for status in sorted(body["counts"], key=rank):
+        print(f"{status:<16} {body['counts'][status]:>8}", file=stdout)
     print(f"{'total':<16} {body['total']:>8}" + ("" if body["exact"] else
           "  (run `python -m shared reindex` once: rows from before the index are not counted)"), file=stdout)
     return EXIT_OK

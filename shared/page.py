@@ -26,9 +26,12 @@ Security Policy on top of the page never writing data as HTML:
 
 The page's words for statuses and error codes are not written in the HTML: `render_page`
 puts them (STATUS_LABELS_JA here, LABELS_JA and HINTS from `shared/errors.py`) into the
-page's `<meta name="labels">` as JSON, the one place a script reads them from. It is data,
-not script, so the CSP hashes do not change; a status or code added in Python shows on the
-page with its words, and one the page has no words for shows under its own name.
+page's `<meta name="labels">` as JSON, the one place a script reads them from. The services'
+names (`shared/services.py`) and the triage order (`index.TRIAGE_ORDER`, the order the list
+API returns rows in) travel the same way, so the page orders and names nothing itself. It is
+data, not script, so the CSP hashes do not change; a status, code or service added in Python
+shows on the page with its words and in its place, and one the page has no words for shows
+under its own name.
 """
 
 from __future__ import annotations
@@ -43,9 +46,12 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from types import MappingProxyType
+from typing import TypedDict
 
 from .errors import HINTS, LABELS_JA
+from .index import TRIAGE_ORDER
 from .outcome import Status
+from .services import SERVICES
 
 STATUS_PAGE_PATH = Path(__file__).parent / "static" / "status.html"
 
@@ -108,18 +114,35 @@ def content_security_policy(html: str) -> str:
     ])
 
 
-def page_labels() -> dict[str, dict[str, str]]:
-    """The words the page shows for statuses and codes: status and code labels, Japanese hints."""
+class PageLabels(TypedDict):
+    """What the page is told, as its `<meta name="labels">` carries it (JSON)."""
+
+    status: dict[str, str]         # status -> Japanese label
+    code: dict[str, str]           # error code -> short Japanese meaning
+    hint_ja: dict[str, str]        # error code -> what to do, Japanese
+    hint_en: dict[str, str]        # error code -> what to do, English
+    service: dict[str, str]        # service key -> title
+    service_short: dict[str, str]  # service key -> short name (EA, MG)
+    triage: list[str]              # every status, in the order operators triage them
+
+
+def page_labels() -> PageLabels:
+    """What the page shows and how it orders it: status and code labels, Japanese and English
+    hints, each service's name and short name, and the triage order."""
     return {
         # every status, so the page lists one that has no Japanese words yet, under its own name
         "status": {s.value: STATUS_LABELS_JA.get(s, s.value) for s in Status},
         "code": {c.value: label for c, label in LABELS_JA.items()},
         "hint_ja": {c.value: hint.ja for c, hint in HINTS.items()},
         "hint_en": {c.value: hint.en for c, hint in HINTS.items()},
+        "service": {s.key: s.title for s in SERVICES},
+        "service_short": {s.key: s.short for s in SERVICES},
+        # The page lists statuses, and fetches the unfiltered list status by status, in this order.
+        "triage": [s.value for s in TRIAGE_ORDER],
     }
 
 
-def render_page(html: str, *, labels: Mapping[str, Mapping[str, str]] | None = None) -> StaticPage:
+def render_page(html: str, *, labels: Mapping[str, object] | None = None) -> StaticPage:
     """The page and its security headers, from the HTML text and the words to put in it. Pure."""
     # Browsers hash inline blocks after the HTML parser has turned CRLF into LF; a checkout with
     # Windows line endings would otherwise serve hashes that match nothing and a dead page.
@@ -144,5 +167,5 @@ def load_status_page(path: Path = STATUS_PAGE_PATH) -> StaticPage:
     return render_page(path.read_text(encoding="utf-8"), labels=page_labels())
 
 
-__all__ = ["LABELS_META", "STATUS_LABELS_JA", "STATUS_PAGE_PATH", "StaticPage", "content_security_policy",
+__all__ = ["LABELS_META", "STATUS_LABELS_JA", "STATUS_PAGE_PATH", "PageLabels", "StaticPage", "content_security_policy",
            "load_status_page", "page_labels", "render_page"]

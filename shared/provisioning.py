@@ -563,8 +563,7 @@ class _TerminationRun(_Run):
 
 def own_connectors(settings: Settings) -> OwnConnectors:
     """What makes a connector ours, from the settings (names and allow-lists)."""
-    return OwnConnectors(ea_name=settings.ea_connector_name, mg_name=settings.mg_connector_name,
-                         smart_hosts=settings.allowed_smart_hosts, journal_domains=settings.allowed_journal_domains)
+    return OwnConnectors.from_settings(settings)
 
 
 def _removal_order(services: Sequence[str]) -> list[str]:

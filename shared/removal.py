@@ -23,12 +23,13 @@ narrow and live here, beside the activation diff (`plan.py`), with no I/O:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from .plan import ActualConnector, Operation, name_key
-from .services import ENTERPRISE_AUDIT, MAILGATES, SERVICES, AllowLists, Service, by_key, removal_order
+from .services import ENTERPRISE_AUDIT, SERVICES, AllowLists, Service, by_key, removal_order
+from .settings import Settings
 
 # Removal order: the registry's (services.py), the reverse of activation's.
 REMOVAL_ORDER = tuple(s.key for s in removal_order())
@@ -78,14 +79,18 @@ class RemovalPlan:
 class OwnConnectors:
     """The names and the allow-listed routing that make a connector ours (from Settings)."""
 
-    ea_name: str
-    mg_name: str
+    names: Mapping[str, str] = field(hash=False)  # service key -> its connector's configured name
     smart_hosts: frozenset[str]
     journal_domains: frozenset[str]
 
+    @classmethod
+    def from_settings(cls, settings: Settings, registry: Sequence[Service] = SERVICES) -> OwnConnectors:
+        return cls(names={s.key: s.connector_name(settings) for s in registry},
+                   smart_hosts=settings.allowed_smart_hosts, journal_domains=settings.allowed_journal_domains)
+
     def name_of(self, service: str) -> str:
         """The configured name of `service`'s connector; KeyError for a service it has no name for."""
-        return {MAILGATES.key: self.mg_name, ENTERPRISE_AUDIT.key: self.ea_name}[service]
+        return self.names[service]
 
     @property
     def allow_lists(self) -> AllowLists:

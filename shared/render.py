@@ -295,7 +295,7 @@ def removal_powershell(notice: ActivationNotice, plan: RemovalPlan, *, own: OwnC
         "",
         "function Test-Ours {",
         "    param($Connector, [string]$Service)",
-        "    if ($Service -eq 'mailgates') {",
+        f"    if ({_routed_by_smart_host(own)}) {{",
         "        $hosts = @($Connector.SmartHosts | ForEach-Object { \"$_\".ToLower().TrimEnd('.') })",
         "        return (-not $Connector.UseMXRecord) -and $hosts.Count -gt 0 -and",
         "            @($hosts | Where-Object { $SmartHosts -notcontains $_ }).Count -eq 0",
@@ -362,6 +362,13 @@ def removal_powershell(notice: ActivationNotice, plan: RemovalPlan, *, own: OwnC
         "Get-OutboundConnector | Format-Table Name, Enabled, RecipientDomains, SmartHosts -AutoSize",
     ]
     return "\n".join(out) + "\n"
+
+
+def _routed_by_smart_host(own: OwnConnectors) -> str:
+    """Test-Ours' condition for its smart-host rule: the services whose definitions route by
+    smart host (MailGates); every other one is judged by the MX rule, as `Service.routing_fault` does."""
+    keys = [s.key for s in removal_order() if not s.route(own.allow_lists).use_mx_record]
+    return " -or ".join(f"$Service -eq {ps_string(key)}" for key in keys) or "$false"
 
 
 def _ps_journal_ndr(notice: ActivationNotice) -> list[str]:

@@ -108,8 +108,8 @@ class Service:
     """One service: everything the product must know to provision or remove it."""
 
     key: str                      # in a notice's `services`, records, events and the outcome
-    title: str                    # how operators and messages name it
-    short: str                    # in narrow tables (the local stack's status table, "EA+MG")
+    title: str                    # how operators, messages and the status page name it
+    short: str                    # in narrow tables (the local stack's status table "EA+MG", the status page)
     fields: tuple[str, ...]       # the notice keys it reads (ignored when it is not requested)
     check: SectionCheck           # validates those fields
     connector_name: Callable[[Settings], str]

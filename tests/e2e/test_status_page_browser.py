@@ -26,7 +26,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,8 +37,10 @@ from exosim import Simulator
 from localrun.host import LocalFunctionsHost
 from shared import runtime
 from shared.errors import HINTS, LABELS_JA, ErrorCode
+from shared.index import TRIAGE_ORDER
 from shared.outcome import Status
-from shared.page import STATUS_LABELS_JA, load_status_page
+from shared.page import STATUS_LABELS_JA, STATUS_PAGE_PATH, load_status_page, page_labels, render_page
+from shared.services import SERVICES
 from shared.store import ActivationRecord, ActivationStore
 from tests.fixtures.azurite import StorageNames
 
@@ -751,4 +753,63 @@ def test_the_search_finds_by_notice_id_prefix_customer_and_contract(
     chromium.wait_for(f"new URLSearchParams(location.search).get('q') === {json.dumps(query)}")
     time.sleep(1.0)  # the list has answered (or a wrong one would have shown by now)
     assert chromium.wait_for(f"{ROWS}.length > 0 && {ROWS}") == expected
+    assert chromium.problems() == []
+
+
+OPTIONS = "[...document.querySelectorAll('#f-status option')].map(o => o.value)"
+COUNTED = "[...document.querySelectorAll('#counts button')].map(b => b.dataset.status)"
+
+
+def _serve_page_with(chromium: Chromium, labels: Mapping[str, object]) -> None:
+    """From now on the browser gets the status page rendered with `labels` instead of the product's
+    (the API behind it stays the real one)."""
+    page = render_page(STATUS_PAGE_PATH.read_text(encoding="utf-8"), labels=labels)
+    headers = [{"name": k, "value": v} for k, v in {**page.headers, "Content-Type": "text/html; charset=utf-8"}.items()]
+    body = base64.b64encode(page.body).decode("ascii")
+    chromium.handlers["Fetch.requestPaused"] = lambda p: chromium.send(
+        "Fetch.fulfillRequest", requestId=p["requestId"], responseCode=200, responseHeaders=headers, body=body)
+    chromium.call("Fetch.enable", patterns=[{"urlPattern": "*/api/status*"}])
+
+
+def test_the_page_orders_and_names_what_it_shows_as_the_server_tells_it(
+        chromium: Chromium, function_host: LocalFunctionsHost, activation_store: ActivationStore) -> None:
+    host = function_host
+    _seed_triage(activation_store)
+    mailgates = next(s for s in SERVICES if s.key == "mailgates")
+    triage = [s.value for s in TRIAGE_ORDER]
+    # the product's page: its status filter and counts bar are in TRIAGE_ORDER, services by their short name
+    chromium.open(f"{host.api_url}/status#code={host.function_key}")
+    chromium.wait_for(f"{ROWS}.length === 5", what="five rows")
+    chromium.wait_for("!document.getElementById('counts').hidden", what="the counts bar")
+    assert chromium.evaluate(OPTIONS) == ["", *triage]
+    assert chromium.evaluate(COUNTED) == ["", *triage]
+    assert f"{mailgates.short}: 削除済み removed" in chromium.evaluate(f"{_row('TRI-D-TERM')}.textContent")
+    assert chromium.evaluate(_text("#products")) == " / ".join(s.title for s in SERVICES) + " 送信コネクタ"
+
+    # when the server tells another order and other names, the page follows them: it has no copy of its own
+    other = page_labels()
+    other["triage"] = list(reversed(triage))
+    other["service"] = {s.key: f"Service {s.key}" for s in SERVICES}
+    other["service_short"] = {s.key: f"S-{s.key}" for s in SERVICES}
+    _serve_page_with(chromium, other)
+    chromium.open(f"{host.api_url}/status")
+    assert chromium.wait_for(f"{ROWS}.length === 5 && {ROWS}", what="five rows") == [
+        "TRI-C-WARN", "TRI-D-TERM", "TRI-E-RUN", "TRI-B-FAIL", "TRI-A-NA"]
+    chromium.wait_for("!document.getElementById('counts').hidden", what="the counts bar")
+    assert chromium.evaluate(OPTIONS) == ["", *reversed(triage)]
+    assert chromium.evaluate(COUNTED) == ["", *reversed(triage)]
+    assert "S-mailgates: 削除済み removed" in chromium.evaluate(f"{_row('TRI-D-TERM')}.textContent")
+    chromium.evaluate(f"{_row('TRI-D-TERM')}.click()")
+    detail = chromium.wait_for(f"{_text('#detail h2')}.includes('TRI-D-TERM') && {_text('#detail')}")
+    assert "Service mailgates" in detail and "Service enterprise_audit" in detail
+    assert chromium.evaluate(_text("#products")) == "Service mailgates / Service enterprise_audit 送信コネクタ"
+
+    # when the server tells it nothing, the list is still whole, in the API's own (triage) order,
+    # and each service shows under its key
+    _serve_page_with(chromium, {})
+    chromium.open(f"{host.api_url}/status")
+    assert chromium.wait_for(f"{ROWS}.length === 5 && {ROWS}", what="five rows") == [
+        "TRI-A-NA", "TRI-B-FAIL", "TRI-E-RUN", "TRI-C-WARN", "TRI-D-TERM"]
+    assert "mailgates: 削除済み removed" in chromium.evaluate(f"{_row('TRI-D-TERM')}.textContent")
+    assert chromium.evaluate(_text("#products")) == "送信コネクタ"
     assert chromium.problems() == []

@@ -18,6 +18,7 @@ from exosim import Simulator
 from localrun.azurite import connection_string
 from localrun.stack import write_local_env
 from shared.cli import EXIT_FAILED, EXIT_INVALID, EXIT_NEEDS_ATTENTION, EXIT_OK, main
+from shared.index import TRIAGE_ORDER
 from shared.notice import parse_notice
 from shared.outcome import Status
 from shared.provisioning import ProvisioningEngine
@@ -156,6 +157,7 @@ def test_summary_counts_per_status_and_list_searches(ops_env: None, activation_s
     code, out, _ = run("summary")
     lines = dict(line.split()[:2] for line in out.splitlines())
     assert code == EXIT_OK and lines["succeeded"] == "1" and lines["failed"] == "1" and lines["total"] == "2"
+    assert list(lines) == [*(s.value for s in TRIAGE_ORDER), "total"]  # the order operators triage in
     code, out, _ = run("summary", "--json")
     assert json.loads(out)["counts"]["queued"] == 0
     code, out, _ = run("list", "--q", "acme")

@@ -18,8 +18,10 @@ import pytest
 
 import function_app
 from shared.errors import HINTS, LABELS_JA, ErrorCode, label_ja
+from shared.index import TRIAGE_ORDER
 from shared.outcome import Status
 from shared.page import LABELS_META, STATUS_LABELS_JA, STATUS_PAGE_PATH, load_status_page, page_labels, render_page
+from shared.services import SERVICES
 
 HTML = STATUS_PAGE_PATH.read_text(encoding="utf-8")
 SERVED = load_status_page().body
@@ -160,6 +162,33 @@ def test_the_words_are_defined_once_in_python_and_served_in_the_page() -> None:
     metas = [a for t, a in _served_tags() if t == "meta" and a.get("name") == "labels"]
     assert len(metas) == 1
     assert json.loads(metas[0]["content"] or "") == page_labels()
+
+
+def _served_labels() -> dict[str, object]:
+    metas = [a for t, a in _served_tags() if t == "meta" and a.get("name") == "labels"]
+    assert len(metas) == 1
+    labels = json.loads(metas[0]["content"] or "")
+    assert isinstance(labels, dict)
+    return labels
+
+
+def test_the_page_is_told_exactly_the_registrys_services_and_the_triage_order() -> None:
+    labels = _served_labels()
+    assert labels["service"] == {s.key: s.title for s in SERVICES}
+    assert labels["service_short"] == {s.key: s.short for s in SERVICES}
+    assert labels["triage"] == [s.value for s in TRIAGE_ORDER]
+    # the order the page fetches and lists in is the API's, and places every status
+    assert sorted(page_labels()["triage"]) == sorted(s.value for s in Status)
+
+
+def test_the_page_names_no_service_and_orders_no_status_itself() -> None:
+    # Its only service names and status order are the server's: a copy here would drift.
+    for service in SERVICES:
+        assert service.title not in HTML, service.title
+        for word in (service.key, service.short):
+            assert not re.search(rf"[\"']{re.escape(word)}[\"']|\b{re.escape(word)}\s*:", HTML), word
+    statuses = "|".join(re.escape(s.value) for s in Status)
+    assert not re.search(rf"\[\s*[\"'](?:{statuses})[\"']\s*,", SCRIPT), "a list of statuses in the script"
 
 
 def _served_tags() -> list[tuple[str, dict[str, str | None]]]:

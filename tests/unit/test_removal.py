@@ -17,6 +17,7 @@ from shared.removal import (
     plan_removals,
     removal_operations,
 )
+from shared.services import SERVICES
 from shared.settings import Settings
 from tests.support import FakeConnector, as_deployed
 
@@ -102,9 +103,16 @@ def test_each_ended_service_is_reported_removed_or_absent_in_order() -> None:
         ("mailgates", RemovalAction.ABSENT, False), ("enterprise_audit", RemovalAction.REMOVE, True)]
 
 
+def test_every_service_of_the_registry_has_its_configured_connector_name() -> None:
+    settings = Settings(ea_connector_name="EA outbound", mg_connector_name="MG outbound")
+    own = OwnConnectors.from_settings(settings)
+    assert own.names == {s.key: s.connector_name(settings) for s in SERVICES}
+    assert (own.name_of("mailgates"), own.name_of("enterprise_audit")) == ("MG outbound", "EA outbound")
+
+
 def test_ownership_follows_the_configured_names_and_allow_lists() -> None:
-    own = OwnConnectors(ea_name="EA", mg_name="MG", smart_hosts=frozenset({"relay.example.jp"}),
-                        journal_domains=frozenset({"journal.example.jp"}))
+    own = OwnConnectors(names={"enterprise_audit": "EA", "mailgates": "MG"},
+                        smart_hosts=frozenset({"relay.example.jp"}), journal_domains=frozenset({"journal.example.jp"}))
     actual = [FakeConnector("mg", ("*",), ("relay.example.jp",), use_mx_record=False),
               FakeConnector("EA", ("*.journal.example.jp",)),
               replace(as_deployed(MG))]
