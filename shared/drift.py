@@ -286,12 +286,22 @@ def _created(record: ActivationRecord) -> str:
 
 
 def client_factory_from_settings(settings: Settings, token_provider: TokenProvider | None = None) -> ClientFactory:
-    """Exchange clients as a run builds them (same endpoint, token, allow-lists), with no call log."""
+    """Exchange clients as a run builds them (same endpoint, token, allow-lists), with no call log.
+
+    Built on the first tenant checked, not here: queuing a check of every tenant needs no
+    Exchange credential, so an operator's command line without one can still ask for it.
+    """
     from .auth import token_provider_from_settings
     from .provisioning import client_factory
 
-    make = client_factory(settings, token_provider or token_provider_from_settings(settings))
-    return lambda tenant_id: make(tenant_id, lambda _call: None)
+    made: list[Callable[..., ExchangeAdminClient]] = []
+
+    def factory(tenant_id: str) -> ExchangeAdminClient:
+        if not made:
+            made.append(client_factory(settings, token_provider or token_provider_from_settings(settings)))
+        return made[0](tenant_id, lambda _call: None)
+
+    return factory
 
 
 __all__ = ["READ_CMDLETS", "ConnectorReader", "Difference", "DriftChecker", "DriftReport", "ReadOnlyViolation",

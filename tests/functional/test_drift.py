@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -258,3 +259,25 @@ def test_the_command_line_checks_a_tenant_and_status_shows_desired_against_actua
     assert code == EXIT_OK and "ACT-D-1  drifted" in out
     drift = out[out.index("drift found"):]
     assert f'{MG_NAME}: TlsSettings desired "CertificateValidation", actual "EncryptionOnly"' in drift
+
+
+def test_the_command_line_queues_every_tenant_without_an_exchange_credential(
+        succeeded: None, storage: StorageNames, activation_queue: ActivationQueue,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An operator's command line in Azure has storage roles but no Exchange credential."""
+    import io
+
+    from shared.cli import EXIT_OK, main
+
+    for name in [n for n in os.environ if n.startswith("EXO_")]:
+        monkeypatch.delenv(name)
+    for name, value in (("AzureWebJobsStorage", storage.connection_string), ("ACTIVATION_QUEUE", storage.queue),
+                        ("ACTIVATIONS_TABLE", storage.activations_table), ("EVENTS_TABLE", storage.events_table)):
+        monkeypatch.setenv(name, value)
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["drift"], stdin=io.StringIO(""), stdout=out, stderr=err, local_env=None)
+    assert (code, err.getvalue()) == (EXIT_OK, ""), out.getvalue()
+    assert out.getvalue().startswith("1 tenant(s) queued for a drift check")
+    [message] = activation_queue.receive(max_messages=5)
+    assert json.loads(message.content) == {"kind": "drift-check", "tenant_id": TENANT,
+                                           "requested_by": "command line"}
