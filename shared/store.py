@@ -881,22 +881,26 @@ class ActivationStore:
         Three range queries of at most `top` rows each, every one naming its partitions: the
         activation rows' PartitionKey range (the notice-id prefix), and the customer and
         contract RowKey ranges of the index. Prefixes, because a substring would need a scan.
-        `status` and `tenant_id` narrow the matches afterwards.
+        `status` and `tenant_id` narrow each of the three queries (search rows carry both).
         """
         text = " ".join(q.split())[:MAX_QUERY_CHARS]
         if not text:
             return []
+        # The narrowing is part of each query, not applied to its first `top` rows: a prefix that
+        # matches more than `top` would otherwise hide a failed match behind queued ones.
+        narrow = {k: v for k, v in (("status", status), ("tenant_id", tenant_id)) if v is not None}
         found: dict[str, ActivationRecord] = {}
         whole: set[str] = set()  # read from their activation rows, not from search rows
         if _NOTICE_ID_CHARS.fullmatch(text):
-            for entity in self._activation_rows(lo=text, hi=ix.after_prefix(text), top=top):
+            for entity in self._activation_rows(lo=text, hi=ix.after_prefix(text), top=top, where=narrow):
                 if (record := _readable(entity)) is not None:
                     found.setdefault(record.notice_id, record)
                     whole.add(record.notice_id)
         for lo, hi in ix.search_ranges(text):
+            clauses, parameters = _where(narrow, {"pk": ix.INDEX_PARTITION, "lo": lo, "hi": hi})
             rows = self._activations.query_entities(
-                "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
-                parameters={"pk": ix.INDEX_PARTITION, "lo": lo, "hi": hi}, results_per_page=top)
+                " and ".join(["PartitionKey eq @pk", "RowKey ge @lo", "RowKey lt @hi", *clauses]),
+                parameters=parameters, results_per_page=top)
             for entity in itertools.islice(rows, top):
                 if (record := index_to_record(entity)) is not None:
                     found.setdefault(record.notice_id, record)
@@ -1036,9 +1040,10 @@ class ActivationStore:
     def _mark_index_complete(self) -> None:
         self._activations.upsert_entity({"PartitionKey": ix.INDEX_PARTITION, "RowKey": ix.COMPLETE_ROW})
 
-    def _activation_rows(self, *, lo: str | None = None, hi: str | None = None,
-                         top: int | None = None) -> Iterator[Mapping[str, Any]]:
-        """Activation rows (never index rows), optionally of a PartitionKey range, at most `top`.
+    def _activation_rows(self, *, lo: str | None = None, hi: str | None = None, top: int | None = None,
+                         where: Mapping[str, str] | None = None) -> Iterator[Mapping[str, Any]]:
+        """Activation rows (never index rows), optionally of a PartitionKey range, at most `top`,
+        with the properties in `where` equal to the values given.
 
         A range that spans the index partition is cut around it, so the service never scans the
         index for activation rows it cannot hold.
@@ -1052,7 +1057,8 @@ class ActivationStore:
         for start, stop in ranges:
             if left is not None and left <= 0:
                 return
-            clauses, parameters = ["RowKey eq @row_key"], {"row_key": ACTIVATION_ROW_KEY}
+            clauses, parameters = _where(where or {}, {"row_key": ACTIVATION_ROW_KEY})
+            clauses.insert(0, "RowKey eq @row_key")
             if start is not None:
                 clauses.append("PartitionKey ge @lo")
                 parameters["lo"] = start
@@ -1233,6 +1239,13 @@ def _unchanged_in_lists(before: Mapping[str, Any], after: Mapping[str, Any]) -> 
     old, new = ix.listed(before), ix.listed(after)
     return ix.digest(old) == ix.digest(new) and all(
         old.get(k) == new.get(k) for k in ("status", "tenant_id", "customer_name", "contract_id", "created_at"))
+
+
+def _where(equal: Mapping[str, str], parameters: Mapping[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """Filter clauses "<property> eq @w_<property>" for `equal`, and `parameters` with their values
+    (the property names are ours; the values go through the SDK's parameters, never the text)."""
+    clauses = [f"{name} eq @w_{name}" for name in equal]
+    return clauses, {**parameters, **{f"w_{name}": value for name, value in equal.items()}}
 
 
 def _if_match(entity: Any) -> dict[str, Any]:

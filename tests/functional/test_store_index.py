@@ -350,3 +350,24 @@ def test_the_api_lists_searches_and_summarises_from_the_index(activation_store: 
     summary = api.summary()
     assert summary.status == 200
     assert summary.body == {"counts": {**ZEROS, "queued": 1, "failed": 1}, "total": 2, "exact": True}
+
+
+def test_a_search_narrowed_by_status_or_tenant_finds_matches_beyond_the_first_page_of_the_range(
+    activation_store: ActivationStore,
+) -> None:
+    # Sixty activations of one customer; the one failed and the one of another tenant sort last by
+    # customer row (notice id), contract row and notice id alike. Narrowing must not drop them.
+    for i in range(60):
+        activation_store.create(record(f"A-{i:03d}", i))
+    failed = activation_store.get("A-059")
+    assert failed is not None
+    activation_store.replace(later(failed, status=Status.FAILED))
+    moved = activation_store.get("A-058")
+    assert moved is not None
+    activation_store.replace(later(moved, tenant_id=OTHER))
+    for text in ("acme", "C-A-0", "A-0"):  # customer prefix, contract prefix, notice-id prefix
+        assert ids(activation_store.list_activations(q=text, status="failed", top=50).items) == ["A-059"], text
+        assert ids(activation_store.list_activations(q=text, tenant_id=OTHER, top=50).items) == ["A-058"], text
+        assert ids(activation_store.list_activations(q=text, status="queued", tenant_id=OTHER, top=5).items) == [
+            "A-058"], text
+
