@@ -901,7 +901,8 @@ class ActivationStore:
             rows = self._activations.query_entities(
                 " and ".join(["PartitionKey eq @pk", "RowKey ge @lo", "RowKey lt @hi", *clauses]),
                 parameters=parameters, results_per_page=top)
-            for entity in itertools.islice(rows, top):
+            matching = (e for e in rows if str(e.get("RowKey") or "").startswith(lo))  # see after_prefix
+            for entity in itertools.islice(matching, top):
                 if (record := index_to_record(entity)) is not None:
                     found.setdefault(record.notice_id, record)
         matches = [r for r in found.values()

@@ -371,3 +371,17 @@ def test_a_search_narrowed_by_status_or_tenant_finds_matches_beyond_the_first_pa
         assert ids(activation_store.list_activations(q=text, status="queued", tenant_id=OTHER, top=5).items) == [
             "A-058"], text
 
+
+@pytest.mark.parametrize("text", ["x\ud7ff", "\ud7ff", "x\U0010fffd", "\U0001f600", "x\uffef"])
+def test_a_search_ending_in_any_character_is_a_range_the_service_accepts(
+    activation_store: ActivationStore, text: str,
+) -> None:
+    activation_store.create(record("N-1", 0, customer_name="x\ud7ff tail", contract_id="\U0001f600-1"))
+    activation_store.create(record("N-2", 1, customer_name="x\U0001f600", contract_id="\uffef"))
+    activation_store.create(record("N-3", 2, customer_name="x\ue000", contract_id="x\uffefz"))
+    expected = sorted(r.notice_id for r in (activation_store.get(n) for n in ("N-1", "N-2", "N-3"))
+                      if r is not None and (ix.customer_part(r.customer_name).startswith(ix.customer_part(text))
+                                            or ix.key_part(r.contract_id).startswith(ix.key_part(text))))
+    assert sorted(ids(activation_store.list_activations(q=text).items)) == expected
+    response = ActivationApi(activation_store, lambda: None).list({"q": text})  # type: ignore[arg-type, return-value]
+    assert response.status == 200 and sorted(i["notice_id"] for i in response.body["items"]) == expected
