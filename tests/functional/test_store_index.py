@@ -385,3 +385,53 @@ def test_a_search_ending_in_any_character_is_a_range_the_service_accepts(
     assert sorted(ids(activation_store.list_activations(q=text).items)) == expected
     response = ActivationApi(activation_store, lambda: None).list({"q": text})  # type: ignore[arg-type, return-value]
     assert response.status == 200 and sorted(i["notice_id"] for i in response.body["items"]) == expected
+
+
+def test_rows_an_older_version_wrote_by_hand_never_break_a_list_and_are_counted_as_listed(
+    activation_store: ActivationStore,
+) -> None:
+    api = ActivationApi(activation_store, lambda: None)  # type: ignore[arg-type, return-value]
+    table = activation_store._activations
+    odd = {**record_to_entity(record("OLD-1", 0)), "attempts": "many", "series": "2", "propagation_waits": 1.5,
+           "events_count": "n/a"}
+    bare = {"PartitionKey": "OLD-2", "RowKey": "activation", "tenant_id": TENANT, "customer_name": "Acme old",
+            "created_at": "2026-04-01T00:00:00Z"}  # no status, a date as text
+    unknown = {**record_to_entity(record("OLD-3", 2)), "status": "Succeeded"}  # no such status
+    for entity in (odd, bare, unknown):
+        table.create_entity(entity)
+    activation_store.create(record("NEW-1", 3))
+    assert activation_store.reindex() == 3  # the row whose status is unknown is not indexed
+
+    def shown(**params: str) -> list[str]:
+        response = api.list(params)
+        assert response.status == 200, response.body
+        return sorted(item["notice_id"] for item in response.body["items"])
+
+    everything = ["NEW-1", "OLD-1", "OLD-2"]
+    assert shown() == shown(status="queued") == shown(tenant_id=TENANT) == everything
+    assert shown(q="acme") == sorted([*shown(q="OLD"), "NEW-1"]) == everything
+    summary = api.summary().body
+    assert summary["counts"] == {**ZEROS, "queued": 3} and summary["total"] == 3
+    (item,) = [i for i in api.list({"q": "OLD-1"}).body["items"]]
+    assert (item["attempts"], item["series"]) == (0, 2)  # what cannot be read as a number reads as its default
+    assert api.get("OLD-1").status == 200
+    # Edited by hand after it was indexed: its index rows go, so the counts still equal the rows.
+    table.upsert_entity({**record_to_entity(record("NEW-1", 3)), "status": "done"})
+    assert shown(tenant_id=TENANT) == ["OLD-1", "OLD-2"]  # a tenant's page reads the rows: never a 500
+    activation_store.reindex()
+    assert shown() == shown(tenant_id=TENANT) == shown(q="acme") == ["OLD-1", "OLD-2"]
+    assert api.summary().body["counts"] == {**ZEROS, "queued": 2}
+
+
+def test_an_index_row_deleted_by_hand_neither_stops_that_activation_s_index_nor_reindex(
+    activation_store: ActivationStore,
+) -> None:
+    row = activation_store.create(record("N-1", 0))
+    activation_store.create(record("N-2", 1))
+    activation_store._activations.delete_entity(ix.INDEX_PARTITION, "c|acme trading k.k.|N-1")
+    activation_store.replace(later(row, status=Status.FAILED, customer_name="Other"), previous=row)
+    assert ids(activation_store.list_activations(status="failed").items) == ["N-1"]
+    assert activation_store.summary().counts == {**ZEROS, "queued": 1, "failed": 1}
+    assert ids(activation_store.list_activations(q="other").items) == ["N-1"]
+    assert ids(activation_store.list_activations(q="acme").items) == ["N-2"]
+
