@@ -1024,8 +1024,14 @@ class ActivationStore:
         change the notice's counter row moved (If-Match). A lost race is read again and done
         again. `fresh` (a row just created) skips the pointer read: there can be none yet.
 
-        A pointer from a later write (its `version` is newer) wins: the row is read again and
-        that is indexed. A row that is gone or cannot be read loses its index rows.
+        Which of two writes is the later one is the activation row's to say, not the clocks'
+        (another instance's clock, one set back, two writes in one millisecond): when a pointer
+        exists and does not show `entity` already, the row is read again, after the pointer,
+        and that is what is indexed. Every write indexes after it writes, and the pointer's
+        If-Match makes the last transaction to commit one that read the pointer, hence the row,
+        after every earlier commit: it shows the last write. A scan's stale copy (`reindex`
+        while workers write) is corrected the same way. A row that is gone or cannot be read
+        loses its index rows. The cost is one point read per change of what a list shows.
         """
         state = ix.IndexState.of(entity)
         return self._sync(state.notice_id, state, fresh=fresh)
@@ -1038,7 +1044,7 @@ class ActivationStore:
             pointer = None if fresh and round_ == 0 else self._index_row(pointer_key)
             if state is not None and state.shown_by(pointer):
                 return False
-            if state is None or (pointer is not None and str(pointer.get("version") or "") > state.version):
+            if pointer is not None or state is None:
                 state = self._row_state(notice_id)
                 if state is not None and state.shown_by(pointer):
                     return False

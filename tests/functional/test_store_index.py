@@ -435,3 +435,30 @@ def test_an_index_row_deleted_by_hand_neither_stops_that_activation_s_index_nor_
     assert ids(activation_store.list_activations(q="other").items) == ["N-1"]
     assert ids(activation_store.list_activations(q="acme").items) == ["N-2"]
 
+
+def test_the_row_not_the_clock_says_which_write_is_shown(activation_store: ActivationStore) -> None:
+    """Two writers' clocks disagree (another instance, a clock set back, one millisecond): the
+    index follows the row, and the watchdog's repair and reindex mend what a clock got wrong."""
+    row = activation_store.create(record("N-1", 0))
+    running = activation_store.replace(later(row, 10, status=Status.RUNNING), previous=row)
+    # Finished by an instance whose clock is two minutes behind the one that claimed it.
+    done = activation_store.replace(later(running, -2, status=Status.SUCCEEDED), previous=running)
+    assert ids(activation_store.list_activations(status="succeeded").items) == ["N-1"]
+    assert activation_store.summary().counts == {**ZEROS, "succeeded": 1}
+    # The claim's index write arrives last (a slow writer): the repair and reindex read the row.
+    assert activation_store.sync_index(record_to_entity(running)) is False
+    table = activation_store._activations
+    pointer = table.get_entity(ix.INDEX_PARTITION, ix.pointer_key("N-1"))
+    stale = ix.IndexState.of(record_to_entity(replace(running, updated_at=T0 + timedelta(hours=1))))
+    table.submit_transaction([("delete", {"PartitionKey": ix.INDEX_PARTITION, "RowKey": k}) for k in
+                              ix.pointer_keys(pointer) if k not in stale.keys]
+                             + [("upsert", r) for r in stale.rows()] + [("upsert", stale.pointer())])
+    activation_store.repair_index(done)
+    assert ids(activation_store.list_activations(status="succeeded").items) == ["N-1"]
+    assert activation_store.list_activations(status="running").items == []
+    table.submit_transaction([("delete", {"PartitionKey": ix.INDEX_PARTITION, "RowKey": k}) for k in
+                              ix.IndexState.of(record_to_entity(done)).keys if k not in stale.keys]
+                             + [("upsert", r) for r in stale.rows()] + [("upsert", stale.pointer())])
+    activation_store.reindex()
+    assert ids(activation_store.list_activations().items) == ["N-1"]
+    assert ids(activation_store.list_activations(status="succeeded").items) == ["N-1"]
