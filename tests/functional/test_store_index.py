@@ -9,6 +9,7 @@ by that activation's next write, its watchdog (`repair_index`), and `reindex`.
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -20,7 +21,7 @@ import pytest
 from shared import index as ix
 from shared.api import ActivationApi
 from shared.outcome import Status
-from shared.store import ActivationRecord, ActivationStore, record_to_entity
+from shared.store import ActivationRecord, ActivationStore, ConcurrentUpdate, record_to_entity
 
 T0 = datetime(2026, 4, 1, 0, 0, 0, tzinfo=UTC)
 TENANT = "11111111-2222-3333-4444-555555555555"
@@ -462,3 +463,49 @@ def test_the_row_not_the_clock_says_which_write_is_shown(activation_store: Activ
     activation_store.reindex()
     assert ids(activation_store.list_activations().items) == ["N-1"]
     assert ids(activation_store.list_activations(status="succeeded").items) == ["N-1"]
+
+
+def test_concurrent_writers_with_disagreeing_clocks_and_a_reindex_leave_the_index_equal_to_the_rows(
+    activation_store: ActivationStore,
+) -> None:
+    """Six writers move four activations that share one counter row, each write stamped by a
+    clock up to two minutes off, while reindex runs twice; then every list and count is the rows'."""
+    shard = [n for n in (f"S-{i}" for i in range(300)) if ix.counter_key(n) == ix.counter_key("S-0")][:4]
+    for minute, notice_id in enumerate(shard):
+        activation_store.create(record(notice_id, minute))
+    names = ["Acme Trading K.K.", "Beta Works", None]
+
+    def writer(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(12):
+            notice_id = rng.choice(shard)
+            while True:
+                current = activation_store.get(notice_id)
+                assert current is not None
+                changed = replace(current, status=rng.choice(list(Status)), tenant_id=rng.choice([TENANT, OTHER]),
+                                  customer_name=rng.choice(names),
+                                  updated_at=T0 + timedelta(hours=1, seconds=rng.randint(-120, 120)))
+                try:
+                    activation_store.replace(changed, previous=current)
+                    break
+                except ConcurrentUpdate:
+                    continue
+
+    with ThreadPoolExecutor(max_workers=7) as pool:
+        reindexing = pool.submit(lambda: [activation_store.reindex() for _ in range(2)])
+        list(pool.map(writer, range(6)))
+        reindexing.result()
+    rows = {n: activation_store.get(n) for n in shard}
+    for status in Status:
+        assert sorted(ids(activation_store.list_activations(status=status.value).items)) == sorted(
+            n for n, r in rows.items() if r is not None and r.status is status), status
+    assert activation_store.summary().counts == {
+        s.value: sum(1 for r in rows.values() if r is not None and r.status is s) for s in Status}
+    for tenant in (TENANT, OTHER):
+        assert sorted(ids(activation_store.list_activations(tenant_id=tenant).items)) == sorted(
+            n for n, r in rows.items() if r is not None and r.tenant_id == tenant)
+    assert sorted(ids(activation_store.list_activations(q="beta").items)) == sorted(
+        n for n, r in rows.items() if r is not None and r.customer_name == "Beta Works")
+    listed = {r.notice_id: r for r in activation_store.list_activations().items}
+    assert {n: (r.status, r.tenant_id, r.customer_name, r.updated_at) for n, r in listed.items()} == {
+        n: (r.status, r.tenant_id, r.customer_name, r.updated_at) for n, r in rows.items() if r is not None}
