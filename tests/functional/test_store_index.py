@@ -9,11 +9,16 @@ by that activation's next write, its watchdog (`repair_index`), and `reindex`.
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +27,7 @@ from shared import index as ix
 from shared.api import ActivationApi
 from shared.outcome import Status
 from shared.store import ActivationRecord, ActivationStore, ConcurrentUpdate, record_to_entity
+from tests.fixtures.azurite import StorageNames
 
 T0 = datetime(2026, 4, 1, 0, 0, 0, tzinfo=UTC)
 TENANT = "11111111-2222-3333-4444-555555555555"
@@ -509,3 +515,82 @@ def test_concurrent_writers_with_disagreeing_clocks_and_a_reindex_leave_the_inde
     listed = {r.notice_id: r for r in activation_store.list_activations().items}
     assert {n: (r.status, r.tenant_id, r.customer_name, r.updated_at) for n, r in listed.items()} == {
         n: (r.status, r.tenant_id, r.customer_name, r.updated_at) for n, r in rows.items() if r is not None}
+
+
+# A writer that says which state it is about to write, then writes it (row, then index), forever.
+_WRITER = """
+import json, sys
+from dataclasses import replace
+from datetime import timedelta
+from shared.outcome import Status
+from shared.store import ActivationStore
+connection, activations, events, *notice_ids = sys.argv[1:]
+store = ActivationStore.from_connection_string(connection, activations_table=activations, events_table=events)
+table = store._activations
+def update_entity(*args, **kwargs):  # says when the row is written, so the kill lands in the index write
+    written = type(table).update_entity(table, *args, **kwargs)
+    print(json.dumps(["written", args[0]["PartitionKey"]]), flush=True)
+    return written
+table.update_entity = update_entity
+cycle = [Status.RUNNING, Status.SUCCEEDED, Status.FAILED, Status.QUEUED, Status.NEEDS_ATTENTION, Status.DRIFTED]
+for i in range(10**6):
+    current = store.get(notice_ids[i % len(notice_ids)])
+    changed = replace(current, status=cycle[i % len(cycle)], customer_name=f"Name {i}",
+                      updated_at=current.updated_at + timedelta(seconds=1))
+    print(json.dumps([changed.notice_id, changed.status.value]), flush=True)
+    store.replace(changed, previous=current)
+"""
+
+
+@pytest.mark.parametrize("writes", [7, 18, 31])
+def test_a_writer_killed_mid_write_leaves_the_index_at_most_one_change_behind(
+    activation_store: ActivationStore, storage: StorageNames, writes: int,
+) -> None:
+    """SIGKILL at an arbitrary point of a write (row written, index not yet; or mid-transaction):
+    the counts still equal the rows listed, at most the one activation in flight is one change
+    behind, and the watchdog's repair_index brings it up to date."""
+    notice_ids = ["K-1", "K-2", "K-3", "K-4", "K-5"]
+    for minute, notice_id in enumerate(notice_ids):
+        activation_store.create(record(notice_id, minute))
+    child = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, storage.connection_string, storage.activations_table, storage.events_table,
+         *notice_ids], cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    intended: dict[str, list[str]] = {n: ["queued"] for n in notice_ids}
+    try:
+        assert child.stdout is not None
+        written = 0
+        for line in child.stdout:
+            notice_id, status = json.loads(line)
+            if notice_id != "written":
+                intended[notice_id].append(status)
+            else:
+                written += 1
+                if written == writes:  # this write's row is stored; its index write has just begun
+                    child.send_signal(signal.SIGKILL)
+                    break
+        child.wait(timeout=30)
+        for line in child.stdout:  # what it printed (and may have written) before the signal landed
+            notice_id, status = json.loads(line)
+            if notice_id != "written":
+                intended[notice_id].append(status)
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+    rows = {n: activation_store.get(n) for n in notice_ids}
+    listed = {r.notice_id: r.status.value for r in activation_store.list_activations().items}
+    summary = activation_store.summary()
+    assert sorted(listed) == notice_ids and summary.total == len(notice_ids)
+    assert summary.counts == {s.value: list(listed.values()).count(s.value) for s in Status}
+    behind = [n for n in notice_ids if listed[n] != (rows[n] or record(n, 0)).status.value]
+    assert len(behind) <= 1, (listed, rows)
+    for notice_id in behind:  # the one in flight: its row is the last state asked for, the index the one before
+        row = rows[notice_id]
+        assert row is not None and row.status.value == intended[notice_id][-1]
+        assert listed[notice_id] == intended[notice_id][-2]
+    for row in rows.values():
+        assert row is not None
+        activation_store.repair_index(row)  # what the watchdog message does
+    assert {r.notice_id: r.status for r in activation_store.list_activations().items} == {
+        n: r.status for n, r in rows.items() if r is not None}
+    assert sum(activation_store.summary().counts.values()) == len(notice_ids)
