@@ -594,3 +594,29 @@ def test_a_writer_killed_mid_write_leaves_the_index_at_most_one_change_behind(
     assert {r.notice_id: r.status for r in activation_store.list_activations().items} == {
         n: r.status for n, r in rows.items() if r is not None}
     assert sum(activation_store.summary().counts.values()) == len(notice_ids)
+
+
+def test_indexing_never_writes_an_activation_row(activation_store: ActivationStore,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finished activation's row is the truth of its run: reindex, repair_index and a sync of
+    an older state read it, and write the index partition only."""
+    row = activation_store.create(record("N-1", 0))
+    with monkeypatch.context() as m:
+        lose_index_writes(activation_store, m)
+        activation_store.replace(later(row, status=Status.SUCCEEDED, finished_at=T0), previous=row)
+    table = activation_store._activations
+    table.create_entity({**record_to_entity(record("OLD-1", 1)), "attempts": "many"})
+    table.create_entity({**record_to_entity(record("OLD-2", 2)), "status": "done"})
+
+    def activation_rows() -> dict[str, Any]:
+        return {e["PartitionKey"]: (e.metadata["etag"], dict(e)) for e in table.query_entities(
+            "RowKey eq @rk", parameters={"rk": "activation"})}
+
+    before = activation_rows()
+    activation_store.reindex()
+    done = activation_store.get("N-1")
+    assert done is not None
+    activation_store.repair_index(done)
+    activation_store.sync_index(record_to_entity(row))
+    assert activation_rows() == before
+    assert ids(activation_store.list_activations(status="succeeded").items) == ["N-1"]
