@@ -8,6 +8,7 @@ by that activation's next write, its watchdog (`repair_index`), and `reindex`.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import random
@@ -26,7 +27,7 @@ import pytest
 from shared import index as ix
 from shared.api import ActivationApi
 from shared.outcome import Status
-from shared.store import ActivationRecord, ActivationStore, ConcurrentUpdate, record_to_entity
+from shared.store import ActivationRecord, ActivationStore, ConcurrentUpdate, _query_fingerprint, record_to_entity
 from tests.fixtures.azurite import StorageNames
 
 T0 = datetime(2026, 4, 1, 0, 0, 0, tzinfo=UTC)
@@ -620,3 +621,35 @@ def test_indexing_never_writes_an_activation_row(activation_store: ActivationSto
     activation_store.sync_index(record_to_entity(row))
     assert activation_rows() == before
     assert ids(activation_store.list_activations(status="succeeded").items) == ["N-1"]
+
+
+def test_pages_cross_status_boundaries_in_triage_order_and_forged_tokens_are_no_500(
+    activation_store: ActivationStore,
+) -> None:
+    for i in range(23):
+        row = activation_store.create(record(f"P-{i:02d}", i))
+        activation_store.replace(later(row, status=list(Status)[i % len(Status)], tenant_id=TENANT if i % 3 else OTHER))
+    api = ActivationApi(activation_store, lambda: None)  # type: ignore[arg-type, return-value]
+    for params in ({}, {"tenant_id": TENANT}, {"status": "failed"}):
+        whole = [i["notice_id"] for i in api.list({**params, "top": "200"}).body["items"]]
+        assert len(whole) == (23 if not params else 15 if "tenant_id" in params else 3)
+        for top in ("1", "4", "7"):
+            paged: list[str] = []
+            token: str | None = None
+            while True:
+                page = api.list({**params, "top": top, **({"continuation": token} if token else {})})
+                assert page.status == 200
+                paged += [i["notice_id"] for i in page.body["items"]]
+                if (token := page.body["continuation"]) is None:
+                    break
+            assert paged == whole, (params, top)
+    shown = set(ids(activation_store.list_activations(top=1000).items))
+    forged = [("index:activations", "s|\n"), ("x\r\nX-Other: 1", "s|"), ("index:activations", "s|\u4e00"),
+              ("\u00e9", None), ("index:activations", "s|" + "x" * 3000), ("N-1", "activation")]
+    for pk, rk in forged:
+        payload = {"v": 1, "q": _query_fingerprint("index", None, None), "pk": pk, "rk": rk}
+        token = base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
+        response = api.list({"top": "5", "continuation": token})
+        assert response.status in (200, 400), (pk, rk)
+        if response.status == 200:  # at worst another place in the same list, never another row
+            assert {i["notice_id"] for i in response.body["items"]} <= shown
