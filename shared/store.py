@@ -39,6 +39,7 @@ import json
 import logging
 import math
 import re
+import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -63,6 +64,7 @@ from azure.data.tables import (
 
 from . import index as ix
 from .outcome import Status
+from .retry import RetryPolicy
 from .settings import SettingsError
 from .text import clean, clean_value, is_storable, keep_raw, restore_raw
 
@@ -111,7 +113,11 @@ _SEQUENCE = itertools.count()
 T = TypeVar("T")
 
 MAX_QUERY_CHARS = 200
-_INDEX_ROUNDS = 8  # transaction attempts when a pointer or counter row changed under us
+_INDEX_ROUNDS = 10  # transaction attempts when a pointer or counter row changed under us
+# A writer that lost the race for a counter row waits a little, each a different while, before
+# it reads again: retried at once, a burst of status changes on one counter row (a batch of
+# claims) kept colliding until some gave up and left their index a change behind.
+_INDEX_RETRY = RetryPolicy(base_seconds=0.02, max_seconds=0.5, max_attempts=_INDEX_ROUNDS)
 _NOTICE_ID_CHARS = re.compile(r"[A-Za-z0-9._-]+")  # what a notice id may hold (notice.NOTICE_ID_PATTERN)
 
 log = logging.getLogger(__name__)
@@ -1058,6 +1064,8 @@ class ActivationStore:
             except TableTransactionError as exc:
                 # The pointer or the counter changed since it was read, or a row it names is gone.
                 check_held = check_held or getattr(exc, "error_code", None) == TableErrorCode.RESOURCE_NOT_FOUND
+                if not _INDEX_RETRY.exhausted(round_ + 1):
+                    time.sleep(_INDEX_RETRY.delay(round_ + 1))
                 continue
             return True
         raise StoreError(f"the index rows of {notice_id!r} kept changing; left for the next write or reindex")

@@ -15,6 +15,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -653,3 +654,23 @@ def test_pages_cross_status_boundaries_in_triage_order_and_forged_tokens_are_no_
         assert response.status in (200, 400), (pk, rk)
         if response.status == 200:  # at worst another place in the same list, never another row
             assert {i["notice_id"] for i in response.body["items"]} <= shown
+
+
+def test_a_burst_of_status_changes_on_one_counter_row_is_indexed_whole(
+    activation_store: ActivationStore, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Sixteen activations that share a counter row change status at the same instant (a batch
+    of claims): every one is indexed, none left a change behind for want of a retry."""
+    shard = [n for n in (f"S-{i}" for i in range(1000)) if ix.counter_key(n) == ix.counter_key("S-0")][:16]
+    rows = {n: activation_store.create(record(n, i)) for i, n in enumerate(shard)}
+    start = threading.Barrier(len(shard))
+
+    def claim(notice_id: str) -> None:
+        start.wait()
+        activation_store.replace(later(rows[notice_id], status=Status.RUNNING), previous=rows[notice_id])
+
+    with ThreadPoolExecutor(max_workers=len(shard)) as pool:
+        list(pool.map(claim, shard))
+    assert not [r for r in caplog.records if "could not update the index rows" in r.getMessage()]
+    assert sorted(ids(activation_store.list_activations(status="running").items)) == sorted(shard)
+    assert activation_store.summary().counts == {**ZEROS, "running": len(shard)}
