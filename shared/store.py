@@ -983,10 +983,10 @@ class ActivationStore:
         """Bring the index of every activation row up to date; returns how many rows are indexed.
 
         The one full scan, by design: once after upgrading to the indexed store, or to repair.
-        Safe while workers write: each row is indexed like a write would (pointer, version).
-        A row that cannot be read as an activation (an unknown status, say) is logged and its
-        index rows removed, so what is counted is what is listed. The table is marked
-        completely indexed only when every row was.
+        Safe while workers write: each row is indexed like a write would (the pointer, then the
+        row read again when the index shows something else). A row that cannot be read as an
+        activation (an unknown status, say) is logged and its index rows removed, so what is
+        counted is what is listed. The table is marked completely indexed only when every row was.
         """
         count, missed = 0, 0
         for raw in self._activation_rows():
