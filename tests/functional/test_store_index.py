@@ -674,3 +674,17 @@ def test_a_burst_of_status_changes_on_one_counter_row_is_indexed_whole(
     assert not [r for r in caplog.records if "could not update the index rows" in r.getMessage()]
     assert sorted(ids(activation_store.list_activations(status="running").items)) == sorted(shard)
     assert activation_store.summary().counts == {**ZEROS, "running": len(shard)}
+
+
+def test_a_q_with_odata_syntax_is_only_text(activation_store: ActivationStore) -> None:
+    activation_store.create(record("N-1", 0, customer_name="O'Brien & Sons", contract_id="K' or 1 eq 1"))
+    activation_store.create(record("N-2", 1, customer_name="Other"))
+    api = ActivationApi(activation_store, lambda: None)  # type: ignore[arg-type, return-value]
+    expected = {"o'brien": ["N-1"], "O'Brien & S": ["N-1"], "K' or 1 eq 1": ["N-1"], "' or RowKey ne '": [],
+                "@pk": [], "@lo x @hi": [], "$filter=RowKey ne ''": [], "N-1 or PartitionKey gt ''": [],
+                "%27": [], "\x00": [], "index:": [], "s|0": [], "~count": [], "@N-1": []}
+    for q, notice_ids in expected.items():
+        response = api.list({"q": q})
+        assert response.status == 200, q
+        assert [i["notice_id"] for i in response.body["items"]] == notice_ids, q
+        assert api.list({"q": q, "status": "failed"}).body["items"] == [], q
