@@ -122,8 +122,19 @@ def search_ranges(text: str) -> list[tuple[str, str]]:
 
 
 def after_prefix(prefix: str) -> str:
-    """The smallest string above every string that starts with `prefix` (a range's end)."""
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    """A string above every string that starts with `prefix` (a range's end), and one that can
+    be sent: the character after U+D7FF is U+E000, not a lone surrogate, which is no text.
+
+    Above every such string in code-point order and in UTF-16 order alike; the range it ends
+    may also hold strings that do not start with `prefix` (in UTF-16 order, U+10000 and up sort
+    below U+E000), so a reader of the range keeps only the keys that do (`search_ranges`).
+    """
+    code = ord(prefix[-1]) + 1
+    if 0xD800 <= code <= 0xDFFF:
+        code = 0xE000
+    if code > 0x10FFFF:  # every prefix here starts with a key's ASCII prefix, so one is left
+        return after_prefix(prefix[:-1])
+    return prefix[:-1] + chr(code)
 
 
 def listed(entity: Mapping[str, Any]) -> dict[str, Any]:

@@ -39,6 +39,7 @@ import json
 import logging
 import math
 import re
+import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -63,6 +64,7 @@ from azure.data.tables import (
 
 from . import index as ix
 from .outcome import Status
+from .retry import RetryPolicy
 from .settings import SettingsError
 from .text import clean, clean_value, is_storable, keep_raw, restore_raw
 
@@ -111,7 +113,11 @@ _SEQUENCE = itertools.count()
 T = TypeVar("T")
 
 MAX_QUERY_CHARS = 200
-_INDEX_ROUNDS = 8  # transaction attempts when a pointer or counter row changed under us
+_INDEX_ROUNDS = 10  # transaction attempts when a pointer or counter row changed under us
+# A writer that lost the race for a counter row waits a little, each a different while, before
+# it reads again: retried at once, a burst of status changes on one counter row (a batch of
+# claims) kept colliding until some gave up and left their index a change behind.
+_INDEX_RETRY = RetryPolicy(base_seconds=0.02, max_seconds=0.5, max_attempts=_INDEX_ROUNDS)
 _NOTICE_ID_CHARS = re.compile(r"[A-Za-z0-9._-]+")  # what a notice id may hold (notice.NOTICE_ID_PATTERN)
 
 log = logging.getLogger(__name__)
@@ -467,9 +473,9 @@ def entity_to_record(entity: Mapping[str, Any], etag: str | None = None) -> Acti
         notice_id=str(entity["PartitionKey"]),
         tenant_id=text("tenant_id") or "",
         status=Status(text("status") or Status.QUEUED.value),
-        attempts=int(entity.get("attempts") or 0),
-        propagation_waits=int(entity.get("propagation_waits") or 0),
-        series=int(entity.get("series") or 1),
+        attempts=_count(entity.get("attempts")),
+        propagation_waits=_count(entity.get("propagation_waits")),
+        series=_count(entity.get("series")) or 1,
         content_hash=text("content_hash") or "",
         notice_json=text("notice_json") or "",
         raw_message=text("raw_message"),
@@ -479,7 +485,7 @@ def entity_to_record(entity: Mapping[str, Any], etag: str | None = None) -> Acti
         connectors=_as_list(_load_json(entity.get("connectors"))),
         warnings=_as_list(_load_json(entity.get("warnings"))),
         error=error if isinstance(error, dict) or error is None else {"value": error},
-        events_count=int(entity.get("events_count") or 0),
+        events_count=_count(entity.get("events_count")),
         created_at=when("created_at"),
         updated_at=when("updated_at"),
         started_at=when("started_at"),
@@ -541,6 +547,13 @@ def _number(value: object) -> float | None:
     except (ValueError, OverflowError):
         return None
     return number if math.isfinite(number) else None
+
+
+def _count(value: object) -> int:
+    """A stored count as an int; 0 for what is not a number (a row an older version, or a person
+    in Storage Explorer, wrote as "many" or "n/a"): such a row must still read, list and count."""
+    number = _number(value)
+    return max(int(number), 0) if number is not None and abs(number) < 2**63 else 0
 
 
 def _etag_of(entity: Mapping[str, Any]) -> str | None:
@@ -779,6 +792,17 @@ class ActivationStore:
             return None
         return entity_to_record(entity)
 
+    def _get_readable(self, notice_id: str) -> ActivationRecord | None:
+        """`get`, with a row that cannot be read as an activation logged and read as None (for
+        lists: one such row must not break a page)."""
+        try:
+            entity = self._activations.get_entity(notice_id, ACTIVATION_ROW_KEY)
+        except ResourceNotFoundError as exc:
+            if _is_table_missing(exc):
+                raise
+            return None
+        return _readable(entity)
+
     def raw_message_bytes(self, notice_id: str) -> bytes | None:
         """The raw message exactly as it arrived (up to its cap), or None if none is kept.
 
@@ -899,23 +923,28 @@ class ActivationStore:
         Three range queries of at most `top` rows each, every one naming its partitions: the
         activation rows' PartitionKey range (the notice-id prefix), and the customer and
         contract RowKey ranges of the index. Prefixes, because a substring would need a scan.
-        `status` and `tenant_id` narrow the matches afterwards.
+        `status` and `tenant_id` narrow each of the three queries (search rows carry both).
         """
         text = " ".join(q.split())[:MAX_QUERY_CHARS]
         if not text:
             return []
+        # The narrowing is part of each query, not applied to its first `top` rows: a prefix that
+        # matches more than `top` would otherwise hide a failed match behind queued ones.
+        narrow = {k: v for k, v in (("status", status), ("tenant_id", tenant_id)) if v is not None}
         found: dict[str, ActivationRecord] = {}
         whole: set[str] = set()  # read from their activation rows, not from search rows
         if _NOTICE_ID_CHARS.fullmatch(text):
-            for entity in self._activation_rows(lo=text, hi=ix.after_prefix(text), top=top):
+            for entity in self._activation_rows(lo=text, hi=ix.after_prefix(text), top=top, where=narrow):
                 if (record := _readable(entity)) is not None:
                     found.setdefault(record.notice_id, record)
                     whole.add(record.notice_id)
         for lo, hi in ix.search_ranges(text):
+            clauses, parameters = _where(narrow, {"pk": ix.INDEX_PARTITION, "lo": lo, "hi": hi})
             rows = self._activations.query_entities(
-                "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
-                parameters={"pk": ix.INDEX_PARTITION, "lo": lo, "hi": hi}, results_per_page=top)
-            for entity in itertools.islice(rows, top):
+                " and ".join(["PartitionKey eq @pk", "RowKey ge @lo", "RowKey lt @hi", *clauses]),
+                parameters=parameters, results_per_page=top)
+            matching = (e for e in rows if str(e.get("RowKey") or "").startswith(lo))  # see after_prefix
+            for entity in itertools.islice(matching, top):
                 if (record := index_to_record(entity)) is not None:
                     found.setdefault(record.notice_id, record)
         matches = [r for r in found.values()
@@ -945,7 +974,7 @@ class ActivationStore:
         gone since it was indexed is left out."""
         shown: list[ActivationRecord] = []
         for record in records:
-            whole = record if record.notice_id in read_already else self.get(record.notice_id)
+            whole = record if record.notice_id in read_already else self._get_readable(record.notice_id)
             if whole is not None:
                 shown.append(replace(whole, notice_json="", raw_message=None))
         return shown
@@ -969,20 +998,35 @@ class ActivationStore:
         return Summary(counts, sum(counts.values()), complete)
 
     def reindex(self) -> int:
-        """Bring the index of every activation row up to date; returns how many rows were read.
+        """Bring the index of every activation row up to date; returns how many rows are indexed.
 
         The one full scan, by design: once after upgrading to the indexed store, or to repair.
-        Safe while workers write: each row is indexed like a write would (pointer, version).
+        Safe while workers write: each row is indexed like a write would (the pointer, then the
+        row read again when the index shows something else). A row that cannot be read as an
+        activation (an unknown status, say) is logged and its index rows removed, so what is
+        counted is what is listed. The table is marked completely indexed only when every row was.
         """
-        count = 0
-        for entity in self._activation_rows():
+        count, missed = 0, 0
+        for raw in self._activation_rows():
+            notice_id = str(raw.get("PartitionKey"))
+            try:
+                entity = _as_written(raw)
+            except (ValueError, TypeError, KeyError):
+                log.warning("reindex: activation row %r cannot be read; it is left out of lists and counts", notice_id)
+                try:
+                    self._unindex(notice_id)
+                except StoreError:
+                    missed += 1
+                continue
             try:
                 self.sync_index(entity)
-            except (ValueError, TypeError):
-                log.warning("reindex: skipping an unreadable activation row %r", entity.get("PartitionKey"))
+            except StoreError:
+                log.warning("reindex: the index rows of %r kept changing; run reindex again", notice_id)
+                missed += 1
                 continue
             count += 1
-        self._mark_index_complete()
+        if not missed:
+            self._mark_index_complete()
         return count
 
     def repair_index(self, record: ActivationRecord) -> None:
@@ -1002,38 +1046,92 @@ class ActivationStore:
         One entity-group transaction: the rows the pointer names and the new state no longer
         needs are deleted, the new rows written, the pointer moved (If-Match), and on a status
         change the notice's counter row moved (If-Match). A lost race is read again and done
-        again. A pointer from a later write (its `version` is newer) wins: this one is stale.
-        `fresh` (a row just created) skips the pointer read: there can be none yet.
+        again. `fresh` (a row just created) skips the pointer read: there can be none yet.
+
+        Which of two writes is the later one is the activation row's to say, not the clocks'
+        (another instance's clock, one set back, two writes in one millisecond): when a pointer
+        exists and does not show `entity` already, the row is read again, after the pointer,
+        and that is what is indexed. Every write indexes after it writes, and the pointer's
+        If-Match makes the last transaction to commit one that read the pointer, hence the row,
+        after every earlier commit: it shows the last write. A scan's stale copy (`reindex`
+        while workers write) is corrected the same way. A row that is gone or cannot be read
+        loses its index rows. The cost is one point read per change of what a list shows.
         """
         state = ix.IndexState.of(entity)
-        notice_id, status, keys = state.notice_id, state.status, state.keys
-        pk, pointer_key = ix.INDEX_PARTITION, ix.pointer_key(notice_id)
+        return self._sync(state.notice_id, state, fresh=fresh)
+
+    def _sync(self, notice_id: str, state: ix.IndexState | None, *, fresh: bool = False) -> bool:
+        """`sync_index` for `state`; None reads the row to learn what to show (or to remove)."""
+        pointer_key = ix.pointer_key(notice_id)
+        check_held = False  # a delete found its row gone (deleted by hand): delete only what exists
         for round_ in range(_INDEX_ROUNDS):
             pointer = None if fresh and round_ == 0 else self._index_row(pointer_key)
-            if pointer is not None and (str(pointer.get("version") or "") > state.version or state.shown_by(pointer)):
-                return False  # shown already, or a later write of this activation is indexed already
+            if state is not None and state.shown_by(pointer):
+                return False
+            if pointer is not None or state is None:
+                state = self._row_state(notice_id)
+                if state is not None and state.shown_by(pointer):
+                    return False
+            if state is None and pointer is None:
+                return False
             held = ix.pointer_keys(pointer)
-            old_status = str(pointer.get("status") or "") if pointer is not None else None
-            ops: list[Any] = [("delete", {"PartitionKey": pk, "RowKey": k}) for k in held if k not in keys]
+            if check_held:
+                held = [k for k in held if self._index_row(k) is not None]
+            try:
+                self._activations.submit_transaction(self._index_ops(notice_id, state, pointer, held))
+            except TableTransactionError as exc:
+                # The pointer or the counter changed since it was read, or a row it names is gone.
+                check_held = check_held or getattr(exc, "error_code", None) == TableErrorCode.RESOURCE_NOT_FOUND
+                if not _INDEX_RETRY.exhausted(round_ + 1):
+                    time.sleep(_INDEX_RETRY.delay(round_ + 1))
+                continue
+            return True
+        raise StoreError(f"the index rows of {notice_id!r} kept changing; left for the next write or reindex")
+
+    def _index_ops(self, notice_id: str, state: ix.IndexState | None, pointer: Any,
+                   held: list[str]) -> list[Any]:
+        """The transaction that moves the index from `pointer` (holding `held`) to `state`, or
+        removes it when `state` is None; the counter row moves on a change of status."""
+        pk = ix.INDEX_PARTITION
+        keys = state.keys if state is not None else []
+        ops: list[Any] = [("delete", {"PartitionKey": pk, "RowKey": k}) for k in held if k not in keys]
+        if state is not None:
             ops += [("upsert", row, {"mode": UpdateMode.REPLACE}) for row in state.rows()]
             ops.append(("create", state.pointer()) if pointer is None else
                        ("update", state.pointer(), _if_match(pointer)))
-            if old_status != status:
-                counter_key = ix.counter_key(notice_id)
-                counter = self._index_row(counter_key)
-                counts = {s: ix.counted(counter, s) for s in STATUSES}
-                if old_status in counts:
-                    counts[old_status] -= 1
+        else:
+            ops.append(("delete", {"PartitionKey": pk, "RowKey": ix.pointer_key(notice_id)},
+                        {"etag": _etag_of(pointer), "match_condition": MatchConditions.IfNotModified}))
+        old_status = str(pointer.get("status") or "") if pointer is not None else None
+        status = state.status if state is not None else None
+        if old_status != status:
+            counter_key = ix.counter_key(notice_id)
+            counter = self._index_row(counter_key)
+            counts = {s: ix.counted(counter, s) for s in STATUSES}
+            if old_status in counts:
+                counts[old_status] = max(counts[old_status] - 1, 0)
+            if status is not None:
                 counts[status] = counts.get(status, 0) + 1
-                counter_row = {"PartitionKey": pk, "RowKey": counter_key, **counts}
-                ops.append(("create", counter_row) if counter is None else
-                           ("update", counter_row, _if_match(counter)))
-            try:
-                self._activations.submit_transaction(ops)
-            except TableTransactionError:
-                continue  # the pointer or the counter changed since it was read: read again
-            return True
-        raise StoreError(f"the index rows of {notice_id!r} kept changing; left for the next write or reindex")
+            counter_row = {"PartitionKey": pk, "RowKey": counter_key, **counts}
+            ops.append(("create", counter_row) if counter is None else ("update", counter_row, _if_match(counter)))
+        return ops
+
+    def _row_state(self, notice_id: str) -> ix.IndexState | None:
+        """What the index should show for the activation row as it is now (None: nothing)."""
+        try:
+            raw = self._activations.get_entity(notice_id, ACTIVATION_ROW_KEY)
+        except ResourceNotFoundError as exc:
+            if _is_table_missing(exc):
+                raise
+            return None
+        try:
+            return ix.IndexState.of(_as_written(raw))
+        except (ValueError, TypeError, KeyError):
+            return None
+
+    def _unindex(self, notice_id: str) -> None:
+        """Remove the index rows of an activation row that cannot be read (see reindex)."""
+        self._sync(notice_id, None)
 
     def _index_quietly(self, entity: Mapping[str, Any], *, fresh: bool = False) -> None:
         """Index after the activation row is written: a failure must not undo the write (the
@@ -1054,9 +1152,10 @@ class ActivationStore:
     def _mark_index_complete(self) -> None:
         self._activations.upsert_entity({"PartitionKey": ix.INDEX_PARTITION, "RowKey": ix.COMPLETE_ROW})
 
-    def _activation_rows(self, *, lo: str | None = None, hi: str | None = None,
-                         top: int | None = None) -> Iterator[Mapping[str, Any]]:
-        """Activation rows (never index rows), optionally of a PartitionKey range, at most `top`.
+    def _activation_rows(self, *, lo: str | None = None, hi: str | None = None, top: int | None = None,
+                         where: Mapping[str, str] | None = None) -> Iterator[Mapping[str, Any]]:
+        """Activation rows (never index rows), optionally of a PartitionKey range, at most `top`,
+        with the properties in `where` equal to the values given.
 
         A range that spans the index partition is cut around it, so the service never scans the
         index for activation rows it cannot hold.
@@ -1070,7 +1169,8 @@ class ActivationStore:
         for start, stop in ranges:
             if left is not None and left <= 0:
                 return
-            clauses, parameters = ["RowKey eq @row_key"], {"row_key": ACTIVATION_ROW_KEY}
+            clauses, parameters = _where(where or {}, {"row_key": ACTIVATION_ROW_KEY})
+            clauses.insert(0, "RowKey eq @row_key")
             if start is not None:
                 clauses.append("PartitionKey ge @lo")
                 parameters["lo"] = start
@@ -1235,7 +1335,23 @@ def index_to_record(entity: Mapping[str, Any]) -> ActivationRecord | None:
     notice_id = entity.get("notice_id")
     if not isinstance(notice_id, str) or not notice_id:
         return None
+    if any(not isinstance(entity.get(k, 0), int) or isinstance(entity.get(k), bool) for k in _COUNT_FIELDS):
+        # This version writes index rows from rows read as records (counts are ints): this one
+        # it did not write, and it is no evidence of anything, so it is not listed.
+        log.warning("skipping an index row this version did not write %r", entity.get("RowKey"))
+        return None
     return _readable({**entity, "PartitionKey": notice_id})
+
+
+def _as_written(entity: Mapping[str, Any]) -> dict[str, Any]:
+    """An activation row as this version writes it: read as a record and written back, so a
+    row an older version (or a person) wrote indexes with the types and text a write would give,
+    and shows in a list exactly as `get` reads it. ValueError (or TypeError, KeyError) if the
+    row is not an activation at all."""
+    return record_to_entity(entity_to_record(entity))
+
+
+_COUNT_FIELDS = ("attempts", "propagation_waits", "series", "events_count")
 
 
 def _readable(entity: Mapping[str, Any]) -> ActivationRecord | None:
@@ -1251,6 +1367,13 @@ def _unchanged_in_lists(before: Mapping[str, Any], after: Mapping[str, Any]) -> 
     old, new = ix.listed(before), ix.listed(after)
     return ix.digest(old) == ix.digest(new) and all(
         old.get(k) == new.get(k) for k in ("status", "tenant_id", "customer_name", "contract_id", "created_at"))
+
+
+def _where(equal: Mapping[str, str], parameters: Mapping[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """Filter clauses "<property> eq @w_<property>" for `equal`, and `parameters` with their values
+    (the property names are ours; the values go through the SDK's parameters, never the text)."""
+    clauses = [f"{name} eq @w_{name}" for name in equal]
+    return clauses, {**parameters, **{f"w_{name}": value for name, value in equal.items()}}
 
 
 def _if_match(entity: Any) -> dict[str, Any]:

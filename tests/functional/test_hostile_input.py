@@ -165,3 +165,28 @@ def test_a_short_history_is_whole_and_exact(parts: Parts) -> None:
     doc = answered(parts.api.get(SAMPLE["notice_id"]))
     assert [e["kind"] for e in doc["events"]] == ["notice.rejected"]
     assert (doc["events_total"], doc["events_total_exact"], doc["events_truncated"]) == (1, True, False)
+
+
+def test_a_rejected_notice_re_sent_valid_under_its_notice_id_is_listed_and_counted_as_the_valid_one(
+    parts: Parts,
+) -> None:
+    """The rejected row's odd tenant id is indexed; the valid notice under the same notice_id
+    replaces it, and no list, search or count shows the rejected state any more."""
+    odd = {**SAMPLE, "notice_id": "RESENT-1", "tenant_id": "ＴＥＮＡＮＴ|/#?\u202e" + "x" * 80}
+    assert parts.api.submit(json.dumps(odd).encode()).status == 400
+    assert [i["notice_id"] for i in answered(parts.api.list({"status": "rejected"}))["items"]] == ["RESENT-1"]
+    valid = {**SAMPLE, "notice_id": "RESENT-1"}
+    assert parts.api.submit(json.dumps(valid).encode()).status == 202
+    assert answered(parts.api.list({"status": "rejected"}))["items"] == []
+    (item,) = answered(parts.api.list({}))["items"]
+    assert (item["notice_id"], item["status"], item["tenant_id"]) == ("RESENT-1", "queued", SAMPLE["tenant_id"].lower())
+    assert [i["notice_id"] for i in answered(parts.api.list({"tenant_id": SAMPLE["tenant_id"]}))["items"]] == [
+        "RESENT-1"]
+    assert [i["notice_id"] for i in answered(parts.api.list({"q": SAMPLE["customer_name"][:5]}))["items"]] == [
+        "RESENT-1"]
+    assert answered(parts.api.summary())["counts"]["queued"] == 1
+    assert answered(parts.api.summary())["total"] == 1
+    index_rows = [e["RowKey"] for e in parts.store._activations.query_entities(
+        "PartitionKey eq @pk", parameters={"pk": "index:activations"})]
+    assert not [k for k in index_rows if "ｔｅｎａｎｔ" in k or "rejected" in k]
+    every_view_answers(parts)
