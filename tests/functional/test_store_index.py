@@ -491,9 +491,11 @@ def test_concurrent_writers_with_disagreeing_clocks_and_a_reindex_leave_the_inde
             n for n, r in rows.items() if r is not None and r.tenant_id == tenant)
     assert sorted(ids(activation_store.list_activations(q="beta").items)) == sorted(
         n for n, r in rows.items() if r is not None and r.customer_name == "Beta Works")
+    # updated_at is left out: a write that changes nothing a list shows but the time (a renewal, or
+    # here a writer that drew the same state again) does not touch the index, by design.
     listed = {r.notice_id: r for r in activation_store.list_activations().items}
-    assert {n: (r.status, r.tenant_id, r.customer_name, r.updated_at) for n, r in listed.items()} == {
-        n: (r.status, r.tenant_id, r.customer_name, r.updated_at) for n, r in rows.items() if r is not None}
+    assert {n: (r.status, r.tenant_id, r.customer_name) for n, r in listed.items()} == {
+        n: (r.status, r.tenant_id, r.customer_name) for n, r in rows.items() if r is not None}
 
 
 # A writer that says which state it is about to write, then writes it (row, then index), forever.
