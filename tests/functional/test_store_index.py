@@ -55,21 +55,24 @@ def later(row: ActivationRecord, minutes: int = 1, **changes: Any) -> Activation
 
 class TableLog:
     """Wraps the store's TableClient: every query's filter, the rows it yielded, and every
-    point read and transaction on the index partition."""
+    point read and transaction on the index partition (and the point reads of activation rows)."""
 
     def __init__(self, table: Any) -> None:
         self._table = table
         self.filters: list[str] = []
         self.rows = 0
         self.index_reads = 0
+        self.row_reads = 0
         self.transactions = 0
 
     def reset(self) -> None:
-        self.filters, self.rows, self.index_reads, self.transactions = [], 0, 0, 0
+        self.filters, self.rows, self.index_reads, self.row_reads, self.transactions = [], 0, 0, 0, 0
 
     def get_entity(self, partition_key: str, row_key: str, **kwargs: Any) -> Any:
         if partition_key == ix.INDEX_PARTITION:
             self.index_reads += 1
+        else:
+            self.row_reads += 1
         return self._table.get_entity(partition_key, row_key, **kwargs)
 
     def submit_transaction(self, operations: Any, **kwargs: Any) -> Any:
@@ -209,7 +212,7 @@ def test_a_lease_renewal_touches_no_index_row(activation_store: ActivationStore,
     logged.reset()
     renewed = later(row, lease_expires_at=T0 + timedelta(minutes=10))
     activation_store.replace(renewed, previous=row)
-    assert (logged.index_reads, logged.transactions) == (0, 0)
+    assert (logged.index_reads, logged.transactions, logged.row_reads) == (0, 0, 0)
     assert activation_store.list_activations(status="running").items == before
     # Without `previous` the store checks the index (one point read) and still writes nothing.
     logged.reset()
@@ -221,9 +224,11 @@ def test_a_status_change_is_one_transaction_and_two_point_reads(activation_store
                                                                   logged: TableLog) -> None:
     row = activation_store.create(record("N-1", 0))
     assert (logged.index_reads, logged.transactions) == (1, 1)  # the counter; no pointer yet
+    assert logged.row_reads == 0  # a new row: nothing can have been indexed from a later write
     logged.reset()
     activation_store.replace(later(row, status=Status.RUNNING), previous=row)
     assert (logged.index_reads, logged.transactions) == (2, 1)  # the pointer and the counter
+    assert logged.row_reads == 1  # the row again, after the pointer: it, not a clock, says what is latest
 
 
 def test_a_crash_before_the_index_write_is_repaired_by_the_next_write(
