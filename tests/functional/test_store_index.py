@@ -693,3 +693,18 @@ def test_a_q_with_odata_syntax_is_only_text(activation_store: ActivationStore) -
         assert response.status == 200, q
         assert [i["notice_id"] for i in response.body["items"]] == notice_ids, q
         assert api.list({"q": q, "status": "failed"}).body["items"] == [], q
+
+
+def test_reindex_drops_the_index_rows_of_an_activation_row_deleted_by_hand(activation_store: ActivationStore) -> None:
+    activation_store.create(record("N-1", 0))
+    row = activation_store.create(record("N-2", 1))
+    activation_store.replace(later(row, status=Status.FAILED), previous=row)
+    activation_store._activations.delete_entity("N-2", "activation")  # an operator's clean-up in Storage Explorer
+    assert ids(activation_store.list_activations().items) == ["N-2", "N-1"]  # listed until reindex
+    activation_store.reindex()
+    assert ids(activation_store.list_activations().items) == ["N-1"]
+    assert activation_store.list_activations(tenant_id=TENANT, status="failed").items == []
+    assert activation_store.summary().counts == {**ZEROS, "queued": 1}
+    assert [e["RowKey"] for e in activation_store._activations.query_entities(
+        "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+        parameters={"pk": ix.INDEX_PARTITION, "lo": "@", "hi": "A"})] == ["@N-1"]
