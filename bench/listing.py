@@ -162,11 +162,12 @@ class CountingTable:
         self._table = table
         self.reads = 0
         self.index_reads = 0
+        self.row_reads = 0  # point reads outside the index partition (activation rows)
         self.transactions = 0
         self.filters: list[str] = []
 
     def reset(self) -> None:
-        self.reads = self.index_reads = self.transactions = 0
+        self.reads = self.index_reads = self.row_reads = self.transactions = 0
         self.filters = []
 
     def take(self) -> int:
@@ -177,6 +178,8 @@ class CountingTable:
         self.reads += 1
         if partition_key == ix.INDEX_PARTITION:
             self.index_reads += 1
+        else:
+            self.row_reads += 1
         return self._table.get_entity(partition_key, row_key, **kwargs)
 
     def submit_transaction(self, operations: Any, **kwargs: Any) -> Any:

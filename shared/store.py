@@ -1004,11 +1004,15 @@ class ActivationStore:
         Safe while workers write: each row is indexed like a write would (the pointer, then the
         row read again when the index shows something else). A row that cannot be read as an
         activation (an unknown status, say) is logged and its index rows removed, so what is
-        counted is what is listed. The table is marked completely indexed only when every row was.
+        counted is what is listed. Then every pointer whose activation row the scan did not see
+        is checked against its row: the index rows of a row deleted by hand go, one created
+        meanwhile is indexed. The table is marked completely indexed only when every row was.
         """
         count, missed = 0, 0
+        seen: set[str] = set()
         for raw in self._activation_rows():
             notice_id = str(raw.get("PartitionKey"))
+            seen.add(notice_id)
             try:
                 entity = _as_written(raw)
             except (ValueError, TypeError, KeyError):
@@ -1025,6 +1029,16 @@ class ActivationStore:
                 missed += 1
                 continue
             count += 1
+        pointers = self._activations.query_entities(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi", select=["RowKey"],
+            parameters={"pk": ix.INDEX_PARTITION, "lo": ix.POINTER_PREFIX, "hi": ix.after_prefix(ix.POINTER_PREFIX)})
+        for pointer in pointers:
+            notice_id = str(pointer.get("RowKey"))[len(ix.POINTER_PREFIX):]
+            if notice_id not in seen:
+                try:
+                    self._unindex(notice_id)  # reads the row after the pointer: gone, or new
+                except StoreError:
+                    missed += 1
         if not missed:
             self._mark_index_complete()
         return count
@@ -1130,7 +1144,8 @@ class ActivationStore:
             return None
 
     def _unindex(self, notice_id: str) -> None:
-        """Remove the index rows of an activation row that cannot be read (see reindex)."""
+        """Remove the index rows of an activation row that is gone or cannot be read (see
+        reindex); a row that can be read after all is indexed instead."""
         self._sync(notice_id, None)
 
     def _index_quietly(self, entity: Mapping[str, Any], *, fresh: bool = False) -> None:

@@ -151,7 +151,7 @@ def test_a_lease_renewal_touches_no_index_row(activation_store: ActivationStore,
     logged.reset()
     renewed = later(row, lease_expires_at=T0 + timedelta(minutes=10))
     activation_store.replace(renewed, previous=row)
-    assert (logged.index_reads, logged.transactions) == (0, 0)
+    assert (logged.index_reads, logged.transactions, logged.row_reads) == (0, 0, 0)
     assert activation_store.list_activations(status="running").items == before
     # Without `previous` the store checks the index (one point read) and still writes nothing.
     logged.reset()
@@ -163,9 +163,11 @@ def test_a_status_change_is_one_transaction_and_two_point_reads(activation_store
                                                                   logged: CountingTable) -> None:
     row = activation_store.create(record("N-1", 0))
     assert (logged.index_reads, logged.transactions) == (1, 1)  # the counter; no pointer yet
+    assert logged.row_reads == 0  # a new row: nothing can have been indexed from a later write
     logged.reset()
     activation_store.replace(later(row, status=Status.RUNNING), previous=row)
     assert (logged.index_reads, logged.transactions) == (2, 1)  # the pointer and the counter
+    assert logged.row_reads == 1  # the row again, after the pointer: it, not a clock, says what is latest
 
 
 def test_a_crash_before_the_index_write_is_repaired_by_the_next_write(
@@ -667,3 +669,18 @@ def test_a_q_with_odata_syntax_is_only_text(activation_store: ActivationStore) -
         assert response.status == 200, q
         assert [i["notice_id"] for i in response.body["items"]] == notice_ids, q
         assert api.list({"q": q, "status": "failed"}).body["items"] == [], q
+
+
+def test_reindex_drops_the_index_rows_of_an_activation_row_deleted_by_hand(activation_store: ActivationStore) -> None:
+    activation_store.create(record("N-1", 0))
+    row = activation_store.create(record("N-2", 1))
+    activation_store.replace(later(row, status=Status.FAILED), previous=row)
+    activation_store._activations.delete_entity("N-2", "activation")  # an operator's clean-up in Storage Explorer
+    assert ids(activation_store.list_activations().items) == ["N-2", "N-1"]  # listed until reindex
+    activation_store.reindex()
+    assert ids(activation_store.list_activations().items) == ["N-1"]
+    assert activation_store.list_activations(tenant_id=TENANT, status="failed").items == []
+    assert activation_store.summary().counts == {**ZEROS, "queued": 1}
+    assert [e["RowKey"] for e in activation_store._activations.query_entities(
+        "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+        parameters={"pk": ix.INDEX_PARTITION, "lo": "@", "hi": "A"})] == ["@N-1"]
