@@ -88,7 +88,13 @@ class ActivationApi:
     def get(self, notice_id: str, *, events: int = 200) -> ApiResponse:
         if not NOTICE_ID_PATTERN.fullmatch(notice_id):
             return _problem(400, "BAD_REQUEST", BAD_NOTICE_ID)
-        record = self._store.get(notice_id)
+        try:
+            record = self._store.get(notice_id)
+        except ValueError as exc:
+            # A row this version did not write (edited by hand, say): no list shows it, and its
+            # own page says what is wrong with it instead of failing without a word.
+            return _problem(500, "UNREADABLE_ROW", f"the stored row of activation {notice_id} cannot be read "
+                            f"({exc}); correct it in the activations table, or delete it and submit the notice again")
         if record is None:
             return _problem(404, "NOT_FOUND", f"no activation {notice_id}")
         # The newest events tell how the activation ended; a very long history is cut from the

@@ -409,6 +409,10 @@ def test_rows_an_older_version_wrote_by_hand_never_break_a_list_and_are_counted_
     activation_store.reindex()
     assert shown() == shown(tenant_id=TENANT) == shown(q="acme") == ["OLD-1", "OLD-2"]
     assert api.summary().body["counts"] == {**ZEROS, "queued": 2}
+    # Its own page names what cannot be read and the fix, rather than failing without a word.
+    page = api.get("OLD-3")
+    assert (page.status, page.body["error"]["code"]) == (500, "UNREADABLE_ROW")
+    assert "'Succeeded'" in page.body["error"]["message"] and "correct it" in page.body["error"]["message"]
 
 
 def test_an_index_row_deleted_by_hand_neither_stops_that_activation_s_index_nor_reindex(
