@@ -71,7 +71,7 @@ class RunningStack:
                                  **kwargs)
 
     def wait_for(self, notice_id: str, until: Callable[[dict[str, Any]], bool], *,
-                 timeout: float = 60) -> dict[str, Any]:
+                 timeout: float = 120) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         last: Any = None
         while time.monotonic() < deadline:
@@ -81,7 +81,9 @@ class RunningStack:
                 if until(last):
                     return dict(last)
             time.sleep(0.25)
-        raise AssertionError(f"{notice_id} did not get there within {timeout:.0f}s; last seen: {last!r}")
+        tail = "".join(self.output[-60:])  # what the stack said meanwhile: its queue trigger's lines
+        raise AssertionError(f"{notice_id} did not get there within {timeout:.0f}s; last seen: {last!r}\n"
+                             f"the stack's last output:\n{tail}")
 
     def stop(self) -> None:
         if self.process.poll() is None:
