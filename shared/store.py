@@ -784,24 +784,22 @@ class ActivationStore:
             check_key(notice_id)
         except ValueError:
             return None  # a key the service cannot store cannot have been stored
-        try:
-            entity = self._activations.get_entity(notice_id, ACTIVATION_ROW_KEY)
-        except ResourceNotFoundError as exc:
-            if _is_table_missing(exc):
-                raise
-            return None
-        return entity_to_record(entity)
+        entity = self._activation_row(notice_id)
+        return None if entity is None else entity_to_record(entity)
 
     def _get_readable(self, notice_id: str) -> ActivationRecord | None:
         """`get`, with a row that cannot be read as an activation logged and read as None (for
         lists: one such row must not break a page)."""
+        entity = self._activation_row(notice_id)
+        return None if entity is None else _readable(entity)
+
+    def _activation_row(self, notice_id: str) -> Mapping[str, Any] | None:
         try:
-            entity = self._activations.get_entity(notice_id, ACTIVATION_ROW_KEY)
+            return cast("Mapping[str, Any]", self._activations.get_entity(notice_id, ACTIVATION_ROW_KEY))
         except ResourceNotFoundError as exc:
             if _is_table_missing(exc):
                 raise
             return None
-        return _readable(entity)
 
     def raw_message_bytes(self, notice_id: str) -> bytes | None:
         """The raw message exactly as it arrived (up to its cap), or None if none is kept.
