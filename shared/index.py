@@ -13,8 +13,8 @@ table, under keys that put each question's answer in one RowKey range:
 * `k|<contract_id>|<notice_id>`: contract-id prefix search. Tenant and search rows are thin:
   they carry only what orders and narrows the matches (`THIN_FIELDS`), and a tenant's page or a
   search then reads its few matches' activation rows.
-* `@<notice_id>`: the pointer, which says which of the keys above the activation holds now and
-  from which write (`version`), so the next write knows what to delete even after a crash.
+* `@<notice_id>`: the pointer, which says which of the keys above the activation holds now,
+  so the next write knows what to delete even after a crash.
 * `~count|<shard>`: counters, one property per status; a notice always counts in the same
   shard, so one status change moves one counter row, and the summary reads `COUNTER_SHARDS`.
 * `~complete`: present when every activation row is known to be indexed.
@@ -167,13 +167,13 @@ def row_keys(notice_id: str, *, status: Status | str, tenant_id: str | None, cus
 @dataclass(frozen=True)
 class IndexState:
     """What the index holds for one activation row: its keys, the listed fields they carry, and
-    the pointer's `version` (the row's updated_at) and `digest` (what a list shows)."""
+    the pointer's `digest` (what a list shows). Which of two writes is the later is the row's to
+    say, not a time stamp (see `store.sync_index`), so the pointer carries none."""
 
     notice_id: str
     status: str
     keys: list[str]
     payload: dict[str, Any]
-    version: str
     digest: str
 
     @classmethod
@@ -182,12 +182,11 @@ class IndexState:
         notice_id = str(entity["PartitionKey"])
         payload = listed(entity)
         status = str(payload.get("status") or Status.QUEUED.value)
-        created, updated = payload.get("created_at"), payload.get("updated_at")
+        created = payload.get("created_at")
         keys = row_keys(notice_id, status=status, tenant_id=payload.get("tenant_id"),
                         customer_name=payload.get("customer_name"), contract_id=payload.get("contract_id"),
                         created_at=created if isinstance(created, datetime) else None)
-        return cls(notice_id, status, keys, payload, now_iso(updated) if isinstance(updated, datetime) else "",
-                   digest(payload))
+        return cls(notice_id, status, keys, payload, digest(payload))
 
     def rows(self) -> list[dict[str, Any]]:
         """Status rows carry the listed fields (a triage page is read from them alone); tenant
@@ -199,7 +198,7 @@ class IndexState:
 
     def pointer(self) -> dict[str, Any]:
         return {"PartitionKey": INDEX_PARTITION, "RowKey": pointer_key(self.notice_id), "keys": json.dumps(self.keys),
-                "status": self.status, "version": self.version, "digest": self.digest}
+                "status": self.status, "digest": self.digest}
 
     def shown_by(self, pointer: Mapping[str, Any] | None) -> bool:
         """Whether `pointer` says the index shows exactly this state already."""
