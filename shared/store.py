@@ -1376,10 +1376,10 @@ def _readable(entity: Mapping[str, Any]) -> ActivationRecord | None:
 
 
 def _unchanged_in_lists(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
-    """Whether two versions of an activation row show the same in every list (keys included)."""
-    old, new = ix.listed(before), ix.listed(after)
-    return ix.digest(old) == ix.digest(new) and all(
-        old.get(k) == new.get(k) for k in ("status", "tenant_id", "customer_name", "contract_id", "created_at"))
+    """Whether two versions of an activation row show the same in every list: the same index
+    keys and the same digest (every listed field but updated_at), as a pointer compares them."""
+    old, new = ix.IndexState.of(before), ix.IndexState.of(after)
+    return (old.keys, old.status, old.digest) == (new.keys, new.status, new.digest)
 
 
 def _where(equal: Mapping[str, str], parameters: Mapping[str, Any]) -> tuple[list[str], dict[str, Any]]:
